@@ -1,0 +1,243 @@
+"""Supervised contrastive loss, functional form.
+
+- [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
+- [1] Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709 (the label-free special case)
+
+With ``N = batch x views`` features ``z`` and ``s_ij = z_i . z_j / tau``, for each anchor ``i`` the positives
+``P(i)`` are the other entries of its class and ``A(i)`` all entries but ``i``:
+
+- ``summation="out"`` (Eq. 2):  ``l_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_ip) / sum_{a in A(i)} exp(s_ia) )``
+- ``summation="in"``  (Eq. 3):  ``l_i = -log( 1/|P(i)| sum_{p in P(i)} exp(s_ip) / sum_{a in A(i)} exp(s_ia) )``
+
+``denominator`` and ``positives_cap`` follow the official TensorFlow implementation (google-research/supcon).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from lightning_supcon.losses.fused import FusedSupConOut
+from lightning_supcon.utils import distributed
+
+ContrastMode = Literal["all", "one"]
+Summation = Literal["out", "in"]
+Denominator = Literal["all", "one_positive", "only_negatives"]
+Reduction = Literal["mean", "sum", "none"]
+
+CONTRAST_MODES = ("all", "one")
+SUMMATIONS = ("out", "in")
+DENOMINATORS = ("all", "one_positive", "only_negatives")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"Expected argument `{name}` to be one of {allowed}, but got {value!r}.")
+
+
+def check_options(
+    temperature: float,
+    base_temperature: float | None,
+    contrast_mode: str,
+    summation: str,
+    denominator: str,
+    positives_cap: int | None,
+    reduction: str,
+    chunk_size: int | None,
+) -> None:
+    """Validate the loss's options; raises ``ValueError`` naming the bad value and the allowed ones."""
+    if not temperature > 0:
+        raise ValueError(f"Expected argument `temperature` to be > 0, but got {temperature}.")
+    if base_temperature is not None and not base_temperature > 0:
+        raise ValueError(f"Expected argument `base_temperature` to be > 0 or None, but got {base_temperature}.")
+    _check_choice("contrast_mode", contrast_mode, CONTRAST_MODES)
+    _check_choice("summation", summation, SUMMATIONS)
+    _check_choice("denominator", denominator, DENOMINATORS)
+    _check_choice("reduction", reduction, REDUCTIONS)
+    if positives_cap is not None and positives_cap < 0:
+        raise ValueError(f"Expected argument `positives_cap` to be >= 0 or None, but got {positives_cap}.")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"Expected argument `chunk_size` to be >= 1 or None, but got {chunk_size}.")
+
+
+def _masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
+    """Row-wise log-sum-exp over ``keep``; ``-inf`` for empty rows, with a finite (zero) gradient there."""
+    nonempty = keep.any(dim=1)
+    masked = logits.masked_fill(~keep, float("-inf"))
+    masked = torch.where(nonempty[:, None], masked, torch.zeros_like(masked))
+    return torch.where(nonempty, torch.logsumexp(masked, dim=1), torch.full_like(logits[:, 0], float("-inf")))
+
+
+def _dense_per_anchor(
+    anchors: Tensor,
+    contrast: Tensor,
+    self_index: Tensor,
+    same: Tensor,
+    num_anchor_views: int,
+    num_views: int,
+    offset: int,
+    inv_temperature: float,
+    summation: str,
+    denominator: str,
+    positives_cap: int | None,
+) -> tuple[Tensor, Tensor]:
+    """Every variant with explicit masks; returns the per-anchor losses ``(M,)`` and their validity ``(M,)``.
+
+    ``same`` is the sample-level positive mask ``(B, B_global)``; rows and columns of the tiled masks are
+    ordered view-major (``view * batch + sample``), like ``anchors`` and ``contrast``.
+    """
+    batch = same.shape[0]
+    diagonal = torch.zeros_like(same)
+    diagonal[torch.arange(batch), offset + torch.arange(batch, device=same.device)] = True
+    untiled = same
+    if positives_cap is not None:
+        others = same & ~diagonal
+        keep = others & (others.long().cumsum(dim=1) <= positives_cap // num_views)  # first ones by position
+        untiled = keep | (same & diagonal)
+    self_mask = torch.zeros(anchors.shape[0], contrast.shape[0], dtype=torch.bool, device=anchors.device)
+    self_mask[torch.arange(anchors.shape[0]), self_index] = True
+    positives = untiled.repeat(num_anchor_views, num_views) & ~self_mask  # (M, K)
+    negatives = ~same.repeat(num_anchor_views, num_views) & ~self_mask  # capped-out positives are neither
+
+    logits = (anchors * inv_temperature) @ contrast.T  # (M, K)
+    num_pos = positives.sum(dim=1)
+    lse_neg = _masked_logsumexp(logits, negatives)
+    valid = num_pos > 0
+    if denominator == "all":
+        log_den = _masked_logsumexp(logits, positives | negatives)[:, None]
+    elif denominator == "one_positive":
+        log_den = torch.logaddexp(logits, lse_neg[:, None])
+    else:  # only_negatives
+        log_den = lse_neg[:, None]
+        valid = valid & negatives.any(dim=1)
+    log_prob = logits - log_den  # (M, K), meaningful on positives only
+    if summation == "out":
+        per_anchor = -torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1) / num_pos.clamp(min=1)
+    else:
+        per_anchor = -(_masked_logsumexp(log_prob, positives) - num_pos.clamp(min=1).log())
+    per_anchor = torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
+    return per_anchor, valid
+
+
+def supcon_loss(
+    features: Tensor,
+    labels: Tensor | None = None,
+    mask: Tensor | None = None,
+    temperature: float = 0.1,
+    base_temperature: float | None = None,
+    contrast_mode: ContrastMode = "all",
+    summation: Summation = "out",
+    denominator: Denominator = "all",
+    positives_cap: int | None = None,
+    reduction: Reduction = "mean",
+    gather_distributed: bool = False,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Supervised contrastive loss; the arguments are documented on :class:`~lightning_supcon.SupConLoss`.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> _ = torch.manual_seed(0)
+        >>> features = F.normalize(torch.randn(8, 2, 16), dim=-1)
+        >>> labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+        >>> supcon_loss(features, labels)
+        tensor(4.6211)
+        >>> supcon_loss(features, labels, summation="in")
+        tensor(3.3616)
+    """
+    check_options(
+        temperature, base_temperature, contrast_mode, summation, denominator, positives_cap, reduction, chunk_size
+    )
+    if features.dim() < 3:
+        raise ValueError(
+            f"Expected `features` of shape (batch, views, ...) with at least 3 dims, but got {tuple(features.shape)}."
+        )
+    if labels is not None and mask is not None:
+        raise ValueError("Give `labels` or `mask`, not both.")
+    batch, num_views = features.shape[:2]
+    if positives_cap is not None and positives_cap % num_views != 0:
+        raise ValueError(
+            f"Expected `positives_cap` to be a multiple of the number of views ({num_views}), but got {positives_cap}."
+        )
+    if labels is not None:
+        if labels.dim() != 1 or labels.shape[0] != batch:
+            raise ValueError(f"Expected `labels` of shape ({batch},), but got {tuple(labels.shape)}.")
+        if labels.is_floating_point() or labels.is_complex():
+            raise ValueError(f"Expected integer `labels`, but got dtype {labels.dtype}.")
+
+    dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        z = features.reshape(batch, num_views, -1).to(dtype)  # (B, V, D)
+
+        use_dist = gather_distributed and distributed.is_distributed()
+        sizes = distributed.gather_sizes(batch, z.device) if use_dist else [batch]
+        offset = sum(sizes[: distributed.rank()]) if use_dist else 0
+        world = len(sizes)
+        global_z = distributed.gather(z, sizes) if use_dist else z  # (B_global, V, D)
+        global_batch = global_z.shape[0]
+        if mask is not None and tuple(mask.shape) != (batch, global_batch):
+            raise ValueError(f"Expected `mask` of shape ({batch}, {global_batch}), but got {tuple(mask.shape)}.")
+
+        # View-major layout: row v * batch + b is view v of sample b.
+        contrast = global_z.transpose(0, 1).reshape(num_views * global_batch, -1)  # (V * B_global, D)
+        local_index = offset + torch.arange(batch, device=z.device)
+        if contrast_mode == "all":
+            num_anchor_views = num_views
+            anchors = z.transpose(0, 1).reshape(num_views * batch, -1)  # (V * B, D)
+            self_index = (torch.arange(num_views, device=z.device)[:, None] * global_batch + local_index).reshape(-1)
+        else:
+            num_anchor_views = 1
+            anchors = z[:, 0]  # (B, D)
+            self_index = local_index
+
+        if labels is None and mask is None:  # SimCLR: every sample its own class
+            group = torch.arange(global_batch, device=z.device)
+        elif labels is not None:
+            local_labels = labels.to(z.device).long()
+            group = distributed.gather(local_labels, sizes) if use_dist else local_labels
+        inv_temperature = 1.0 / temperature
+
+        fused = mask is None and summation == "out" and denominator == "all" and positives_cap is None
+        if fused:
+            group_index = torch.unique(group, return_inverse=True)[1]  # (B_global,) in [0, n_groups)
+            contrast_class = group_index.repeat(num_views)
+            anchor_class = contrast_class[self_index]
+            per_anchor = FusedSupConOut.apply(
+                anchors, contrast, anchor_class, contrast_class, self_index, inv_temperature, chunk_size
+            )
+            num_pos = torch.bincount(contrast_class)[anchor_class] - 1
+            valid = num_pos > 0
+        else:
+            # Sample-level positives (B, B_global).
+            same = mask.to(z.device) != 0 if mask is not None else group[local_index][:, None] == group[None, :]
+            per_anchor, valid = _dense_per_anchor(
+                anchors,
+                contrast,
+                self_index,
+                same,
+                num_anchor_views,
+                num_views,
+                offset,
+                inv_temperature,
+                summation,
+                denominator,
+                positives_cap,
+            )
+
+        if base_temperature is not None:
+            per_anchor = per_anchor * (temperature / base_temperature)
+
+        if reduction == "none":
+            per_view = per_anchor.reshape(num_anchor_views, batch)
+            count = valid.reshape(num_anchor_views, batch).sum(0)
+            return per_view.sum(0) / count.clamp(min=1)
+        total = per_anchor.sum()
+        if reduction == "sum":
+            return total * world  # DDP averages gradients over ranks
+        num_valid = distributed.all_reduce_sum(valid.sum()) if use_dist else valid.sum()
+        # Scaled so that DDP's gradient average equals the gradient of the global-batch mean.
+        return total * (world / num_valid.clamp(min=1).to(total.dtype))

@@ -1,0 +1,215 @@
+"""SupConLoss against the loop-based reference of the paper's equations, plus numerics and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_supcon import SupConLoss, supcon_loss
+from tests.losses.reference import reference_supcon
+
+
+def _features(batch: int, views: int, dim: int = 5, seed: int = 0, dtype: torch.dtype = torch.float64) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(batch, views, dim, generator=gen, dtype=dtype), dim=-1)
+
+
+LABELS = torch.tensor([0, 1, 0, 2, 1, 0])
+
+
+def _compare(kwargs: dict, views: int, labels: Tensor | None = None, mask: Tensor | None = None) -> None:
+    feats = _features(LABELS.numel(), views).requires_grad_()
+    ref_feats = feats.detach().clone().requires_grad_()
+    out = supcon_loss(feats, labels=labels, mask=mask, **kwargs)
+    ref = reference_supcon(ref_feats, labels=labels, mask=mask, **kwargs)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+    out.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(feats.grad, ref_feats.grad, rtol=1e-8, atol=1e-10)
+
+
+class TestAgainstReference:
+    @pytest.mark.parametrize("views", [1, 2, 3])
+    @pytest.mark.parametrize("contrast_mode", ["all", "one"])
+    @pytest.mark.parametrize("summation", ["out", "in"])
+    @pytest.mark.parametrize("denominator", ["all", "one_positive", "only_negatives"])
+    @pytest.mark.parametrize("supervision", ["labels", "simclr", "mask"])
+    def test_variants(self, views: int, contrast_mode: str, summation: str, denominator: str, supervision: str) -> None:
+        kwargs = {"contrast_mode": contrast_mode, "summation": summation, "denominator": denominator}
+        labels = LABELS if supervision == "labels" else None
+        mask = None
+        if supervision == "mask":  # asymmetric on purpose
+            gen = torch.Generator().manual_seed(3)
+            mask = (torch.rand(6, 6, generator=gen) > 0.6).long()
+            mask.fill_diagonal_(1)
+        _compare(kwargs, views, labels=labels, mask=mask)
+
+    @pytest.mark.parametrize("views", [1, 2])
+    @pytest.mark.parametrize("cap_per_view", [0, 1, 2])
+    @pytest.mark.parametrize("denominator", ["all", "one_positive"])
+    def test_positives_cap(self, views: int, cap_per_view: int, denominator: str) -> None:
+        kwargs = {"positives_cap": cap_per_view * views, "denominator": denominator}
+        _compare(kwargs, views, labels=LABELS)
+
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    @pytest.mark.parametrize("base_temperature", [None, 0.07, 1.0])
+    @pytest.mark.parametrize("temperature", [0.1, 0.5])
+    def test_reduction_and_scaling(self, reduction: str, base_temperature: float | None, temperature: float) -> None:
+        kwargs = {"reduction": reduction, "base_temperature": base_temperature, "temperature": temperature}
+        _compare(kwargs, views=2, labels=LABELS)
+
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_some_anchors_without_positives(self, reduction: str) -> None:
+        labels = torch.tensor([0, 1, 0, 2, 3, 0])  # samples 1, 3, 4 have no positive with one view
+        _compare({"reduction": reduction}, views=1, labels=labels)
+        _compare({"reduction": reduction, "summation": "in"}, views=1, labels=labels)
+
+    def test_trailing_dims_flattened(self) -> None:
+        feats = torch.randn(4, 2, 3, 2, dtype=torch.float64)
+        labels = torch.tensor([0, 1, 0, 1])
+        torch.testing.assert_close(supcon_loss(feats, labels), supcon_loss(feats.reshape(4, 2, 6), labels))
+
+    def test_module_matches_functional(self) -> None:
+        feats = _features(6, 2)
+        loss = SupConLoss(temperature=0.2, summation="in", contrast_mode="one")
+        expected = supcon_loss(feats, LABELS, temperature=0.2, summation="in", contrast_mode="one")
+        torch.testing.assert_close(loss(feats, LABELS), expected)
+        assert "summation='in'" in repr(loss)
+
+    def test_chunked_equals_unchunked(self) -> None:
+        feats = _features(6, 3).requires_grad_()
+        full = supcon_loss(feats, LABELS)
+        (grad_full,) = torch.autograd.grad(full, feats)
+        for chunk in (1, 4, 7, 100):
+            chunked = supcon_loss(feats, LABELS, chunk_size=chunk)
+            (grad_chunked,) = torch.autograd.grad(chunked, feats)
+            torch.testing.assert_close(chunked, full)
+            torch.testing.assert_close(grad_chunked, grad_full)
+
+    def test_retain_graph_second_backward(self) -> None:
+        feats = _features(6, 2).requires_grad_()
+        loss = supcon_loss(feats, LABELS)
+        loss.backward(retain_graph=True)
+        first = feats.grad.clone()
+        loss.backward()
+        torch.testing.assert_close(feats.grad, 2 * first)
+
+
+class TestGradcheck:
+    @pytest.mark.parametrize("chunk_size", [None, 3])
+    @pytest.mark.parametrize("contrast_mode", ["all", "one"])
+    def test_fused(self, chunk_size: int | None, contrast_mode: str) -> None:
+        feats = torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True)
+        labels = torch.tensor([0, 1, 0, 2, 1])
+        assert torch.autograd.gradcheck(
+            lambda f: supcon_loss(f, labels, contrast_mode=contrast_mode, chunk_size=chunk_size), (feats,)
+        )
+
+    @pytest.mark.parametrize("denominator", ["all", "one_positive", "only_negatives"])
+    def test_dense(self, denominator: str) -> None:
+        feats = torch.randn(5, 2, 4, dtype=torch.float64, requires_grad=True)
+        labels = torch.tensor([0, 1, 0, 2, 1])
+        assert torch.autograd.gradcheck(
+            lambda f: supcon_loss(f, labels, summation="in", denominator=denominator), (feats,)
+        )
+
+
+class TestEdgeCases:
+    @pytest.mark.parametrize("summation", ["out", "in"])
+    def test_no_positives_anywhere_is_zero_and_attached(self, summation: str) -> None:
+        feats = _features(5, 1).requires_grad_()
+        loss = supcon_loss(feats, torch.arange(5), summation=summation)
+        assert loss.item() == 0.0
+        assert loss.requires_grad
+        loss.backward()
+        assert torch.equal(feats.grad, torch.zeros_like(feats))
+
+    def test_single_sample_single_view(self) -> None:
+        feats = _features(1, 1).requires_grad_()
+        loss = supcon_loss(feats)
+        loss.backward()
+        assert loss.item() == 0.0
+        assert torch.isfinite(feats.grad).all()
+
+    def test_one_class(self) -> None:
+        feats = _features(4, 2)
+        loss = supcon_loss(feats, torch.zeros(4, dtype=torch.long))
+        ref = reference_supcon(feats, torch.zeros(4, dtype=torch.long))
+        torch.testing.assert_close(loss, ref)
+        # one class, only negatives in the denominator: no anchor has a negative
+        assert supcon_loss(feats, torch.zeros(4, dtype=torch.long), denominator="only_negatives").item() == 0.0
+
+    @pytest.mark.parametrize("summation", ["out", "in"])
+    @pytest.mark.parametrize(("norm", "temperature"), [(100.0, 0.1), (1.0, 0.01), (100.0, 0.01)])
+    def test_finite_for_large_logits(self, summation: str, norm: float, temperature: float) -> None:
+        feats = (_features(8, 2, dtype=torch.float32) * norm).requires_grad_()
+        labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+        loss = supcon_loss(feats, labels, temperature=temperature, summation=summation)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert torch.isfinite(feats.grad).all()
+
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    def test_low_precision_computes_in_float32(self, dtype: torch.dtype) -> None:
+        feats32 = _features(16, 2, dim=32, dtype=torch.float32)
+        labels = torch.arange(16) % 4
+        expected = supcon_loss(feats32, labels)
+        low = feats32.to(dtype).requires_grad_()
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            loss = supcon_loss(low, labels)
+        assert loss.dtype == torch.float32
+        loss.backward()
+        assert low.grad is not None and low.grad.dtype == dtype
+        torch.testing.assert_close(loss, expected, rtol=2e-2, atol=2e-2)
+
+    def test_labels_on_any_integer_values(self) -> None:
+        feats = _features(6, 2)
+        torch.testing.assert_close(supcon_loss(feats, LABELS * 1000 - 7), supcon_loss(feats, LABELS))
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"temperature": 0.0}, "temperature"),
+            ({"temperature": -1.0}, "temperature"),
+            ({"base_temperature": 0.0}, "base_temperature"),
+            ({"contrast_mode": "both"}, "contrast_mode.*'both'"),
+            ({"summation": "inside"}, "summation"),
+            ({"denominator": "some"}, "denominator"),
+            ({"reduction": "max"}, "reduction"),
+            ({"positives_cap": -2}, "positives_cap"),
+            ({"chunk_size": 0}, "chunk_size"),
+        ],
+    )
+    def test_bad_options(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            SupConLoss(**kwargs)
+        with pytest.raises(ValueError, match=match):
+            supcon_loss(_features(4, 2), **kwargs)
+
+    def test_features_with_two_dims(self) -> None:
+        with pytest.raises(ValueError, match=r"at least 3 dims.*\(4, 8\)"):
+            supcon_loss(torch.randn(4, 8))
+
+    def test_labels_wrong_length(self) -> None:
+        with pytest.raises(ValueError, match=r"labels.*\(4,\).*\(3,\)"):
+            supcon_loss(_features(4, 2), torch.tensor([0, 1, 0]))
+
+    def test_float_labels(self) -> None:
+        with pytest.raises(ValueError, match="integer"):
+            supcon_loss(_features(4, 2), torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+    def test_mask_wrong_shape(self) -> None:
+        with pytest.raises(ValueError, match=r"mask.*\(4, 4\).*\(4, 3\)"):
+            supcon_loss(_features(4, 2), mask=torch.ones(4, 3))
+
+    def test_labels_and_mask(self) -> None:
+        with pytest.raises(ValueError, match="not both"):
+            supcon_loss(_features(4, 2), torch.tensor([0, 1, 0, 1]), mask=torch.eye(4))
+
+    def test_cap_not_multiple_of_views(self) -> None:
+        with pytest.raises(ValueError, match="multiple of the number of views"):
+            supcon_loss(_features(4, 2), torch.tensor([0, 1, 0, 1]), positives_cap=3)

@@ -5,8 +5,9 @@ For anchor ``i`` with positives ``P(i)`` (same class, not ``i`` itself) and cont
     l_i = log sum_{a in A(i)} exp(s_ia) - 1/|P(i)| sum_{p in P(i)} s_ip,      s_ij = z_i . z_j / tau.
 
 Because ``sum_{p in P(i)} s_ip = z_i . (sum of the class of i - z_i) / tau``, the positive term needs per-class
-sums of features (an ``O(N D)`` job), not an N x N mask. The only N x N object is the logit matrix, which is
-turned in place into the softmax and kept for the backward pass:
+sums of features (an ``O(N D)`` job), not an N x N mask. The only N x N object is the matrix of shifted
+exponentials ``exp(s_ij - shift_i)``, made by one ``addmm`` and one in-place ``exp_`` and kept for the backward
+pass, where the softmax normalisation is folded into per-row weights:
 
     dl_i / ds_ij = softmax_ij - [j in P(i)] / |P(i)|,
 
@@ -17,18 +18,35 @@ backward pass (four matmuls, memory ``chunk_size x N``), for global batches whos
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+# exp(-50): a row whose largest shifted exponential is smaller is recomputed with its exact maximum, so every
+# term within exp(-37) of the row's largest stays a normal float32.
+_UNDERFLOW_GUARD = math.exp(-50.0)
 
-def _logits(anchors: Tensor, contrast: Tensor, self_index: Tensor) -> Tensor:
-    """``anchors @ contrast.T`` with each anchor's own column set to -inf: ``(m, K)``."""
-    logits = anchors @ contrast.T
+
+def _shifted_exp(scaled: Tensor, contrast: Tensor, self_index: Tensor, shift: Tensor) -> Tensor:
+    """``exp(s_ij - shift_i)`` for a block of anchors, with each anchor's own column set to 0: ``(m, K)``.
+
+    The shift is folded into the matmul (``addmm``), so the only pass over the block is the in-place ``exp_``.
+    """
+    block = torch.addmm(-shift[:, None], scaled, contrast.T)
+    block.exp_()
+    block[torch.arange(block.shape[0], device=block.device), self_index] = 0.0
+    return block
+
+
+def _exact_rows(scaled: Tensor, contrast: Tensor, self_index: Tensor) -> tuple[Tensor, Tensor]:
+    """Row maxima (excluding the anchor itself) and ``exp(s_ij - max_i)`` for a few rows."""
+    logits = scaled @ contrast.T
     logits[torch.arange(logits.shape[0], device=logits.device), self_index] = float("-inf")
-    return logits
+    row_max = logits.amax(dim=1)
+    return row_max, logits.sub_(row_max[:, None]).exp_()
 
 
 class FusedSupConOut(torch.autograd.Function):
@@ -56,22 +74,27 @@ class FusedSupConOut(torch.autograd.Function):
         own = contrast[self_index]  # (M, D)
         pos_mean = (scaled * (class_sum[anchor_class] - own)).sum(1) / num_pos.clamp(min=1)  # (M,)
 
+        # Shift each row by the Cauchy-Schwarz bound |a_i| max_j |c_j| >= max_j s_ij: no max pass needed.
+        shift = scaled.norm(dim=1) * contrast.norm(dim=1).max()  # (M,)
+        row_sum = torch.ones_like(shift)
         step = num_anchors if chunk_size is None else max(1, chunk_size)
-        lse = scaled.new_empty(num_anchors)
-        probs = None
+        exps = None
         if num_contrast > 1:
             for start in range(0, num_anchors, step):
                 stop = min(start + step, num_anchors)
-                logits = _logits(scaled[start:stop], contrast, self_index[start:stop])  # (m, K)
-                lse[start:stop] = torch.logsumexp(logits, dim=1)
+                block = _shifted_exp(scaled[start:stop], contrast, self_index[start:stop], shift[start:stop])
+                loose = (block.amax(dim=1) < _UNDERFLOW_GUARD).nonzero().squeeze(1)
+                if loose.numel():  # the bound was far above the row's maximum: redo those rows exactly
+                    rows = loose + start
+                    shift[rows], block[loose] = _exact_rows(scaled[rows], contrast, self_index[rows])
+                row_sum[start:stop] = block.sum(dim=1)
                 if chunk_size is None:
-                    probs = logits.sub_(lse[:, None]).exp_()  # softmax over A(i), in place
-        else:  # a lone view of a lone sample: nothing to contrast with
-            lse.zero_()
+                    exps = block
+        lse = shift + row_sum.log() if num_contrast > 1 else torch.zeros_like(shift)
         loss = torch.where(valid, lse - pos_mean, torch.zeros_like(lse))
 
-        ctx.save_for_backward(scaled, contrast, anchor_class, contrast_class, self_index, num_pos, lse)
-        ctx.probs = probs
+        # Saved tensors (the N x N block included) are freed by autograd right after the backward pass.
+        ctx.save_for_backward(scaled, contrast, anchor_class, contrast_class, self_index, num_pos, shift, row_sum, exps)
         ctx.inv_temperature = inv_temperature
         ctx.step = step
         ctx.n_classes = n_classes
@@ -80,11 +103,13 @@ class FusedSupConOut(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
-        scaled, contrast, anchor_class, contrast_class, self_index, num_pos, lse = ctx.saved_tensors
+        scaled, contrast, anchor_class, contrast_class, self_index, num_pos, shift, row_sum, saved_exps = (
+            ctx.saved_tensors
+        )
         num_anchors, dim = scaled.shape
         weight = torch.where(num_pos > 0, grad_loss, torch.zeros_like(grad_loss))  # (M,)
         pos_weight = weight / num_pos.clamp(min=1)  # (M,)
-        weighted = scaled * weight[:, None]  # (M, D)
+        soft_weight = weight / row_sum  # (M,): softmax = exps / row_sum, folded into the row weights
 
         grad_scaled = scaled.new_zeros(num_anchors, dim)
         grad_contrast = contrast.new_zeros(contrast.shape)
@@ -92,13 +117,11 @@ class FusedSupConOut(torch.autograd.Function):
             step = ctx.step
             for start in range(0, num_anchors, step):
                 stop = min(start + step, num_anchors)
-                probs = ctx.probs
-                if probs is None:
-                    logits = _logits(scaled[start:stop], contrast, self_index[start:stop])
-                    probs = logits.sub_(lse[start:stop, None]).exp_()
-                grad_scaled[start:stop] = (probs @ contrast) * weight[start:stop, None]
-                grad_contrast.addmm_(probs.T, weighted[start:stop])
-        ctx.probs = None
+                exps = saved_exps
+                if exps is None:
+                    exps = _shifted_exp(scaled[start:stop], contrast, self_index[start:stop], shift[start:stop])
+                grad_scaled[start:stop] = (exps @ contrast) * soft_weight[start:stop, None]
+                grad_contrast.addmm_(exps.T, scaled[start:stop] * soft_weight[start:stop, None])
 
         # Positive part, through class sums: -[j in P(i)] / |P(i)| for every anchor i.
         class_sum = contrast.new_zeros(ctx.n_classes, dim).index_add_(0, contrast_class, contrast)

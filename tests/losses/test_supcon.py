@@ -66,6 +66,19 @@ class TestAgainstReference:
         _compare({"reduction": reduction}, views=1, labels=labels)
         _compare({"reduction": reduction, "summation": "in"}, views=1, labels=labels)
 
+    @pytest.mark.parametrize("chunk_size", [None, 4])
+    @pytest.mark.parametrize(("scale", "temperature"), [(1.0, 0.01), (30.0, 0.1), (1.0, 1.0)])
+    def test_fused_shift_fallback(self, chunk_size: int | None, scale: float, temperature: float) -> None:
+        """Rows whose bound-shifted exponentials underflow are recomputed exactly (unnormalised, low tau)."""
+        feats = (_features(6, 2) * scale).requires_grad_()
+        ref_feats = feats.detach().clone().requires_grad_()
+        out = supcon_loss(feats, LABELS, temperature=temperature, chunk_size=chunk_size)
+        ref = reference_supcon(ref_feats, LABELS, temperature=temperature)
+        torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+        out.backward()
+        ref.backward()
+        torch.testing.assert_close(feats.grad, ref_feats.grad, rtol=1e-7, atol=1e-9)
+
     def test_trailing_dims_flattened(self) -> None:
         feats = torch.randn(4, 2, 3, 2, dtype=torch.float64)
         labels = torch.tensor([0, 1, 0, 1])

@@ -1,0 +1,191 @@
+"""Forward+backward time and peak extra memory of SupCon loss implementations, side by side in one run.
+
+    python benchmarks/loss.py                      # batch 2048 x 2 views, D=128, 7 runs each
+    python benchmarks/loss.py --huge               # also: chunked mode at 32,768 x 2 views (N = 65,536)
+
+Variants: this project's fused loss; a textbook dense-mask implementation of Eq. 2 (written here, shaped like the
+widely used reference code); pytorch-metric-learning's SupConLoss (``pip install -e .[bench]``); and the
+three-matmul bound (one (N x D)(D x N) product forward, two backward, and nothing else). Each variant runs in its
+own process, so the peak resident memory it adds over its inputs can be read from ``ru_maxrss``; times are
+medians. Prints a markdown table with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+VARIANTS = ("lightning_supcon", "textbook", "pytorch_metric_learning", "matmul_bound")
+
+
+def textbook_supcon(features: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """Eq. 2 with dense float masks, as most implementations write it."""
+    views = features.shape[1]
+    z = torch.cat(torch.unbind(features, dim=1), dim=0)  # (N, D), view-major
+    y = labels.repeat(views)
+    n = z.shape[0]
+    logits = z @ z.T / temperature
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    not_self = 1.0 - torch.eye(n)
+    positives = (y[:, None] == y[None, :]).float() * not_self
+    exp_logits = torch.exp(logits) * not_self
+    log_prob = logits - torch.log(exp_logits.sum(dim=1, keepdim=True))
+    mean_log_prob_pos = (positives * log_prob).sum(dim=1) / positives.sum(dim=1)
+    return -mean_log_prob_pos.mean()
+
+
+def _make_step(variant: str, features: Tensor, labels: Tensor, chunk_size: int | None) -> Callable[[], float]:
+    temperature = 0.1
+    if variant == "lightning_supcon":
+        from lightning_supcon import SupConLoss
+
+        loss_fn = SupConLoss(temperature=temperature, chunk_size=chunk_size)
+
+        def step() -> float:
+            feats = features.detach().requires_grad_()
+            loss = loss_fn(feats, labels)
+            loss.backward()
+            return float(loss)
+
+    elif variant == "textbook":
+
+        def step() -> float:
+            feats = features.detach().requires_grad_()
+            loss = textbook_supcon(feats, labels, temperature)
+            loss.backward()
+            return float(loss)
+
+    elif variant == "pytorch_metric_learning":
+        from pytorch_metric_learning.losses import SupConLoss as PMLSupConLoss
+
+        pml = PMLSupConLoss(temperature=temperature)
+        views = features.shape[1]
+
+        def step() -> float:
+            feats = features.detach().requires_grad_()
+            loss = pml(torch.cat(torch.unbind(feats, dim=1)), labels.repeat(views))
+            loss.backward()
+            return float(loss)
+
+    elif variant == "matmul_bound":
+        z = features.transpose(0, 1).reshape(-1, features.shape[-1]).contiguous()
+
+        def step() -> float:
+            s = z @ z.T  # forward: logits
+            a = s @ z  # backward: grad wrt anchors
+            b = s.T @ z  # backward: grad wrt contrast
+            return float(a[0, 0] + b[0, 0])
+
+    else:
+        raise ValueError(f"Expected a variant in {VARIANTS}, but got {variant!r}")
+    return step
+
+
+def worker(variant: str, batch: int, views: int, dim: int, runs: int, chunk_size: int | None) -> dict:
+    torch.manual_seed(0)
+    features = F.normalize(torch.randn(batch, views, dim), dim=-1)
+    labels = torch.randint(0, 100, (batch,))
+    step = _make_step(variant, features, labels, chunk_size)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    value = step()  # warm-up; reaches the peak
+    peak_extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"variant": variant, "value": value, "median_s": statistics.median(times), "peak_extra_bytes": peak_extra}
+
+
+def run_in_subprocess(variant: str, args: argparse.Namespace, batch: int, runs: int, chunk: int | None) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        variant,
+        "--batch",
+        str(batch),
+        "--views",
+        str(args.views),
+        "--dim",
+        str(args.dim),
+        "--runs",
+        str(runs),
+        "--threads",
+        str(args.threads),
+    ]
+    if chunk is not None:
+        cmd += ["--chunk-size", str(chunk)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--views", type=int, default=2)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--huge", action="store_true", help="also run the chunked loss at 32,768 x 2 views")
+    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        result = worker(args.worker, args.batch, args.views, args.dim, args.runs, args.chunk_size)
+        print(json.dumps(result))
+        return
+
+    n = args.batch * args.views
+    n2_bytes = n * n * 4
+    print(f"SupCon loss forward+backward, batch {args.batch} x {args.views} views (N={n}), D={args.dim}")
+    print(f"machine: {machine()}; median of {args.runs} runs, each variant in its own process\n")
+    results = {v: run_in_subprocess(v, args, args.batch, args.runs, args.chunk_size) for v in VARIANTS}
+    ours = results["lightning_supcon"]
+    print("| implementation | time (ms) | ours is faster by | peak extra memory (N² floats) | loss |")
+    print("|---|---:|---:|---:|---:|")
+    for variant, r in results.items():
+        ratio = r["median_s"] / ours["median_s"]
+        value = "" if variant == "matmul_bound" else f"{r['value']:.4f}"
+        print(
+            f"| {variant} | {1000 * r['median_s']:.1f} | {ratio:.2f}x | {r['peak_extra_bytes'] / n2_bytes:.2f} "
+            f"| {value} |"
+        )
+    bound = results["matmul_bound"]["median_s"]
+    print(f"\nours / three-matmul bound: {ours['median_s'] / bound:.2f}x")
+
+    if args.huge:
+        batch, chunk = 32768, 4096
+        big_n = batch * args.views
+        print(f"\nChunked mode: batch {batch} x {args.views} views (N={big_n}), D={args.dim}, chunk_size={chunk}")
+        r = run_in_subprocess("lightning_supcon", args, batch, 1, chunk)
+        print(
+            f"forward+backward {r['median_s']:.1f} s, peak extra memory {r['peak_extra_bytes'] / 2**30:.2f} GiB "
+            f"(a dense N x N float matrix is {big_n * big_n * 4 / 2**30:.0f} GiB), loss {r['value']:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Leave-one-out retrieval metrics of an embedding: Precision@1, R-Precision and MAP@R.
+
+- [0] Musgrave et al., A Metric Learning Reality Check, ECCV 2020, https://arxiv.org/abs/2003.08505 (Sec. 3.2)
+
+Every sample queries all the others, ranked by cosine similarity. For a query of class ``c``, ``R`` is the number
+of *other* samples of class ``c``, ``rel(i)`` is 1 when the ``i``-th ranked sample has class ``c`` and
+``P(i)`` is the fraction of relevant samples among the first ``i``:
+
+- Precision@1 = ``rel(1)``;
+- R-Precision = ``P(R)``;
+- MAP@R = ``(1 / R) * sum_{i=1..R} P(i) * rel(i)``.
+
+Each is averaged over the queries. Two conventions, the same as pytorch-metric-learning's ``AccuracyCalculator``:
+
+- queries with ``R = 0`` (the only sample of their class) are left out of all three averages; when every query
+  has ``R = 0`` the metrics are NaN;
+- ties in similarity are broken by position in the embedding set, lower index first (deterministic; the order
+  of exact ties in other libraries is unspecified, so results can differ only when similarities tie exactly).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+METRIC_NAMES = ("precision_at_1", "r_precision", "map_at_r")
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if chunk_size < 1:
+        raise ValueError(f"Expected argument `chunk_size` to be a positive integer, but got {chunk_size}")
+
+
+def _top_ranked(sim: Tensor, depth: int) -> Tensor:
+    """Column indices of the ``depth`` largest entries of each row of ``sim``, ties by lower index first.
+
+    ``topk`` (several times faster than a full sort) picks the candidates; sorting them by index then stably by
+    value orders ties by index. Rows where ``topk`` had to choose among entries tying at the cut fall back to a
+    full stable sort, so the result is exactly that of a stable descending sort.
+    """
+    candidates = sim.topk(depth, dim=1).indices.sort(dim=1).values  # (C, depth) ascending index
+    values = sim.gather(1, candidates)
+    ranked = candidates.gather(1, values.argsort(dim=1, descending=True, stable=True))
+    cut = values.min(dim=1, keepdim=True).values  # (C, 1)
+    ambiguous = (sim == cut).sum(dim=1) > (values == cut).sum(dim=1)
+    if ambiguous.any():
+        ranked[ambiguous] = sim[ambiguous].argsort(dim=1, descending=True, stable=True)[:, :depth]
+    return ranked
+
+
+def retrieval_metrics(embeddings: Tensor, labels: Tensor, chunk_size: int = 1024) -> dict[str, Tensor]:
+    """Precision@1, R-Precision and MAP@R of [0], every sample querying all others by cosine similarity.
+
+    Embeddings are L2-normalised here. Queries are processed ``chunk_size`` at a time, holding a
+    ``chunk_size x N`` similarity block; only the ``R`` best of each row are ranked.
+
+    Args:
+        embeddings: ``(N, D)`` features.
+        labels: ``(N,)`` integer class labels (any values).
+        chunk_size: Queries per block.
+
+    Returns:
+        ``{"precision_at_1", "r_precision", "map_at_r"}``: float32 scalars, means over the queries whose class has
+        another sample (NaN if there is none).
+
+    Raises:
+        ValueError: For bad shapes or ``chunk_size``.
+
+    Example:
+        >>> import torch
+        >>> embeddings = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.6, 0.4], [0.0, 1.0], [0.1, 0.9]])
+        >>> labels = torch.tensor([0, 0, 0, 0, 1])  # sample 4 is alone in its class: not a query
+        >>> {name: round(value.item(), 4) for name, value in retrieval_metrics(embeddings, labels).items()}
+        {'precision_at_1': 0.75, 'r_precision': 0.6667, 'map_at_r': 0.5972}
+    """
+    _check_chunk_size(chunk_size)
+    if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
+        raise ValueError(
+            f"Expected `embeddings` (N, D) and `labels` (N,), but got {tuple(embeddings.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    num = embeddings.shape[0]
+    embeddings = F.normalize(embeddings.float(), dim=1)
+    _, class_index, class_counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    num_relevant = class_counts[class_index] - 1  # (N,) R of every query
+    sums = torch.zeros(len(METRIC_NAMES), dtype=torch.float64, device=embeddings.device)
+    for start in range(0, num, chunk_size):
+        stop = min(start + chunk_size, num)
+        rows = torch.arange(start, stop, device=embeddings.device)
+        r = num_relevant[start:stop]  # (C,)
+        keep = r > 0
+        if not keep.any():
+            continue
+        rows, r = rows[keep], r[keep]
+        sim = embeddings[rows] @ embeddings.T  # (C, N)
+        sim[torch.arange(len(rows), device=sim.device), rows] = -torch.inf  # a query does not retrieve itself
+        depth = int(r.max())
+        ranked = _top_ranked(sim, depth)  # (C, R_max)
+        rel = class_index[ranked] == class_index[rows, None]  # (C, R_max) rel(i)
+        ranks = torch.arange(1, depth + 1, device=sim.device)
+        within_r = ranks <= r[:, None]  # (C, R_max) i <= R
+        rel = rel & within_r
+        hits = rel.cumsum(dim=1)  # (C, R_max) number of relevant among the first i
+        precision_at_i = hits.double() / ranks
+        sums[0] += rel[:, 0].double().sum()
+        sums[1] += (hits[:, -1].double() / r).sum()  # rel is zeroed past R, so hits[:, -1] = hits at R
+        sums[2] += ((precision_at_i * rel).sum(dim=1) / r).sum()
+    valid = int((num_relevant > 0).sum())
+    means = (sums / valid) if valid > 0 else torch.full_like(sums, float("nan"))
+    return {name: means[i].float() for i, name in enumerate(METRIC_NAMES)}
+
+
+class RetrievalMetrics(Metric):
+    """Precision@1, R-Precision and MAP@R of [0] over all embeddings seen by ``update``.
+
+    The embeddings and labels are concatenated across processes (``dist_reduce_fx="cat"``), so under DDP the
+    metrics are those of the global set. See ``retrieval_metrics`` for the conventions.
+
+    Args:
+        chunk_size: Queries per block in ``compute``.
+        **kwargs: Passed to ``torchmetrics.Metric``.
+
+    Raises:
+        ValueError: For a bad ``chunk_size``; in ``compute``, when nothing was seen.
+
+    Example:
+        >>> import torch
+        >>> metric = RetrievalMetrics()
+        >>> metric.update(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.6, 0.4]]), torch.tensor([0, 0, 0]))
+        >>> metric.update(torch.tensor([[0.0, 1.0], [0.1, 0.9]]), torch.tensor([0, 1]))
+        >>> metric.compute()["map_at_r"]
+        tensor(0.5972)
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    embeddings: list[Tensor]
+    labels: list[Tensor]
+
+    def __init__(self, chunk_size: int = 1024, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
+        self.add_state("embeddings", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def update(self, embeddings: Tensor, labels: Tensor) -> None:
+        """Store ``embeddings`` ``(B, D)`` and their integer ``labels`` ``(B,)``."""
+        if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
+            raise ValueError(
+                f"Expected `embeddings` (B, D) and `labels` (B,), but got {tuple(embeddings.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        self.embeddings.append(embeddings.detach())
+        self.labels.append(labels.detach())
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"precision_at_1", "r_precision", "map_at_r"}`` over everything seen."""
+        if len(self.embeddings) == 0:  # a list of batches, or one tensor once synchronised across processes
+            raise ValueError("Expected at least one `update` before `compute`, but got none")
+        return retrieval_metrics(dim_zero_cat(self.embeddings), dim_zero_cat(self.labels), chunk_size=self.chunk_size)

@@ -1,0 +1,206 @@
+"""Learning-rate schedule, batch-size scaling rule and optimizer factory for contrastive pre-training.
+
+- [0] Goyal et al., Accurate, Large Minibatch SGD, 2017, https://arxiv.org/abs/1706.02677 (linear scaling, warmup)
+- [1] Loshchilov & Hutter, SGDR, ICLR 2017, https://arxiv.org/abs/1608.03983 (cosine annealing)
+- [2] Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709 (App. B.1: ``lr = 0.3 x batch / 256``
+  or ``0.075 x sqrt(batch)``; LARS without weight decay on biases and batch-norm parameters)
+- [3] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from lightning_supcon.optim.lars import LARS
+
+ScaleRule = Literal["linear", "sqrt", "none"]
+OptimizerName = Literal["sgd", "lars", "adamw", "rmsprop"]
+_SCALE_RULES = ("linear", "sqrt", "none")
+_OPTIMIZERS = ("sgd", "lars", "adamw", "rmsprop")
+
+
+class WarmupCosine:
+    """The factor of ``warmup_cosine``: linear warmup, then a cosine from 1 to ``min_lr_ratio``.
+
+    A callable object rather than a closure, so ``LambdaLR.state_dict`` saves its settings.
+    """
+
+    def __init__(self, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> None:
+        if total_steps < 1:
+            raise ValueError(f"Expected argument `total_steps` to be a positive integer, but got {total_steps}")
+        if not 0 <= warmup_steps <= total_steps:
+            raise ValueError(f"Expected argument `warmup_steps` in [0, {total_steps}], but got {warmup_steps}")
+        if not 0 <= min_lr_ratio <= 1:
+            raise ValueError(f"Expected argument `min_lr_ratio` in [0, 1], but got {min_lr_ratio}")
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.min_lr_ratio = min_lr_ratio
+
+    def __call__(self, step: int) -> float:
+        """The multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+        if step >= self.total_steps:
+            return self.min_lr_ratio
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> LambdaLR:
+    """Linear warmup [0] then cosine decay [1], to be stepped once per optimizer step.
+
+    The multiplier of each group's base learning rate is ``(step + 1) / warmup_steps`` during the first
+    ``warmup_steps`` steps (so the first step uses ``base_lr / warmup_steps``, the last warmup step the full
+    ``base_lr``), then ``min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * p)) / 2`` with
+    ``p = (step - warmup_steps) / (total_steps - warmup_steps)``, reaching ``min_lr_ratio`` at ``total_steps``
+    and staying there.
+
+    Args:
+        optimizer: The optimizer whose learning rates are scheduled.
+        warmup_steps: Steps of linear warmup, in ``[0, total_steps]``.
+        total_steps: Steps of the whole schedule, > 0.
+        min_lr_ratio: Final learning rate as a fraction of the base one, in ``[0, 1]``.
+
+    Returns:
+        A ``LambdaLR``; in Lightning, return it with ``"interval": "step"``.
+
+    Raises:
+        ValueError: For arguments out of range.
+
+    Example:
+        >>> import torch
+        >>> optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> scheduler = warmup_cosine(optimizer, warmup_steps=2, total_steps=6)
+        >>> lrs = []
+        >>> for _ in range(7):
+        ...     lrs.append(round(scheduler.get_last_lr()[0], 3))
+        ...     optimizer.step()
+        ...     scheduler.step()
+        >>> lrs
+        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
+    """
+    return LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_lr_ratio))
+
+
+def scale_lr(base_lr: float, global_batch_size: int, rule: ScaleRule = "linear", reference_batch: int = 256) -> float:
+    """Scale a learning rate tuned for ``reference_batch`` to the global batch size [0, 2].
+
+    Args:
+        base_lr: Learning rate at ``reference_batch``.
+        global_batch_size: Samples per optimizer step over all processes (and accumulated batches).
+        rule: ``"linear"``: ``base_lr * B / ref``; ``"sqrt"``: ``base_lr * sqrt(B / ref)``; ``"none"``: ``base_lr``.
+        reference_batch: The batch size ``base_lr`` is given for.
+
+    Returns:
+        The scaled learning rate.
+
+    Raises:
+        ValueError: For an unknown ``rule`` or a batch size that is not positive.
+
+    Example:
+        >>> scale_lr(0.3, 4096)
+        4.8
+        >>> scale_lr(0.3, 1024, rule="sqrt")
+        0.6
+    """
+    if rule not in _SCALE_RULES:
+        raise ValueError(f"Expected argument `rule` to be one of {_SCALE_RULES}, but got {rule!r}")
+    for name, value in (("global_batch_size", global_batch_size), ("reference_batch", reference_batch)):
+        if value < 1:
+            raise ValueError(f"Expected argument `{name}` to be a positive integer, but got {value}")
+    if rule == "linear":
+        return base_lr * global_batch_size / reference_batch
+    if rule == "sqrt":
+        return base_lr * math.sqrt(global_batch_size / reference_batch)
+    return base_lr
+
+
+ParamsLike = nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
+
+
+def _param_groups(params: ParamsLike, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict[str, Any]]:
+    """Non-empty parameter groups of trainable tensors, split by the rule of ``build_optimizer``."""
+    items = list(params.parameters() if isinstance(params, nn.Module) else params)
+    if items and all(isinstance(item, dict) for item in items):
+        groups = []
+        for group in items:
+            assert isinstance(group, dict)
+            tensors = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
+            groups.append(group | {"params": [t for t in tensors if t.requires_grad]})
+    else:
+        tensors = [item[1] if isinstance(item, tuple) else item for item in items]
+        tensors = [t for t in tensors if isinstance(t, Tensor) and t.requires_grad]
+        groups = [{"params": tensors, "weight_decay": weight_decay}]
+        if exclude_bias_and_norm:
+            groups = [
+                {"params": [t for t in tensors if t.ndim > 1], "weight_decay": weight_decay, "lars_exclude": False},
+                {"params": [t for t in tensors if t.ndim <= 1], "weight_decay": 0.0, "lars_exclude": True},
+            ]
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(
+    params: ParamsLike,
+    name: OptimizerName = "sgd",
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    exclude_bias_and_norm: bool = True,
+    **kwargs: Any,
+) -> Optimizer:
+    """Build an optimizer whose biases and normalisation parameters get no weight decay.
+
+    The rule, as in SimCLR [2]: with ``exclude_bias_and_norm``, every trainable tensor with ``ndim <= 1``
+    (biases, the scales and shifts of batch/layer norms, learnable scalars such as a temperature) goes to a group
+    with ``weight_decay=0`` (and, for LARS, ``lars_exclude=True``: no trust-ratio adaptation either); weights of
+    conv and linear layers keep ``weight_decay``. Without it, one group holds everything, with ``weight_decay``
+    (LARS then still skips adaptation of ``ndim <= 1`` tensors but decays them). Parameter groups (dicts) given
+    by the caller are kept as they are instead: the rule is theirs to apply. In all cases tensors with
+    ``requires_grad=False`` (a frozen encoder) are left out, then empty groups, and the ``lars_exclude`` key is
+    dropped for optimizers other than LARS.
+
+    Args:
+        params: A module, its ``parameters()``, its ``named_parameters()`` (names are not used) or a list of
+            parameter-group dicts.
+        name: ``"sgd"``, ``"lars"``, ``"adamw"`` or ``"rmsprop"``.
+        lr: Learning rate.
+        momentum: Momentum of SGD, LARS and RMSprop; not used by AdamW (pass ``betas`` instead).
+        weight_decay: Weight decay of the decayed tensors (decoupled for AdamW, L2 otherwise).
+        exclude_bias_and_norm: Apply the rule above.
+        **kwargs: Passed to the optimizer, e.g. ``nesterov=True``, ``betas=(0.9, 0.95)``,
+            ``trust_coefficient=0.001``.
+
+    Returns:
+        The optimizer; with the rule, its groups are the decayed tensors then the others (empty ones omitted).
+
+    Raises:
+        ValueError: For an unknown ``name`` or when nothing is trainable.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+        >>> optimizer = build_optimizer(model, "lars", lr=0.3, weight_decay=1e-6)
+        >>> [(len(g["params"]), g["weight_decay"], g["lars_exclude"]) for g in optimizer.param_groups]
+        [(1, 1e-06, False), (3, 0.0, True)]
+        >>> type(build_optimizer(model.named_parameters(), "adamw", lr=1e-3)).__name__
+        'AdamW'
+    """
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"Expected argument `name` to be one of {_OPTIMIZERS}, but got {name!r}")
+    groups = _param_groups(params, weight_decay, exclude_bias_and_norm)
+    if not groups:
+        raise ValueError("Expected at least one parameter with `requires_grad=True`, but got none")
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
+    groups = [{key: value for key, value in group.items() if key != "lars_exclude"} for group in groups]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **kwargs)
+    return torch.optim.RMSprop(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)

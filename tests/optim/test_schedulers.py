@@ -1,0 +1,171 @@
+"""Warmup + cosine schedule against a per-step formula, the batch-size scaling rules and the optimizer factory."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pickle
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_supcon.optim.lars import LARS
+from lightning_supcon.optim.schedulers import WarmupCosine, build_optimizer, scale_lr, warmup_cosine
+
+
+def _reference_lr(step: int, base: float, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup (Goyal et al. 2017) to ``base``, then half a cosine period (SGDR) down to ``min_ratio * base``."""
+    if step >= total:
+        return base * min_ratio
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t, span = step - warmup, total - warmup
+    return base * min_ratio + 0.5 * (base - base * min_ratio) * (1 + math.cos(math.pi * t / span))
+
+
+def _model() -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3), nn.LayerNorm(3))
+
+
+class TestWarmupCosine:
+    @pytest.mark.parametrize(("warmup", "total"), [(0, 10), (3, 10), (10, 10), (5, 6), (1, 1)])
+    @pytest.mark.parametrize("min_ratio", [0.0, 0.1])
+    def test_matches_reference_per_step(self, warmup: int, total: int, min_ratio: float) -> None:
+        params = [torch.zeros(1, requires_grad=True)]
+        optimizer = torch.optim.SGD([{"params": params, "lr": 0.4}], lr=0.4)
+        scheduler = warmup_cosine(optimizer, warmup, total, min_lr_ratio=min_ratio)
+        for step in range(total + 3):  # past the end the rate stays at the minimum
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(
+                _reference_lr(step, 0.4, warmup, total, min_ratio), abs=1e-12
+            )
+            optimizer.step()
+            scheduler.step()
+
+    def test_every_group_scales_its_own_base_lr(self) -> None:
+        a, b = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+        optimizer = torch.optim.SGD([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 0.1}])
+        scheduler = warmup_cosine(optimizer, 4, 8)
+        assert scheduler.get_last_lr() == pytest.approx([0.25, 0.025])
+
+    def test_warmup_is_monotone_and_peaks_at_base(self) -> None:
+        schedule = WarmupCosine(warmup_steps=5, total_steps=20)
+        factors = [schedule(step) for step in range(21)]
+        assert factors[0] == pytest.approx(0.2)
+        assert max(factors) == factors[4] == factors[5] == 1.0
+        assert all(x >= y for x, y in itertools.pairwise(factors[5:]))
+        assert factors[-1] == pytest.approx(0.0, abs=1e-12)
+
+    def test_state_dict_keeps_the_settings(self) -> None:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        state = warmup_cosine(optimizer, 2, 9, min_lr_ratio=0.3).state_dict()
+        assert state["lr_lambdas"][0] == {"warmup_steps": 2, "total_steps": 9, "min_lr_ratio": 0.3}
+        pickle.dumps(state)
+
+    @pytest.mark.parametrize(
+        ("args", "match"),
+        [
+            ((0, 0, 0.0), "`total_steps` to be a positive integer, but got 0"),
+            ((11, 10, 0.0), r"`warmup_steps` in \[0, 10\], but got 11"),
+            ((-1, 10, 0.0), r"`warmup_steps` in \[0, 10\], but got -1"),
+            ((1, 10, 1.5), r"`min_lr_ratio` in \[0, 1\], but got 1.5"),
+        ],
+    )
+    def test_rejects_bad_arguments(self, args: tuple[int, int, float], match: str) -> None:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        with pytest.raises(ValueError, match=match):
+            warmup_cosine(optimizer, *args)
+
+
+class TestScaleLr:
+    @pytest.mark.parametrize(
+        ("rule", "batch", "expected"),
+        [
+            ("linear", 256, 0.5),
+            ("linear", 1024, 2.0),
+            ("linear", 64, 0.125),
+            ("sqrt", 1024, 1.0),
+            ("sqrt", 64, 0.25),
+            ("none", 4096, 0.5),
+        ],
+    )
+    def test_rules(self, rule: str, batch: int, expected: float) -> None:
+        assert scale_lr(0.5, batch, rule=rule) == pytest.approx(expected)  # type: ignore[arg-type]
+
+    def test_reference_batch(self) -> None:
+        assert scale_lr(0.1, 512, reference_batch=128) == pytest.approx(0.4)
+
+    def test_rejects_bad_arguments(self) -> None:
+        with pytest.raises(ValueError, match=r"`rule` to be one of \('linear', 'sqrt', 'none'\), but got 'log'"):
+            scale_lr(0.1, 256, rule="log")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="`global_batch_size` to be a positive integer, but got 0"):
+            scale_lr(0.1, 0)
+        with pytest.raises(ValueError, match="`reference_batch` to be a positive integer, but got -1"):
+            scale_lr(0.1, 8, reference_batch=-1)
+
+
+class TestBuildOptimizer:
+    @pytest.mark.parametrize(
+        ("name", "cls"),
+        [("sgd", torch.optim.SGD), ("lars", LARS), ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)],
+    )
+    def test_biases_and_norms_get_no_weight_decay(self, name: str, cls: type) -> None:
+        model = _model()
+        optimizer = build_optimizer(model, name, lr=0.1, weight_decay=1e-4)  # type: ignore[arg-type]
+        assert isinstance(optimizer, cls)
+        decayed, not_decayed = optimizer.param_groups
+        assert {id(p) for p in decayed["params"]} == {id(model[0].weight), id(model[3].weight)}
+        assert len(not_decayed["params"]) == 6  # conv/linear biases, batch and layer norm scales and shifts
+        assert (decayed["weight_decay"], not_decayed["weight_decay"]) == (1e-4, 0.0)
+        assert ("lars_exclude" in decayed) == (name == "lars")
+
+    def test_lars_excludes_the_no_decay_group_from_adaptation(self) -> None:
+        optimizer = build_optimizer(_model(), "lars", lr=0.1, weight_decay=1e-4)
+        assert [g["lars_exclude"] for g in optimizer.param_groups] == [False, True]
+
+    def test_without_the_rule_one_group_decays_everything(self) -> None:
+        model = _model()
+        optimizer = build_optimizer(model.parameters(), "sgd", weight_decay=1e-4, exclude_bias_and_norm=False)
+        assert len(optimizer.param_groups) == 1
+        assert len(optimizer.param_groups[0]["params"]) == len(list(model.parameters()))
+        assert optimizer.param_groups[0]["weight_decay"] == 1e-4
+
+    def test_named_parameters_and_frozen_tensors(self) -> None:
+        model = _model()
+        model[0].requires_grad_(False)
+        optimizer = build_optimizer(model.named_parameters(), "adamw", lr=1e-3, weight_decay=0.05)
+        held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        assert id(model[0].weight) not in held and id(model[0].bias) not in held
+        assert len(held) == len(list(model.parameters())) - 2
+
+    def test_parameter_groups_are_kept(self) -> None:
+        model = _model()
+        groups: list[dict[str, Any]] = [
+            {"params": list(model[3].parameters()), "lr": 0.01},
+            {"params": model[0].weight, "weight_decay": 0.0, "lars_exclude": True},
+            {"params": []},
+        ]
+        sgd = build_optimizer(groups, "sgd", lr=0.1, weight_decay=1e-4)
+        assert [(len(g["params"]), g["lr"], g["weight_decay"]) for g in sgd.param_groups] == [
+            (2, 0.01, 1e-4),
+            (1, 0.1, 0.0),
+        ]
+        assert all("lars_exclude" not in g for g in sgd.param_groups)
+        lars = build_optimizer(groups, "lars", lr=0.1)
+        assert [g["lars_exclude"] for g in lars.param_groups] == [None, True]
+
+    def test_kwargs_reach_the_optimizer(self) -> None:
+        assert build_optimizer(_model(), "sgd", nesterov=True).defaults["nesterov"] is True
+        assert build_optimizer(_model(), "lars", trust_coefficient=0.02).defaults["trust_coefficient"] == 0.02
+        assert build_optimizer(_model(), "adamw", betas=(0.9, 0.95)).defaults["betas"] == (0.9, 0.95)
+
+    def test_rejects_unknown_name(self) -> None:
+        with pytest.raises(
+            ValueError, match=r"`name` to be one of \('sgd', 'lars', 'adamw', 'rmsprop'\), but got 'adam'"
+        ):
+            build_optimizer(_model(), "adam")  # type: ignore[arg-type]
+
+    def test_rejects_nothing_trainable(self) -> None:
+        with pytest.raises(ValueError, match="at least one parameter with `requires_grad=True`"):
+            build_optimizer(_model().requires_grad_(False), "sgd")

@@ -83,11 +83,13 @@ def _dense_per_anchor(
     summation: str,
     denominator: str,
     positives_cap: int | None,
+    queue_same: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Every variant with explicit masks; returns the per-anchor losses ``(M,)`` and their validity ``(M,)``.
 
     ``same`` is the sample-level positive mask ``(B, B_global)``; rows and columns of the tiled masks are
-    ordered view-major (``view * batch + sample``), like ``anchors`` and ``contrast``.
+    ordered view-major (``view * batch + sample``), like ``anchors`` and ``contrast``. ``queue_same`` ``(B, Q)``
+    marks the positives among queue entries, which follow the batch in ``contrast``.
     """
     batch = same.shape[0]
     diagonal = torch.zeros_like(same)
@@ -97,10 +99,14 @@ def _dense_per_anchor(
         others = same & ~diagonal
         keep = others & (others.long().cumsum(dim=1) <= positives_cap // num_views)  # first ones by position
         untiled = keep | (same & diagonal)
-    self_mask = torch.zeros(anchors.shape[0], contrast.shape[0], dtype=torch.bool, device=anchors.device)
-    self_mask[torch.arange(anchors.shape[0]), self_index] = True
-    positives = untiled.repeat(num_anchor_views, num_views) & ~self_mask  # (M, K)
-    negatives = ~same.repeat(num_anchor_views, num_views) & ~self_mask  # capped-out positives are neither
+    positives = untiled.repeat(num_anchor_views, num_views)  # (M, V * B_global)
+    negatives = ~same.repeat(num_anchor_views, num_views)  # capped-out positives are neither
+    if queue_same is not None:
+        positives = torch.cat([positives, queue_same.repeat(num_anchor_views, 1)], dim=1)  # (M, K)
+        negatives = torch.cat([negatives, ~queue_same.repeat(num_anchor_views, 1)], dim=1)
+    not_self = torch.ones_like(positives)
+    not_self[torch.arange(anchors.shape[0]), self_index] = False
+    positives, negatives = positives & not_self, negatives & not_self
 
     logits = (anchors * inv_temperature) @ contrast.T  # (M, K)
     num_pos = positives.sum(dim=1)
@@ -135,6 +141,8 @@ def supcon_loss(
     reduction: Reduction = "mean",
     gather_distributed: bool = False,
     chunk_size: int | None = None,
+    queue: Tensor | None = None,
+    queue_labels: Tensor | None = None,
 ) -> Tensor:
     """Supervised contrastive loss; the arguments are documented on :class:`~lightning_supcon.SupConLoss`.
 
@@ -163,6 +171,21 @@ def supcon_loss(
         raise ValueError(
             f"Expected `positives_cap` to be a multiple of the number of views ({num_views}), but got {positives_cap}."
         )
+    if queue is not None:
+        if mask is not None or positives_cap is not None:
+            raise ValueError(
+                "A `queue` works with `labels` or without supervision, not with `mask` or `positives_cap`."
+            )
+        if (labels is None) != (queue_labels is None):
+            raise ValueError("Give `queue_labels` exactly when `labels` are given (the queue's classes).")
+        if queue_labels is not None and queue_labels.shape != (queue.shape[0],):
+            raise ValueError(
+                f"Expected `queue_labels` of shape ({queue.shape[0]},), but got {tuple(queue_labels.shape)}."
+            )
+        if queue[0].numel() != features[0, 0].numel():
+            raise ValueError(
+                f"Expected `queue` entries of {features[0, 0].numel()} features, but got {queue[0].numel()}."
+            )
     if labels is not None:
         if labels.dim() != 1 or labels.shape[0] != batch:
             raise ValueError(f"Expected `labels` of shape ({batch},), but got {tuple(labels.shape)}.")
@@ -201,10 +224,19 @@ def supcon_loss(
             group = distributed.gather(local_labels, sizes) if use_dist else local_labels
         inv_temperature = 1.0 / temperature
 
+        queue_group = None
+        if queue is not None:  # contrast-only entries after the batch; never a gradient into them
+            contrast = torch.cat([contrast, queue.detach().reshape(queue.shape[0], -1).to(dtype)])
+            if queue_labels is not None:
+                queue_group = queue_labels.to(z.device).long()
+            else:  # SimCLR: queue entries are nobody's positives
+                queue_group = global_batch + torch.arange(queue.shape[0], device=z.device)
+
         fused = mask is None and summation == "out" and denominator == "all" and positives_cap is None
         if fused:
-            group_index = torch.unique(group, return_inverse=True)[1]  # (B_global,) in [0, n_groups)
-            contrast_class = group_index.repeat(num_views)
+            all_groups = group if queue_group is None else torch.cat([group, queue_group])
+            group_index = torch.unique(all_groups, return_inverse=True)[1]  # in [0, n_groups)
+            contrast_class = torch.cat([group_index[:global_batch].repeat(num_views), group_index[global_batch:]])
             anchor_class = contrast_class[self_index]
             per_anchor = FusedSupConOut.apply(
                 anchors, contrast, anchor_class, contrast_class, self_index, inv_temperature, chunk_size
@@ -226,6 +258,7 @@ def supcon_loss(
                 summation,
                 denominator,
                 positives_cap,
+                None if queue_group is None else group[local_index][:, None] == queue_group[None, :],
             )
 
         if base_temperature is not None:

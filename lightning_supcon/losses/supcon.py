@@ -54,6 +54,10 @@ class SupConLoss(nn.Module):
     Shape:
         - features: ``(batch, views, ...)``; trailing dims are flattened. Usually L2-normalised.
         - labels: ``(batch,)`` integers, optional.
+        - queue: ``(queue_size, ...)`` features of earlier batches (a memory queue, as in MoCo), contrasted with
+          every anchor but never anchors themselves and never given a gradient; ``queue_labels``
+          ``(queue_size,)`` their classes, required exactly when ``labels`` are given (without supervision the
+          queue holds negatives only). Not with ``mask`` or ``positives_cap``.
         - mask: ``(batch, batch)`` (``(batch, global_batch)`` when gathering), 0/1, ``mask[i, j] = 1`` when sample
           ``j`` is a positive of sample ``i``; may be asymmetric. Exclusive with ``labels``.
         - output: a scalar, or ``(batch,)`` for ``reduction="none"``. Computed in float32 (float64 for float64
@@ -102,7 +106,14 @@ class SupConLoss(nn.Module):
         self.gather_distributed = gather_distributed
         self.chunk_size = chunk_size
 
-    def forward(self, features: Tensor, labels: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        features: Tensor,
+        labels: Tensor | None = None,
+        mask: Tensor | None = None,
+        queue: Tensor | None = None,
+        queue_labels: Tensor | None = None,
+    ) -> Tensor:
         """Compute the loss; see the class docstring for shapes."""
         return supcon_loss(
             features,
@@ -117,6 +128,8 @@ class SupConLoss(nn.Module):
             reduction=self.reduction,
             gather_distributed=self.gather_distributed,
             chunk_size=self.chunk_size,
+            queue=queue,
+            queue_labels=queue_labels,
         )
 
     def extra_repr(self) -> str:

@@ -21,6 +21,8 @@ def reference_supcon(
     denominator: str = "all",
     positives_cap: int | None = None,
     reduction: str = "mean",
+    queue: Tensor | None = None,
+    queue_labels: Tensor | None = None,
 ) -> Tensor:
     batch, views = features.shape[:2]
     z = features.reshape(batch, views, -1)
@@ -43,11 +45,15 @@ def reference_supcon(
     for va, b in anchors:
 
         def sim(v: int, c: int, va: int = va, b: int = b) -> Tensor:
-            return torch.dot(z[b, va], z[c, v]) / temperature
+            other = queue[c].flatten() if v == -1 else z[c, v]  # view -1: a queue entry
+            return torch.dot(z[b, va], other) / temperature
 
         others = [(v, c) for v, c in entries if (v, c) != (va, b)]
         positives = [(v, c) for v, c in others if c in positive_samples[b]]
         negatives = [(v, c) for v, c in others if not same[b][c]]
+        for j in range(0 if queue is None else queue.shape[0]):
+            is_positive = queue_labels is not None and labels is not None and queue_labels[j] == labels[b]
+            (positives if is_positive else negatives).append((-1, j))
         if not positives or (denominator == "only_negatives" and not negatives):
             continue
         log_terms = []

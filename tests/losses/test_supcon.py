@@ -226,3 +226,46 @@ class TestBadInput:
     def test_cap_not_multiple_of_views(self) -> None:
         with pytest.raises(ValueError, match="multiple of the number of views"):
             supcon_loss(_features(4, 2), torch.tensor([0, 1, 0, 1]), positives_cap=3)
+
+
+class TestQueue:
+    @pytest.mark.parametrize("supervision", ["labels", "simclr"])
+    @pytest.mark.parametrize("summation", ["out", "in"])
+    @pytest.mark.parametrize("contrast_mode", ["all", "one"])
+    def test_against_reference(self, supervision: str, summation: str, contrast_mode: str) -> None:
+        """Each anchor's contrast set is the batch plus the queue."""
+        feats = _features(6, 2).requires_grad_()
+        ref_feats = feats.detach().clone().requires_grad_()
+        queue = _features(5, 1, seed=1)[:, 0].requires_grad_()
+        queue_labels = torch.tensor([0, 2, 3, 0, 1]) if supervision == "labels" else None
+        labels = LABELS if supervision == "labels" else None
+        kwargs = {"summation": summation, "contrast_mode": contrast_mode}
+        out = supcon_loss(feats, labels, queue=queue, queue_labels=queue_labels, **kwargs)
+        ref = reference_supcon(ref_feats, labels, queue=queue.detach(), queue_labels=queue_labels, **kwargs)
+        torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+        out.backward()
+        ref.backward()
+        torch.testing.assert_close(feats.grad, ref_feats.grad, rtol=1e-8, atol=1e-10)
+        assert queue.grad is None  # the queue carries no gradient
+
+    def test_queue_changes_the_loss(self) -> None:
+        feats = _features(6, 2)
+        queue = _features(4, 1, seed=2)[:, 0]
+        with_queue = supcon_loss(feats, LABELS, queue=queue, queue_labels=torch.tensor([0, 1, 2, 3]))
+        assert not torch.isclose(with_queue, supcon_loss(feats, LABELS))
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"mask": torch.eye(6)}, "not with `mask`"),
+            ({"labels": LABELS}, "queue_labels"),
+            ({"labels": LABELS, "queue_labels": torch.zeros(3, dtype=torch.long)}, r"\(4,\)"),
+        ],
+    )
+    def test_bad_queue(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            supcon_loss(_features(6, 2), queue=_features(4, 1)[:, 0], **kwargs)
+
+    def test_queue_feature_size(self) -> None:
+        with pytest.raises(ValueError, match="queue"):
+            supcon_loss(_features(6, 2), queue=torch.randn(4, 3, dtype=torch.float64))

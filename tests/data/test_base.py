@@ -1,0 +1,238 @@
+"""MultiViewDataModule: batch formats on both paths, clean loaders, the train bank, the Trainer hook, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.transforms import eval_transform
+from tests.data.recorder import Recorder, cpu_trainer
+
+MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+def _samples(n: int, seed: int, pil: bool) -> list[tuple[Any, int]]:
+    """``n`` random 8x8 RGB images; the label is the index, so that order can be checked."""
+    images = np.random.default_rng(seed).integers(0, 256, size=(n, 8, 8, 3), dtype=np.uint8)
+    if pil:
+        return [(Image.fromarray(image), i) for i, image in enumerate(images)]
+    return [(torch.from_numpy(image).permute(2, 0, 1).contiguous(), i) for i, image in enumerate(images)]
+
+
+class Tiny(MultiViewDataModule):
+    num_classes = 3
+    image_size = 8
+    mean = MEAN
+    std = STD
+
+    def __init__(self, pil: bool = True, n_train: int = 20, with_test: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pil, self.n_train, self.with_test = pil, n_train, with_test
+
+    def train_dataset(self) -> list[tuple[Any, int]]:
+        return _samples(self.n_train, 0, self.pil)
+
+    def val_dataset(self) -> list[tuple[Any, int]]:
+        return _samples(7, 1, self.pil)
+
+    def test_dataset(self) -> list[tuple[Any, int]] | None:
+        return _samples(5, 2, self.pil) if self.with_test else None
+
+
+def _clean(samples: list[tuple[Any, int]]) -> Tensor:
+    return torch.stack([eval_transform(8, MEAN, STD)(image) for image, _ in samples])
+
+
+def _all(loader: DataLoader) -> tuple[Tensor, Tensor]:
+    batches = list(loader)
+    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
+
+def _fake_trainer(training: bool = True, world_size: int = 1, module: object = None) -> Any:
+    return SimpleNamespace(training=training, world_size=world_size, lightning_module=module)
+
+
+class TestTrainLoader:
+    @pytest.mark.parametrize("n_views", [1, 2, 4])
+    @pytest.mark.parametrize("pil", [True, False])
+    def test_batches(self, n_views: int, pil: bool) -> None:
+        loader = Tiny(pil=pil, batch_size=6, n_views=n_views).train_dataloader()
+        batches = list(loader)
+        assert len(batches) == 3  # 20 // 6, the incomplete batch dropped
+        views, labels = batches[0]
+        assert views.shape == (6, n_views, 3, 8, 8) and views.dtype == torch.float32
+        assert labels.shape == (6,) and labels.dtype == torch.int64
+        if n_views > 1:
+            assert not torch.equal(views[:, 0], views[:, 1])
+
+    def test_shuffled(self) -> None:
+        labels = torch.cat([b[1] for b in Tiny(batch_size=5).train_dataloader()])
+        assert sorted(labels.tolist()) == list(range(20)) and labels.tolist() != list(range(20))
+
+    def test_keep_last(self) -> None:
+        sizes = [len(b[1]) for b in Tiny(batch_size=6, drop_last=False).train_dataloader()]
+        assert sizes == [6, 6, 6, 2]
+
+    def test_too_small(self) -> None:
+        with pytest.raises(ValueError, match=r"at least `batch_size` \(32\).*has 20 for 1 process"):
+            Tiny(batch_size=32).train_dataloader()
+        assert len(Tiny(batch_size=32, drop_last=False).train_dataloader()) == 1
+
+    def test_too_small_per_process(self) -> None:
+        dm = Tiny(batch_size=6)
+        dm.trainer = _fake_trainer(world_size=4)
+        with pytest.raises(ValueError, match=r"has 20 for 4 process\(es\)"):
+            dm.train_dataloader()
+        dm = Tiny(batch_size=5)
+        dm.trainer = _fake_trainer(world_size=4)
+        dm.train_dataloader()
+
+    def test_workers(self) -> None:
+        views, labels = next(iter(Tiny(batch_size=4, num_workers=1).train_dataloader()))
+        assert views.shape == (4, 2, 3, 8, 8) and labels.shape == (4,)
+
+
+class TestCleanLoaders:
+    @pytest.mark.parametrize("pil", [True, False])
+    def test_val_is_eval_transform_in_order(self, pil: bool) -> None:
+        dm = Tiny(pil=pil, batch_size=4)
+        images, labels = _all(dm.val_dataloader())  # type: ignore[arg-type]
+        torch.testing.assert_close(images, _clean(_samples(7, 1, pil)))
+        assert labels.tolist() == list(range(7))
+        again, _ = _all(dm.val_dataloader())  # type: ignore[arg-type]
+        assert torch.equal(images, again)
+
+    def test_train_eval_is_clean_and_complete(self) -> None:
+        images, labels = _all(Tiny(batch_size=6).train_eval_dataloader())
+        torch.testing.assert_close(images, _clean(_samples(20, 0, True)))
+        assert labels.tolist() == list(range(20))
+
+    def test_eval_batch_size(self) -> None:
+        loader = Tiny(batch_size=6, eval_batch_size=3).val_dataloader()
+        assert isinstance(loader, DataLoader) and [len(b[1]) for b in loader] == [3, 3, 1]
+
+    def test_test_and_predict(self) -> None:
+        val, _ = _all(Tiny().test_dataloader())
+        torch.testing.assert_close(val, _clean(_samples(7, 1, True)))
+        test, _ = _all(Tiny(with_test=True).predict_dataloader())
+        torch.testing.assert_close(test, _clean(_samples(5, 2, True)))
+
+    @pytest.mark.parametrize("wants", [False, True])
+    def test_train_bank(self, wants: bool) -> None:
+        dm = Tiny(batch_size=6)
+        dm.trainer = _fake_trainer(module=SimpleNamespace(wants_train_bank=wants))
+        loaders = dm.val_dataloader()
+        assert isinstance(loaders, list) == wants
+        if isinstance(loaders, list):
+            assert len(loaders) == 2 and len(loaders[1].dataset) == 20  # type: ignore[arg-type]
+
+
+class TestDevicePath:
+    def test_loader_yields_uint8(self) -> None:
+        images, labels = next(iter(Tiny(batch_size=4, augment_on="device").train_dataloader()))
+        assert images.shape == (4, 3, 8, 8) and images.dtype == torch.uint8 and labels.shape == (4,)
+
+    @pytest.mark.parametrize("n_views", [1, 2, 4])
+    def test_hook_makes_views_when_training(self, n_views: int) -> None:
+        dm = Tiny(batch_size=4, n_views=n_views, augment_on="device")
+        dm.trainer = _fake_trainer(training=True)
+        batch = next(iter(dm.train_dataloader()))
+        views, labels = dm.on_after_batch_transfer(batch, 0)
+        assert views.shape == (4, n_views, 3, 8, 8) and views.dtype == torch.float32
+        assert torch.equal(labels, batch[1])
+
+    def test_hook_normalises_eval_batches(self) -> None:
+        dm = Tiny(batch_size=4, augment_on="device")
+        dm.trainer = _fake_trainer(training=False)
+        images, _ = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)  # type: ignore[call-overload]
+        expected, _ = next(iter(Tiny(batch_size=4).val_dataloader()))  # type: ignore[call-overload]
+        torch.testing.assert_close(images, expected)
+
+    def test_cpu_hook_is_identity(self) -> None:
+        batch = (torch.zeros(2, 2, 3, 8, 8), torch.zeros(2))
+        assert Tiny().on_after_batch_transfer(batch, 0) is batch
+
+
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+@pytest.mark.parametrize("wants_train_bank", [False, True])
+def test_fit(tmp_path: Path, augment_on: str, wants_train_bank: bool) -> None:
+    """Through a Trainer: views in training, clean normalised images (and the train bank) in validation."""
+    model = Recorder(wants_train_bank=wants_train_bank)
+    dm = Tiny(batch_size=4, n_views=3, augment_on=augment_on)
+    cpu_trainer(tmp_path, limit_train_batches=2).fit(model, datamodule=dm)
+    assert [views.shape for views, _ in model.train_batches] == [(4, 3, 3, 8, 8)] * 2
+    assert all(views.dtype == torch.float32 for views, _ in model.train_batches)
+    assert sorted(model.val_batches) == ([0, 1] if wants_train_bank else [0])
+    val = torch.cat([images for images, _ in model.val_batches[0]])
+    torch.testing.assert_close(val, _clean(_samples(7, 1, True)))
+    if wants_train_bank:
+        bank = torch.cat([images for images, _ in model.val_batches[1]])
+        torch.testing.assert_close(bank, _clean(_samples(20, 0, True)))
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"batch_size": 0}, "`batch_size` to be >= 1, but got 0"),
+            ({"n_views": 0}, "`n_views` to be >= 1, but got 0"),
+            ({"eval_batch_size": 0}, "`eval_batch_size` to be >= 1, but got 0"),
+            ({"num_workers": -1}, "`num_workers` to be >= 0, but got -1"),
+            ({"augment_on": "gpu"}, r"`augment_on` to be one of \('cpu', 'device'\), but got 'gpu'"),
+            ({"policy": "mixup"}, "`policy` to be one of .*, but got 'mixup'"),
+            ({"augment_on": "device", "policy": "randaugment"}, "`policy='simclr'` with `augment_on='device'`"),
+            ({"crop_scale": (0.9, 0.2)}, r"`crop_scale` to be a pair .*but got \(0.9, 0.2\)"),
+        ],
+    )
+    def test_errors(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            Tiny(**kwargs)
+
+    def test_defaults_from_the_data_set(self) -> None:
+        dm = Tiny()
+        assert (dm.batch_size, dm.n_views, dm.eval_batch_size, dm.crop_scale, dm.blur) == (
+            256,
+            2,
+            256,
+            (0.2, 1.0),
+            False,
+        )
+        assert Tiny(crop_scale=(0.5, 1.0), blur=True).crop_scale == (0.5, 1.0)
+
+    def test_subclass_must_provide_data(self) -> None:
+        with pytest.raises(NotImplementedError, match="must implement `train_dataset\\(\\)`"):
+            MultiViewDataModule().train_dataloader()
+
+
+class DumpingRecorder(Recorder):
+    """Saves what each process saw to ``folder/rank<r>.pt`` (ddp_spawn returns nothing else)."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def on_train_end(self) -> None:
+        seen = {"shapes": [tuple(v.shape) for v, _ in self.train_batches], "labels": [y for _, y in self.train_batches]}
+        torch.save(seen, Path(self.folder) / f"rank{self.global_rank}.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_ddp_ranks_get_equal_disjoint_batches(tmp_path: Path, augment_on: str) -> None:
+    dm = Tiny(batch_size=3, n_views=2, augment_on=augment_on)  # 20 samples: 10 per rank, 3 full batches each
+    trainer = cpu_trainer(tmp_path, devices=2, strategy="ddp_spawn", limit_val_batches=0)
+    trainer.fit(DumpingRecorder(str(tmp_path)), datamodule=dm)
+    seen = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert seen[0]["shapes"] == seen[1]["shapes"] == [(3, 2, 3, 8, 8)] * 3
+    labels = [set(torch.cat(s["labels"]).tolist()) for s in seen]
+    assert not labels[0] & labels[1]

@@ -1,0 +1,140 @@
+"""ImageFolderDataModule on a small PNG/JPEG/BMP tree: RGB conversion, corrupt files, bad trees, both paths."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from lightning_supcon.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFolderDataModule,
+    eval_transform,
+    load_rgb,
+    scan_folder,
+)
+from tests.data.formats import write_image_tree
+
+
+def _dm(tree: tuple[Path, Path], **kwargs: object) -> ImageFolderDataModule:
+    return ImageFolderDataModule(str(tree[0]), str(tree[1]), image_size=16, **kwargs)  # type: ignore[arg-type]
+
+
+class TestScan:
+    def test_classes_and_samples(self, image_tree: tuple[Path, Path]) -> None:
+        classes, samples = scan_folder(image_tree[0])
+        assert classes == ["cat", "dog", "eel"]
+        names = [(Path(path).name, label) for path, label in samples]
+        assert names == [
+            ("gray.png", 0),
+            ("photo.jpg", 0),
+            ("rgb.png", 0),
+            ("gray.jpg", 1),
+            ("palette.png", 1),
+            ("rgba.png", 1),
+            ("a.png", 2),
+            ("b.bmp", 2),
+        ]  # notes.txt is not an image
+
+    def test_val_indexed_by_train_classes(self, image_tree: tuple[Path, Path]) -> None:
+        _, samples = scan_folder(image_tree[1], ["cat", "dog", "eel"])
+        assert sorted(label for _, label in samples) == [0, 2, 2]
+
+    def test_missing_directory(self, tmp_path: Path) -> None:
+        with pytest.raises(FileNotFoundError, match=f"'{tmp_path / 'nope'}' is not one"):
+            scan_folder(tmp_path / "nope")
+
+    def test_no_class_folders(self, tmp_path: Path) -> None:
+        (tmp_path / "loose.png").write_bytes(b"")
+        with pytest.raises(ValueError, match=f"sub-folder per class in '{tmp_path}', but it has none"):
+            scan_folder(tmp_path)
+
+    def test_empty_class_folder(self, tmp_path: Path) -> None:
+        write_image_tree(tmp_path, {"a": ["x.png:RGB"], "b": ["readme.txt:text"]})
+        with pytest.raises(ValueError, match=f"in '{tmp_path / 'b'}', found none"):
+            scan_folder(tmp_path)
+
+    def test_val_class_missing_from_train(self, image_tree: tuple[Path, Path]) -> None:
+        write_image_tree(image_tree[1], {"fox": ["f.png:RGB"]})
+        with pytest.raises(ValueError, match=f"'{image_tree[1] / 'fox'}' is not a class of the training set"):
+            _dm(image_tree).val_dataset()
+
+
+class TestImages:
+    @pytest.mark.parametrize("file", ["cat/gray.png", "cat/photo.jpg", "dog/rgba.png", "dog/palette.png", "eel/b.bmp"])
+    def test_rgb(self, image_tree: tuple[Path, Path], file: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # palette transparency must not warn
+            image = load_rgb(str(image_tree[0] / file))
+        assert image.mode == "RGB" and image.size == (20, 14)
+
+    def test_grayscale_channels_equal(self, image_tree: tuple[Path, Path]) -> None:
+        r, g, b = load_rgb(str(image_tree[0] / "cat" / "gray.png")).split()
+        assert r.tobytes() == g.tobytes() == b.tobytes()
+
+    def test_corrupt_raises_naming_the_file(self, image_tree: tuple[Path, Path]) -> None:
+        write_image_tree(image_tree[0], {"dog": ["broken.png:corrupt"]})
+        dm = _dm(image_tree, batch_size=2)
+        with pytest.raises(OSError, match=r"Cannot read image file '.*dog/broken\.png'"):
+            list(dm.train_eval_dataloader())
+
+    def test_skip_corrupt_warns_once_with_count(self, image_tree: tuple[Path, Path]) -> None:
+        write_image_tree(image_tree[0], {"dog": ["broken.png:corrupt"], "eel": ["bad.jpg:corrupt"]})
+        (image_tree[0] / "cat" / "cut.png").write_bytes((image_tree[0] / "cat" / "rgb.png").read_bytes()[:60])
+        dm = _dm(image_tree, batch_size=2, skip_corrupt=True)
+        with pytest.warns(UserWarning, match="Skipped 3 unreadable image") as record:
+            labels = torch.cat([labels for _, labels in dm.train_eval_dataloader()])
+            next(iter(dm.train_dataloader()))
+        assert len(record) == 1 and len(labels) == 8
+
+    def test_skip_corrupt_all_bad(self, tmp_path: Path) -> None:
+        write_image_tree(tmp_path / "t", {"a": ["x.png:corrupt"]})
+        dm = ImageFolderDataModule(str(tmp_path / "t"), str(tmp_path / "t"), skip_corrupt=True)
+        with pytest.warns(UserWarning), pytest.raises(ValueError, match="all 1 are unreadable"):
+            dm.train_dataset()
+
+
+class TestDataModule:
+    def test_recipe(self, image_tree: tuple[Path, Path]) -> None:
+        dm = _dm(image_tree)
+        assert (dm.num_classes, dm.classes, dm.mean, dm.std) == (3, ["cat", "dog", "eel"], IMAGENET_MEAN, IMAGENET_STD)
+        assert (dm.crop_scale, dm.blur, dm.resize) == ((0.08, 1.0), True, 18)
+        assert ImageFolderDataModule("a", "b").resize == 256
+
+    @pytest.mark.parametrize("n_views", [1, 2, 4])
+    def test_train_batches(self, image_tree: tuple[Path, Path], n_views: int) -> None:
+        views, labels = next(iter(_dm(image_tree, batch_size=4, n_views=n_views).train_dataloader()))
+        assert views.shape == (4, n_views, 3, 16, 16) and labels.shape == (4,)
+
+    def test_val_is_resize_and_center_crop(self, image_tree: tuple[Path, Path]) -> None:
+        dm = _dm(image_tree, batch_size=4)
+        images, labels = next(iter(dm.val_dataloader()))  # type: ignore[call-overload]
+        tf = eval_transform(16, IMAGENET_MEAN, IMAGENET_STD, resize=18)
+        expected = [tf(Image.open(p).convert("RGB")) for p, _ in scan_folder(image_tree[1], dm.classes)[1]]
+        torch.testing.assert_close(images, torch.stack(expected))
+        assert labels.tolist() == [0, 2, 2]
+
+    def test_test_dir(self, image_tree: tuple[Path, Path], tmp_path: Path) -> None:
+        test = write_image_tree(tmp_path / "test", {"dog": ["t.png:RGB"]})
+        dm = ImageFolderDataModule(str(image_tree[0]), str(image_tree[1]), str(test), image_size=16)
+        assert next(iter(dm.test_dataloader()))[1].tolist() == [1]
+        assert len(_dm(image_tree).test_dataloader().dataset) == 3  # type: ignore[arg-type]
+
+    def test_device_path_decodes_fixed_size(self, image_tree: tuple[Path, Path]) -> None:
+        dm = _dm(image_tree, batch_size=4, augment_on="device")
+        images, _ = next(iter(dm.train_dataloader()))
+        assert images.shape == (4, 3, 18, 18) and images.dtype == torch.uint8  # crops are drawn on the device
+        clean, _ = next(iter(dm.val_dataloader()))  # type: ignore[call-overload]
+        assert clean.shape == (3, 3, 16, 16) and clean.dtype == torch.uint8
+        views = dm.device_augment()(images)
+        assert views.shape == (4, 2, 3, 16, 16)
+        assert "RandomGaussianBlur" in repr(dm.device_augment())
+
+    def test_missing_train_dir(self, tmp_path: Path) -> None:
+        dm = ImageFolderDataModule(str(tmp_path / "train"), str(tmp_path / "val"))
+        with pytest.raises(FileNotFoundError, match="train' is not one"):
+            _ = dm.num_classes

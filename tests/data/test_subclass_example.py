@@ -1,0 +1,69 @@
+"""The README's "your own data" example: a MultiViewDataModule subclass over a ``.npz`` file, trained for a step.
+
+The class is the one in the README and in the docstring of ``lightning_supcon/data/base.py``; keep them equal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from lightning_supcon.data import MultiViewDataModule
+from tests.data.recorder import Recorder, cpu_trainer
+
+
+class MyDataModule(MultiViewDataModule):
+    num_classes, in_channels, image_size = 4, 3, 32
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+    def __init__(self, path: str = "my_data.npz", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = path
+
+    def _split(self, name: str) -> TensorDataset:
+        data = np.load(self.path)
+        images = torch.from_numpy(data[f"{name}_images"]).permute(0, 3, 1, 2)  # (N, 3, 32, 32) uint8
+        return TensorDataset(images, torch.from_numpy(data[f"{name}_labels"]))
+
+    def train_dataset(self) -> TensorDataset:
+        return self._split("train")
+
+    def val_dataset(self) -> TensorDataset:
+        return self._split("val")
+
+
+@pytest.fixture
+def npz(tmp_path: Path) -> str:
+    path = tmp_path / "my_data.npz"
+    images = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
+    np.savez(
+        path,
+        train_images=images[:40],
+        train_labels=np.arange(40) % 4,
+        val_images=images[40:],
+        val_labels=np.arange(10) % 4,
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize("n_views", [1, 2, 4])
+def test_loaders(npz: str, n_views: int) -> None:
+    dm = MyDataModule(npz, batch_size=8, n_views=n_views)
+    views, labels = next(iter(dm.train_dataloader()))
+    assert views.shape == (8, n_views, 3, 32, 32) and labels.dtype == torch.int64
+    images, labels = next(iter(dm.val_dataloader()))  # type: ignore[call-overload]
+    assert images.shape == (8, 3, 32, 32) and labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_trains(tmp_path: Path, npz: str, augment_on: str) -> None:
+    model = Recorder(wants_train_bank=True)
+    dm = MyDataModule(npz, batch_size=8, augment_on=augment_on)
+    cpu_trainer(tmp_path, limit_train_batches=2).fit(model, datamodule=dm)
+    assert [tuple(views.shape) for views, _ in model.train_batches] == [(8, 2, 3, 32, 32)] * 2
+    assert sum(len(labels) for _, labels in model.val_batches[1]) == 40  # the clean training set, for a kNN bank

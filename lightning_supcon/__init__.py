@@ -1,6 +1,43 @@
 """lightning_supcon: Supervised Contrastive Learning (Khosla et al., 2020) for PyTorch Lightning."""
 
+from lightning_supcon.callbacks import EmbeddingPlot, EmbeddingWriter, MetricsSummary
+from lightning_supcon.data import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    DigitsDataModule,
+    ImageFolderDataModule,
+    MultiViewDataModule,
+)
 from lightning_supcon.losses import SupConLoss, supcon_loss
+from lightning_supcon.models import (
+    CrossEntropyModule,
+    LinearProbeModule,
+    ProjectionHead,
+    ResNet,
+    SmallCNN,
+    SupConModule,
+    build_encoder,
+    export_encoder,
+)
 
-__all__ = ["SupConLoss", "supcon_loss"]
+__all__ = [
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
+    "CrossEntropyModule",
+    "DigitsDataModule",
+    "EmbeddingPlot",
+    "EmbeddingWriter",
+    "ImageFolderDataModule",
+    "LinearProbeModule",
+    "MetricsSummary",
+    "MultiViewDataModule",
+    "ProjectionHead",
+    "ResNet",
+    "SmallCNN",
+    "SupConLoss",
+    "SupConModule",
+    "build_encoder",
+    "export_encoder",
+    "supcon_loss",
+]
 __version__ = "0.1.0"

@@ -1,5 +1,6 @@
-"""Networks: encoders and projection heads (plain ``nn.Module``s)."""
+"""Networks (encoders, projection heads: plain ``nn.Module``s) and the LightningModules that train them."""
 
+from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.encoders import (
     ENCODERS,
     BasicBlock,
@@ -10,14 +11,23 @@ from lightning_supcon.models.encoders import (
     encoder_feature_dim,
 )
 from lightning_supcon.models.heads import ProjectionHead
+from lightning_supcon.models.linear_probe import LinearProbeModule, export_encoder, save_encoder
+from lightning_supcon.models.queue import MemoryQueue
+from lightning_supcon.models.supcon_module import SupConModule
 
 __all__ = [
     "ENCODERS",
     "BasicBlock",
     "Bottleneck",
+    "CrossEntropyModule",
+    "LinearProbeModule",
+    "MemoryQueue",
     "ProjectionHead",
     "ResNet",
     "SmallCNN",
+    "SupConModule",
     "build_encoder",
     "encoder_feature_dim",
+    "export_encoder",
+    "save_encoder",
 ]

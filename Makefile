@@ -1,0 +1,41 @@
+# Two commands to a result: `make demo` (train on the embedded digits) and `make test` (lint, types, tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export WANDB_MODE ?= offline
+export PYTHONUNBUFFERED = 1
+
+.PHONY: demo test test-slow lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip setuptools wheel
+
+$(VENV)/.base: $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) -m lightning_supcon fit --config configs/digits.yaml
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy lightning_supcon benchmarks
+
+test: lint
+	$(PY) -m pytest --cov=lightning_supcon --cov-report=term --cov-fail-under=90 -q
+
+test-slow: $(VENV)/.dev
+	$(PY) -m pytest -m slow -q
+
+bench: $(VENV)/.dev
+	$(PY) benchmarks/loss.py
+	$(PY) benchmarks/augment.py
+
+clean:
+	rm -rf outputs lightning_logs .pytest_cache .mypy_cache .ruff_cache .coverage*

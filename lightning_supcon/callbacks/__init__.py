@@ -1,0 +1,8 @@
+"""Lightning callbacks."""
+
+from lightning_supcon.callbacks.embedding_plot import EmbeddingPlot
+from lightning_supcon.callbacks.embedding_writer import EmbeddingWriter
+from lightning_supcon.callbacks.preemption import PreemptionCheckpoint
+from lightning_supcon.callbacks.summary import MetricsSummary
+
+__all__ = ["EmbeddingPlot", "EmbeddingWriter", "MetricsSummary", "PreemptionCheckpoint"]

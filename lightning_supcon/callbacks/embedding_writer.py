@@ -1,0 +1,108 @@
+"""``EmbeddingWriter``: save the embeddings of the whole predict set, gathered across processes, in one file pair."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch import Tensor
+
+from lightning_supcon.utils import distributed
+
+_INDEX_KEY = "_index"
+
+
+class EmbeddingWriter(BasePredictionWriter):
+    """On ``predict``, write every tensor the model's ``predict_step`` returns to ``<output_dir>/embeddings.pt``.
+
+    ``predict_step`` returns a dict of per-sample tensors, e.g. ``{"features", "projections", "labels"}``
+    (:class:`~lightning_supcon.SupConModule`) or ``{"features", "logits", "labels"}`` (the linear probe and the
+    cross-entropy model); a bare tensor is stored as ``"features"``. Batches are moved to the CPU as they come; at
+    the end of the epoch the rows of all processes are gathered (ragged sizes allowed), put back in data-set order
+    when the loader's sample indices are known, and rank 0 writes:
+
+    - ``embeddings.pt``: a dict of tensors, ``torch.load(path, weights_only=True)``;
+    - ``embeddings.npz``: the same arrays, ``numpy.load(path)``.
+
+    Floating-point tensors are stored as float32 (bf16 has no NumPy type). With several predict loaders the files
+    are ``embeddings_<i>.pt`` / ``.npz``.
+
+    Command line (the callback is appended to those of the config; ``output_dir`` applies to the last one added)::
+
+        lightning-supcon predict --config configs/digits.yaml \\
+            --ckpt_path outputs/digits/lightning_logs/version_0/checkpoints/last.ckpt \\
+            --trainer.callbacks+=lightning_supcon.callbacks.embedding_writer.EmbeddingWriter \\
+            --trainer.callbacks.output_dir=outputs/digits/embeddings
+
+    Args:
+        output_dir: Folder of the output files (created if missing).
+        filename: Stem of the output files.
+
+    Raises:
+        ValueError: If ``predict_step`` returns something other than a tensor or a dict of tensors with the batch
+            size as first dimension.
+    """
+
+    def __init__(self, output_dir: str = "embeddings", filename: str = "embeddings") -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.filename = filename
+        self._buffers: dict[int, dict[str, list[Tensor]]] = {}
+
+    def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._buffers = {}
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        outputs = {"features": prediction} if isinstance(prediction, Tensor) else prediction
+        if not isinstance(outputs, dict) or not all(isinstance(v, Tensor) for v in outputs.values()):
+            raise ValueError(
+                f"EmbeddingWriter expects `predict_step` to return a tensor or a dict of tensors, but got "
+                f"{type(prediction).__name__}."
+            )
+        sizes = {key: value.shape[0] if value.dim() else 0 for key, value in outputs.items()}
+        n = next(iter(sizes.values()), 0)
+        if any(size != n for size in sizes.values()):
+            raise ValueError(f"Expected every predicted tensor to have the batch size first, but got sizes {sizes}.")
+        if batch_indices is not None and len(batch_indices) == n:
+            outputs = outputs | {_INDEX_KEY: torch.as_tensor(list(batch_indices), dtype=torch.long)}
+        buffer = self._buffers.setdefault(dataloader_idx, {})
+        for key, value in outputs.items():
+            value = value.detach()
+            buffer.setdefault(key, []).append(value.float().cpu() if value.is_floating_point() else value.cpu())
+
+    def on_predict_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        device = pl_module.device
+        single = len(self._buffers) == 1
+        for dataloader_idx, buffer in sorted(self._buffers.items()):
+            local = {key: torch.cat(chunks) for key, chunks in buffer.items()}
+            sizes = distributed.gather_sizes(next(iter(local.values())).shape[0], device)
+            gathered = {key: distributed.gather(value.to(device), sizes).cpu() for key, value in local.items()}
+            index = gathered.pop(_INDEX_KEY, None)
+            if index is not None:  # back to data-set order (the distributed sampler interleaves the ranks)
+                order = index.argsort()
+                gathered = {key: value[order] for key, value in gathered.items()}
+            if trainer.is_global_zero:
+                stem = self.filename if single else f"{self.filename}_{dataloader_idx}"
+                self._save(gathered, stem)
+        self._buffers = {}
+
+    def _save(self, tensors: dict[str, Tensor], stem: str) -> None:
+        folder = Path(self.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(tensors, folder / f"{stem}.pt")
+        arrays: dict[str, Any] = {key: value.numpy() for key, value in tensors.items()}
+        np.savez(folder / f"{stem}.npz", **arrays)

@@ -1,0 +1,223 @@
+"""``SupConWandbLogger``: a Weights & Biases logger that never prompts, never hangs without an account.
+
+Lightning's ``WandbLogger`` calls ``wandb.init``, which asks for an API key on a terminal when none is set up. This
+logger looks for credentials first, the way ``wandb`` does (the ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE``
+environment variables, or an API key for the W&B host in ``$NETRC`` / ``~/.netrc``): with them it logs online;
+without them it logs offline to ``<save_dir>/wandb/offline-run-*`` and prints one line saying how to upload the run
+later with ``wandb sync``. ``WANDB_MODE=offline`` / ``disabled`` are honoured. W&B's own console chatter is off.
+
+Use it from the command line with ``--trainer.logger configs/logger/wandb.yaml`` (or the class path
+``lightning_supcon.loggers.SupConWandbLogger``).
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import netrc
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
+
+Mode = Literal["auto", "online", "offline", "disabled"]
+DEFAULT_SAVE_DIR = "outputs"
+MODES: tuple[str, ...] = ("auto", "online", "offline", "disabled")
+#: ``WANDB_MODE`` values and the mode each one means.
+ENV_MODES: dict[str, str] = {
+    "online": "online",
+    "run": "online",
+    "offline": "offline",
+    "dryrun": "offline",
+    "disabled": "disabled",
+}
+
+
+def netrc_path(environ: Mapping[str, str]) -> Path:
+    """The netrc file ``wandb`` reads: ``$NETRC``, else ``~/.netrc``, else ``~/_netrc`` (``HOME`` from ``environ``)."""
+    if environ.get("NETRC"):
+        return Path(environ["NETRC"]).expanduser()
+    home = Path(environ.get("HOME") or Path.home())
+    unix = home / ".netrc"
+    return unix if unix.exists() or not (home / "_netrc").exists() else home / "_netrc"
+
+
+def wandb_hosts(environ: Mapping[str, str]) -> set[str]:
+    """The W&B server hosts whose netrc entry counts as credentials.
+
+    ``WANDB_BASE_URL``'s host if set, else the ``base_url`` that ``wandb login --host`` stored in the global settings
+    file (``$WANDB_CONFIG_DIR/settings`` or ``~/.config/wandb/settings``), else the cloud: ``api.wandb.ai`` and the
+    installed ``wandb``'s default host.
+    """
+    url = environ.get("WANDB_BASE_URL")
+    if not url:
+        config_dir = environ.get("WANDB_CONFIG_DIR") or str(Path(environ.get("HOME") or Path.home()) / ".config/wandb")
+        parser = configparser.ConfigParser()
+        with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):
+            parser.read(Path(config_dir) / "settings")
+        url = parser.get("default", "base_url", fallback="")
+    if url:
+        return {urlsplit(url).hostname or ""} - {""}
+    import wandb
+
+    return {"api.wandb.ai", urlsplit(wandb.Settings().base_url).hostname or "api.wandb.ai"}
+
+
+def has_wandb_credentials(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether W&B credentials are set up, without contacting the server or prompting.
+
+    Args:
+        environ: The environment to look in; ``None`` uses ``os.environ``.
+
+    Returns:
+        True for ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE`` set, or a netrc entry with a password for one of
+        :func:`wandb_hosts` (what ``wandb login`` writes).
+
+    Example:
+        >>> has_wandb_credentials({"WANDB_API_KEY": "x" * 40})
+        True
+        >>> has_wandb_credentials({"HOME": "/nonexistent"})
+        False
+    """
+    env = os.environ if environ is None else environ
+    if env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    try:
+        netrc_file = netrc.netrc(netrc_path(env))
+    except (OSError, netrc.NetrcParseError):
+        return False
+    for host in wandb_hosts(env):
+        entry = netrc_file.authenticators(host)
+        if entry and entry[2]:
+            return True
+    return False
+
+
+def resolve_mode(mode: Mode, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The ``wandb.init`` mode to use, and why, for a requested ``mode`` and the environment.
+
+    ``"auto"`` follows ``WANDB_MODE`` when it is set, else goes online. Online needs credentials: without them the
+    run goes offline instead of prompting.
+
+    Args:
+        mode: ``"auto"``, ``"online"``, ``"offline"`` or ``"disabled"``.
+        environ: The environment to look in; ``None`` uses ``os.environ``.
+
+    Returns:
+        ``("online" | "offline" | "disabled", reason)``.
+
+    Raises:
+        ValueError: For an unknown ``mode``.
+
+    Example:
+        >>> resolve_mode("auto", {"HOME": "/nonexistent"})
+        ('offline', 'no W&B credentials found')
+        >>> resolve_mode("auto", {"WANDB_MODE": "disabled"})
+        ('disabled', 'WANDB_MODE=disabled')
+        >>> resolve_mode("online", {"WANDB_API_KEY": "x" * 40})
+        ('online', 'requested')
+    """
+    if mode not in MODES:
+        raise ValueError(f"Expected argument `mode` to be one of {MODES}, but got {mode!r}.")
+    env = os.environ if environ is None else environ
+    reason = "requested"
+    wanted: str = mode
+    if mode == "auto":
+        env_mode = env.get("WANDB_MODE", "").strip().lower()
+        wanted = ENV_MODES.get(env_mode, "online")
+        reason = f"WANDB_MODE={env_mode}" if env_mode in ENV_MODES else "credentials found"
+    if wanted == "online" and not has_wandb_credentials(env):
+        return "offline", "no W&B credentials found"
+    return wanted, reason
+
+
+class SupConWandbLogger(WandbLogger):
+    """``WandbLogger`` that picks online or offline mode by itself and keeps W&B quiet.
+
+    Every argument of :class:`~pytorch_lightning.loggers.WandbLogger` is accepted (``log_model`` logs checkpoints
+    as artifacts; offline they are uploaded by ``wandb sync``). The run's files go to ``<save_dir>/wandb/``.
+
+    Args:
+        project: W&B project; ``None`` uses ``$WANDB_PROJECT``, else ``"lightning_supcon"``.
+        save_dir: Parent of the ``wandb/`` folder, and of ``<project>/<run id>/checkpoints`` when a
+            ``ModelCheckpoint`` has no ``dirpath``; ``None`` uses ``$WANDB_DIR``, else ``outputs`` (not the working
+            directory: ``./lightning_supcon/<run id>`` would land inside the package's source folder).
+        mode: ``"auto"`` (``$WANDB_MODE``, else online when credentials exist, else offline), ``"online"`` (falls
+            back to offline without credentials, never prompts), ``"offline"`` or ``"disabled"``.
+        quiet: Silence W&B's own console messages (banners, sync hints); this logger still prints its one line.
+        log_model: ``False``, ``True`` (the checkpoints at the end of fit) or ``"all"`` (each one as it is saved).
+        **kwargs: Passed to ``WandbLogger`` and ``wandb.init`` (``name``, ``tags``, ``group``, ``entity``, ...).
+
+    Raises:
+        ValueError: For an unknown ``mode``.
+    """
+
+    def __init__(
+        self,
+        project: str | None = None,
+        save_dir: str | None = None,
+        mode: Mode = "auto",
+        quiet: bool = True,
+        log_model: Literal["all"] | bool = False,
+        **kwargs: Any,
+    ) -> None:
+        import wandb
+
+        if "offline" in kwargs:  # WandbLogger's flag: the same as mode="offline"
+            mode = "offline" if kwargs.pop("offline") else mode
+        self.mode, self.mode_reason = resolve_mode(mode)
+        save_dir = save_dir or os.environ.get("WANDB_DIR") or DEFAULT_SAVE_DIR
+        settings = kwargs.pop("settings", None) or wandb.Settings()
+        if isinstance(settings, Mapping):
+            settings = wandb.Settings(**settings)
+        if quiet:
+            settings.silent = True
+            settings.quiet = True
+        super().__init__(
+            project=project or os.environ.get("WANDB_PROJECT") or "lightning_supcon",
+            save_dir=save_dir,
+            log_model=log_model,
+            mode=self.mode,
+            settings=settings,
+            **kwargs,
+        )
+        if self._wandb_init.get("anonymous") is None:  # wandb warns about the deprecated key even when unset
+            self._wandb_init.pop("anonymous", None)
+        self._announced = False
+
+    @property
+    def experiment(self) -> Any:
+        """The ``wandb`` run, created on first use (rank zero), with one line about where it logs.
+
+        An online run that cannot start (no network, a rejected key: ``wandb.init`` raises after its
+        ``init_timeout``) starts offline instead.
+        """
+        import wandb
+
+        created = self._experiment is None
+        try:
+            run = super().experiment
+        except wandb.errors.Error as err:
+            if not (created and self.mode == "online"):
+                raise
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            self.mode, self.mode_reason = "offline", f"the online run failed to start: {reason}"
+            self._wandb_init["mode"] = "offline"
+            run = super().experiment
+        if created and not self._announced and self._experiment is not None:
+            self._announced = True
+            self._announce()
+        return run
+
+    def _announce(self) -> None:
+        if self.mode == "offline":
+            run_dir = Path(getattr(self._experiment, "dir", "") or self.save_dir or ".").parent
+            rank_zero_info(
+                f"W&B: logging offline ({self.mode_reason}) to {run_dir}; upload it later with `wandb sync {run_dir}`"
+            )
+        elif self.mode == "online":
+            rank_zero_info(f"W&B: logging online to {getattr(self._experiment, 'url', None) or self.name}")

@@ -1,0 +1,72 @@
+"""Optimiser and schedule shared by the LightningModules: SGD/LARS/AdamW/RMSProp, warmup then cosine, per step.
+
+The learning rate can be scaled by the global batch (``devices x nodes x per-device batch x accumulation``),
+linearly (Goyal et al. 2017) or by the square root, as in the SupCon/SimCLR reference recipes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
+from torch import nn
+
+from lightning_supcon.optim.schedulers import build_optimizer, scale_lr, warmup_cosine
+
+OptimizerName = Literal["sgd", "lars", "adamw", "rmsprop"]
+ScalingRule = Literal["none", "linear", "sqrt"]
+
+
+def global_batch_size(trainer: pl.Trainer) -> int:
+    """Samples per optimiser step over all processes: per-device batch x devices x nodes x accumulation.
+
+    Raises:
+        ValueError: When the DataModule has no integer ``batch_size`` attribute.
+    """
+    datamodule = getattr(trainer, "datamodule", None)
+    batch = getattr(datamodule, "batch_size", None)
+    if not isinstance(batch, int):
+        raise ValueError(
+            "Scaling the learning rate by the global batch needs a DataModule with an integer `batch_size`; "
+            "use `lr_scaling: none` otherwise."
+        )
+    return batch * trainer.world_size * trainer.accumulate_grad_batches
+
+
+class OptimizationMixin(pl.LightningModule):
+    """``configure_optimizers`` from the hyperparameters ``optimizer``, ``lr``, ``lr_scaling``, ``momentum``,
+    ``weight_decay``, ``warmup_epochs`` and ``min_lr_ratio``, shared by the project's LightningModules."""
+
+    def optimized_parameters(self) -> list[nn.Parameter]:
+        """Parameters under the main learning rate; biases and norm layers get no weight decay (and no LARS
+        adaptation), see :func:`~lightning_supcon.optim.build_optimizer`."""
+        return list(self.parameters())
+
+    def extra_param_groups(self) -> list[dict[str, Any]]:
+        """Further parameter groups with their own settings (e.g. an online probe's learning rate)."""
+        return []
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        hp = self.hparams
+        lr = hp["lr"]
+        if hp["lr_scaling"] != "none":
+            lr = scale_lr(lr, global_batch_size(self.trainer), rule=hp["lr_scaling"])
+        optimizer = build_optimizer(
+            self.optimized_parameters(),
+            name=hp["optimizer"],
+            lr=lr,
+            momentum=hp["momentum"],
+            weight_decay=hp["weight_decay"],
+        )
+        for group in self.extra_param_groups():
+            if hp["optimizer"] != "lars":
+                group = {key: value for key, value in group.items() if key != "lars_exclude"}
+            optimizer.add_param_group(group)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        max_epochs = self.trainer.max_epochs
+        steps_per_epoch = total_steps / max_epochs if max_epochs and max_epochs > 0 else total_steps
+        warmup_steps = min(total_steps, math.ceil(hp["warmup_epochs"] * steps_per_epoch))
+        scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, min_lr_ratio=hp["min_lr_ratio"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,59 @@
+"""A first-in first-out memory of past projections and their labels (MoCo-style queue, He et al. 2020).
+
+- [0] He et al., Momentum Contrast, CVPR 2020, https://arxiv.org/abs/1911.05722
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class MemoryQueue(nn.Module):
+    """A ring buffer of ``size`` feature vectors and their integer labels, kept as buffers (so checkpoints hold it).
+
+    Args:
+        size: Number of entries.
+        dim: Size of each feature vector.
+
+    Example:
+        >>> queue = MemoryQueue(size=3, dim=2)
+        >>> queue.push(torch.ones(2, 2), torch.tensor([4, 5]))
+        >>> queue.push(torch.zeros(2, 2), torch.tensor([6, 7]))
+        >>> features, labels = queue.entries()
+        >>> labels.tolist(), int(queue.ptr)
+        ([7, 5, 6], 1)
+    """
+
+    features: Tensor
+    labels: Tensor
+    ptr: Tensor
+    filled: Tensor
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"Expected `size` and `dim` >= 1, but got size={size}, dim={dim}.")
+        self.size = size
+        self.register_buffer("features", torch.zeros(size, dim))
+        self.register_buffer("labels", torch.zeros(size, dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    def entries(self) -> tuple[Tensor | None, Tensor | None]:
+        """The filled entries ``(n, dim)`` and their labels ``(n,)``; ``(None, None)`` while empty."""
+        n = int(self.filled)
+        if n == 0:
+            return None, None
+        return self.features[:n], self.labels[:n]
+
+    @torch.no_grad()
+    def push(self, features: Tensor, labels: Tensor) -> None:
+        """Write ``features`` ``(n, dim)`` and ``labels`` ``(n,)`` over the oldest entries."""
+        features, labels = features[-self.size :], labels[-self.size :]  # only the newest fit
+        n = features.shape[0]
+        index = (self.ptr + torch.arange(n, device=self.ptr.device)) % self.size
+        self.features[index] = features.detach().to(self.features.dtype)
+        self.labels[index] = labels.to(self.labels.dtype)
+        self.ptr.copy_((self.ptr + n) % self.size)
+        self.filled.copy_(torch.clamp(self.filled + n, max=self.size))

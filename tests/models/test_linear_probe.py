@@ -1,0 +1,226 @@
+"""LinearProbeModule: loading a real SupCon checkpoint, a frozen encoder, clear errors, exported encoders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon.models.cross_entropy import CrossEntropyModule
+from lightning_supcon.models.linear_probe import (
+    LinearProbeModule,
+    export_encoder,
+    load_encoder_checkpoint,
+    save_encoder,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _trainer(root: Path, **kwargs: object) -> pl.Trainer:
+    defaults: dict = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": root,
+    }
+    return pl.Trainer(**(defaults | kwargs))
+
+
+@pytest.fixture(scope="module")
+def supcon_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SupConModule checkpoint after 2 real training steps on the digits (BN statistics have moved)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("supcon")
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=0)
+    trainer = _trainer(root, max_steps=2, limit_val_batches=0)
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+    path = root / "supcon.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _encoder_state(path: Path) -> dict[str, Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return {key.removeprefix("encoder."): value for key, value in state.items() if key.startswith("encoder.")}
+
+
+def _probe(path: Path | str, **kwargs: Any) -> LinearProbeModule:
+    options: dict[str, Any] = {"encoder": "small_cnn", "in_channels": 1, "num_classes": 10} | kwargs
+    return LinearProbeModule(str(path), **options)
+
+
+def _save(path: Path, checkpoint: dict) -> Path:
+    torch.save(checkpoint, path)
+    return path
+
+
+class MLP(nn.Module):
+    """An encoder module (not a built-in name) with a configurable hidden size."""
+
+    feature_dim = 16
+
+    def __init__(self, hidden: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(12, hidden), nn.ReLU(), nn.Linear(hidden, 16))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.net(x)
+        return out
+
+
+class TestLinearProbeModule:
+    def test_loads_the_supcon_encoder(self, supcon_checkpoint: Path) -> None:
+        probe = _probe(supcon_checkpoint)
+        expected = _encoder_state(supcon_checkpoint)
+        state = probe.encoder.state_dict()
+        assert set(state) == set(expected)
+        for key, value in expected.items():
+            torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+        assert expected["features.1.num_batches_tracked"].item() == 2  # really trained: BN statistics moved
+
+    def test_fit_leaves_the_encoder_unchanged(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
+        probe = _probe(supcon_checkpoint, lr=0.5)
+        encoder_before = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
+        classifier_before = probe.classifier.weight.detach().clone()
+        modes: list[bool] = []
+
+        class RecordMode(pl.Callback):
+            def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
+                assert isinstance(module, LinearProbeModule)
+                modes.append(any(m.training for m in module.encoder.modules()))
+                assert module.classifier.training
+
+        probe.train()  # what a plain PyTorch loop (or an older Lightning) does before training
+        trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1, val_check_interval=2, callbacks=[RecordMode()])
+        trainer.fit(probe, datamodule=DigitsDataModule(batch_size=32, n_views=2))
+        assert modes == [False, False, False]  # eval mode on every step, also after validation
+        for key, value in probe.encoder.state_dict().items():
+            torch.testing.assert_close(value, encoder_before[key], rtol=0, atol=0, msg=key)
+        assert not any(p.requires_grad for p in probe.encoder.parameters())
+        assert not torch.equal(probe.classifier.weight, classifier_before)
+        optimizer = trainer.optimizers[0]
+        assert {id(p) for group in optimizer.param_groups for p in group["params"]} == {
+            id(p) for p in probe.classifier.parameters()
+        }
+
+    def test_validation_logs_accuracy_and_retrieval(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
+        probe = _probe(supcon_checkpoint)
+        dm = DigitsDataModule(batch_size=64, n_views=1)
+        metrics = _trainer(tmp_path, limit_val_batches=2).validate(probe, datamodule=dm, verbose=False)[0]
+        assert {"val/top1", "val/top5", "val/loss", "val/precision_at_1", "val/r_precision", "val/map_at_r"} <= set(
+            metrics
+        )
+        assert 0.0 <= metrics["val/map_at_r"] <= metrics["val/precision_at_1"] <= 1.0
+        tested = _trainer(tmp_path, limit_test_batches=1).test(probe, datamodule=dm, verbose=False)[0]
+        assert "test/map_at_r" in tested and "test/top1" in tested
+        without = _probe(supcon_checkpoint, retrieval=False)
+        metrics = _trainer(tmp_path, limit_val_batches=1).validate(without, datamodule=dm, verbose=False)[0]
+        assert "val/map_at_r" not in metrics and "val/top1" in metrics
+
+    def test_exported_encoder_round_trip(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
+        exported = export_encoder(supcon_checkpoint, tmp_path / "nested" / "encoder.pt")
+        file = torch.load(exported, weights_only=True)  # loads without unpickling code
+        assert file["lightning_supcon"] == {
+            "kind": "supcon",
+            "encoder": "small_cnn",
+            "feature_dim": 128,
+            "in_channels": 1,
+        }
+        from_export, from_checkpoint = _probe(exported), _probe(supcon_checkpoint)
+        for key, value in from_checkpoint.encoder.state_dict().items():
+            torch.testing.assert_close(from_export.encoder.state_dict()[key], value, rtol=0, atol=0)
+
+    def test_save_encoder_of_a_live_model(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0)
+        path = save_encoder(model, tmp_path / "mlp.pt")
+        probe = LinearProbeModule(str(path), encoder=MLP(), num_classes=4)
+        torch.testing.assert_close(probe.encoder.state_dict(), model.encoder.state_dict())
+
+    def test_compiled_encoder_weights_are_renamed(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0)
+        state = {f"encoder._orig_mod.{k}": v for k, v in model.encoder.state_dict().items()}
+        meta = {"kind": "supcon", "encoder": "MLP", "feature_dim": 16, "in_channels": 3}
+        path = _save(
+            tmp_path / "c.ckpt", {"pytorch-lightning_version": "2", "state_dict": state, "lightning_supcon": meta}
+        )
+        _, loaded = load_encoder_checkpoint(path)
+        assert set(loaded) == set(model.encoder.state_dict())
+
+    def test_predict_returns_features_logits_labels(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
+        dm = DigitsDataModule(batch_size=16, n_views=1)
+        out: Any = _trainer(tmp_path, limit_predict_batches=1).predict(_probe(supcon_checkpoint), datamodule=dm)
+        assert out[0]["features"].shape == (16, 128) and out[0]["logits"].shape == (16, 10)
+        assert out[0]["labels"].shape == (16,)
+
+    def test_own_checkpoint_is_kind_linear_probe(self, supcon_checkpoint: Path) -> None:
+        checkpoint: dict = {}
+        _probe(supcon_checkpoint).on_save_checkpoint(checkpoint)
+        assert checkpoint["lightning_supcon"]["kind"] == "linear_probe"
+
+
+class TestLinearProbeModuleErrors:
+    def test_missing_file_names_the_path(self, tmp_path: Path) -> None:
+        with pytest.raises(FileNotFoundError, match=r"nowhere\.ckpt"):
+            _probe(tmp_path / "nowhere.ckpt")
+
+    def test_cross_entropy_checkpoint(self, tmp_path: Path) -> None:
+        model = CrossEntropyModule(encoder="small_cnn", in_channels=1)
+        trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+        trainer.fit(model, datamodule=DigitsDataModule(batch_size=32, n_views=1))
+        trainer.save_checkpoint(tmp_path / "ce.ckpt")
+        with pytest.raises(
+            ValueError, match=r"ce.ckpt' is not a SupCon checkpoint: it holds a 'cross_entropy' model; a cross-entropy"
+        ):
+            _probe(tmp_path / "ce.ckpt")
+
+    def test_checkpoint_without_metadata(self, tmp_path: Path) -> None:
+        path = _save(tmp_path / "plain.pt", {"state_dict": SupConModule(in_channels=1).state_dict()})
+        with pytest.raises(ValueError, match="is not a SupCon checkpoint: it has no 'lightning_supcon' entry"):
+            _probe(path)
+
+    def test_linear_probe_checkpoint(self, tmp_path: Path) -> None:
+        meta = {"kind": "linear_probe", "encoder": "small_cnn", "feature_dim": 128, "in_channels": 1}
+        path = _save(tmp_path / "probe.ckpt", {"lightning_supcon": meta, "state_dict": {}})
+        with pytest.raises(ValueError, match="holds a 'linear_probe' model; give the SupCon checkpoint"):
+            _probe(path)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"encoder": "resnet18"}, r"encoder='small_cnn', this model encoder='resnet18'"),
+            ({"in_channels": 3}, r"in_channels=1, this model in_channels=3"),
+        ],
+    )
+    def test_other_encoder(self, supcon_checkpoint: Path, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            _probe(supcon_checkpoint, **kwargs)
+
+    def test_same_name_other_weights(self, tmp_path: Path) -> None:
+        path = save_encoder(SupConModule(encoder=MLP(hidden=32), num_classes=4, knn_k=0), tmp_path / "mlp.pt")
+        with pytest.raises(ValueError, match=r"do not fit.*net\.1\.weight: \(32, 12\) vs \(8, 12\)"):
+            LinearProbeModule(str(path), encoder=MLP(hidden=8), num_classes=4)
+
+    def test_missing_weights(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0)
+        meta = {"kind": "supcon", "encoder": "MLP", "feature_dim": 16, "in_channels": 3}
+        state = {k: v for k, v in model.encoder.state_dict().items() if k != "net.3.bias"}
+        path = _save(tmp_path / "partial.pt", {"lightning_supcon": meta, "state_dict": state})
+        with pytest.raises(ValueError, match=r"missing \['net.3.bias'\]"):
+            LinearProbeModule(str(path), encoder=MLP(), num_classes=4)

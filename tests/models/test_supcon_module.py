@@ -1,0 +1,182 @@
+"""SupConModule: training on ready-made views, online evaluation, checks of its inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_supcon import DigitsDataModule, SupConModule
+
+
+def _trainer(tmp_path: Path, **kwargs: object) -> pl.Trainer:
+    defaults: dict = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "default_root_dir": tmp_path,
+    }
+    return pl.Trainer(**(defaults | kwargs))
+
+
+class MLP(nn.Module):
+    """A BN-free encoder of flat inputs."""
+
+    def __init__(self, in_dim: int = 12, feature_dim: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, 32), nn.ReLU(), nn.Linear(32, feature_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x)
+        return out
+
+
+def _views_loader(batch: int = 8, n_views: int = 2, n: int = 32) -> DataLoader:
+    """Views of clustered data: class centre + sample noise + view noise."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 4
+    centres = torch.randn(4, 12, generator=gen)
+    samples = centres[labels] + 0.5 * torch.randn(n, 12, generator=gen)
+    views = samples[:, None] + 0.3 * torch.randn(n, n_views, 12, generator=gen)
+    return DataLoader(TensorDataset(views, labels), batch_size=batch, drop_last=True)
+
+
+class TestSupConModule:
+    def test_plain_dataloader_of_views(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, projection_dim=8)
+        trainer = _trainer(tmp_path, max_epochs=2)
+        trainer.fit(model, train_dataloaders=_views_loader())
+        assert trainer.global_step == 8
+        metrics = trainer.callback_metrics
+        assert {"train/loss", "train/probe_loss", "train/probe_top1", "train/global_batch"} <= set(metrics)
+        assert metrics["train/global_batch"].item() == 8
+
+    def test_training_lowers_the_loss(self, tmp_path: Path) -> None:
+        torch.manual_seed(0)
+        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0, probe=False, lr=0.5, feature_dim=16)
+        loader = _views_loader(batch=32, n=32)
+        views, labels = next(iter(loader))
+        before = model.criterion(model.project(model(views.flatten(0, 1))).view(32, 2, -1), labels).item()
+        _trainer(tmp_path, max_epochs=20).fit(model, train_dataloaders=loader)
+        after = model.criterion(model.project(model(views.flatten(0, 1))).view(32, 2, -1), labels).item()
+        assert after < before - 0.2
+
+    def test_digits_fast_dev_run_logs_eval_metrics(self, tmp_path: Path) -> None:
+        dm = DigitsDataModule(batch_size=64)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=20)
+        trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2)
+        trainer.fit(model, datamodule=dm)
+        assert {"val/knn_top1", "val/knn_top5", "val/probe_top1", "val/probe_top5", "val/loss"} <= set(
+            trainer.callback_metrics
+        )
+        results = trainer.test(model, datamodule=dm, verbose=False)[0]
+        assert 0.0 <= results["test/probe_top1"] <= 1.0
+
+    def test_simclr_mode_ignores_labels(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, supervised=False)
+        views, _ = next(iter(_views_loader()))
+        loss_a = model.criterion(model.project(model(views.flatten(0, 1))).view(8, 2, -1), None)
+        assert torch.isfinite(loss_a)
+        _trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=_views_loader())
+
+    def test_predict_returns_features_projections_labels(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, projection_dim=8)
+        loader = DataLoader(TensorDataset(torch.randn(6, 12), torch.arange(6) % 4), batch_size=3)
+        out = _trainer(tmp_path).predict(model, loader)
+        assert out is not None
+        assert out[0]["features"].shape == (3, 16) and out[0]["projections"].shape == (3, 8)
+        torch.testing.assert_close(out[0]["projections"].norm(dim=1), torch.ones(3))
+
+    @pytest.mark.parametrize(("optimizer", "lr_scaling"), [("lars", "sqrt"), ("adamw", "linear"), ("rmsprop", "none")])
+    def test_optimizers_and_lr_scaling(self, tmp_path: Path, optimizer: str, lr_scaling: str) -> None:
+        model = SupConModule(
+            encoder="small_cnn",
+            in_channels=1,
+            num_classes=10,
+            knn_k=0,
+            optimizer=optimizer,  # type: ignore[arg-type]
+            lr=0.1,
+            lr_scaling=lr_scaling,
+            warmup_epochs=1,  # type: ignore[arg-type]
+        )
+        trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+        trainer.fit(model, datamodule=DigitsDataModule(batch_size=64))
+        optim = trainer.optimizers[0]
+        assert type(optim).__name__.lower() == optimizer
+        expected = {"linear": 0.1 * 64 / 256, "sqrt": 0.1 * (64 / 256) ** 0.5, "none": 0.1}[lr_scaling]
+        assert optim.param_groups[0]["initial_lr"] == pytest.approx(expected)
+        assert optim.param_groups[-1]["initial_lr"] == pytest.approx(0.1)  # the probe keeps probe_lr
+
+
+class TestMemoryQueue:
+    @pytest.mark.parametrize("queue_momentum", [None, 0.9])
+    def test_queue_fills_and_wraps(self, tmp_path: Path, queue_momentum: float | None) -> None:
+        model = SupConModule(
+            encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, queue_size=40, queue_momentum=queue_momentum
+        )
+        _trainer(tmp_path, max_steps=3).fit(model, train_dataloaders=_views_loader())  # 3 x 8 x 2 views
+        assert model.queue is not None
+        assert int(model.queue.filled) == 40 and int(model.queue.ptr) == 48 % 40
+        features, labels = model.queue.entries()
+        assert features is not None and labels is not None
+        torch.testing.assert_close(features.norm(dim=1), torch.ones(40))
+        assert set(labels.tolist()) <= {0, 1, 2, 3}
+        if queue_momentum is not None:
+            assert model.momentum_encoder is not None
+            assert not any(p.requires_grad for p in model.momentum_encoder.parameters())
+            online = next(model.encoder.parameters())
+            assert not torch.equal(online, next(model.momentum_encoder.parameters()))
+
+    def test_queue_is_in_the_checkpoint(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, queue_size=8)
+        assert {"queue.features", "queue.labels", "queue.ptr", "queue.filled"} <= set(model.state_dict())
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"), [({"queue_size": -1}, "queue_size"), ({"queue_momentum": 0.9}, "queue_momentum")]
+    )
+    def test_bad_queue_arguments(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            SupConModule(encoder=MLP(), feature_dim=16, **kwargs)
+
+
+class TestSupConModuleErrors:
+    def test_module_encoder_needs_feature_dim(self) -> None:
+        with pytest.raises(ValueError, match="feature_dim"):
+            SupConModule(encoder=nn.Linear(4, 4))
+
+    def test_unknown_encoder_name(self) -> None:
+        with pytest.raises(ValueError, match="'resnet7'"):
+            SupConModule(encoder="resnet7")
+
+    def test_builtin_with_wrong_feature_dim(self) -> None:
+        with pytest.raises(ValueError, match="outputs 512 features"):
+            SupConModule(encoder="resnet18", feature_dim=128)
+
+    @pytest.mark.parametrize(("kwargs", "match"), [({"num_classes": 1}, "num_classes"), ({"knn_k": -1}, "knn_k")])
+    def test_bad_arguments(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            SupConModule(encoder=MLP(), feature_dim=16, **kwargs)
+
+    def test_labels_outside_num_classes(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3, knn_k=0)
+        with pytest.raises(ValueError, match=r"num_classes=3.*\[0, 3\]"):
+            _trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=_views_loader())
+
+    def test_views_without_view_dim(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        loader = DataLoader(TensorDataset(torch.randn(8, 12), torch.arange(8) % 4), batch_size=4)
+        with pytest.raises(ValueError, match="n_views"):
+            _trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)
+
+    def test_nan_loss_stops_with_a_message(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        loader = DataLoader(TensorDataset(torch.full((8, 2, 12), float("nan")), torch.arange(8) % 4), batch_size=8)
+        with pytest.raises(FloatingPointError, match=r"step 0.*learning rate.*temperature"):
+            _trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)

@@ -200,6 +200,10 @@ class SupConModule(OptimizationMixin, pl.LightningModule):
             )
         if labels.shape != (views.shape[0],):
             raise ValueError(f"Expected labels of shape ({views.shape[0]},), but got {tuple(labels.shape)}.")
+        if views.shape[1] == 1 and not self.supervised:
+            raise ValueError(
+                "n_views=1 without labels (supervised=False) leaves every anchor without a positive: use n_views >= 2."
+            )
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(
                 f"Labels must lie in [0, num_classes={self.num_classes}), but got values in "

@@ -36,6 +36,10 @@ test-slow: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) benchmarks/loss.py
 	$(PY) benchmarks/augment.py
+	$(PY) benchmarks/ddp_cpu.py
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/options.py
+	$(PY) benchmarks/digits_eval.py
 
 clean:
 	rm -rf outputs lightning_logs .pytest_cache .mypy_cache .ruff_cache .coverage*

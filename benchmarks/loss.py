@@ -2,19 +2,20 @@
 
     python benchmarks/loss.py                      # batch 2048 x 2 views, D=128, 7 runs each
     python benchmarks/loss.py --huge               # also: chunked mode at 32,768 x 2 views (N = 65,536)
+    python benchmarks/loss.py --device cuda --batch 8192 --runs 5
 
 Variants: this project's fused loss; a textbook dense-mask implementation of Eq. 2 (written here, shaped like the
 widely used reference code); pytorch-metric-learning's SupConLoss (``pip install -e .[bench]``); and the
 three-matmul bound (one (N x D)(D x N) product forward, two backward, and nothing else). Each variant runs in its
-own process, so the peak resident memory it adds over its inputs can be read from ``ru_maxrss``; times are
-medians. Prints a markdown table with the machine.
+own process, so the peak resident memory it adds over its inputs can be read from ``ru_maxrss`` (on a GPU:
+``torch.cuda.max_memory_allocated``, and the device is synchronised around every timing); times are medians.
+Prints a markdown table with the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -24,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from common import machine, synchronize
 from torch import Tensor
 
 VARIANTS = ("lightning_supcon", "textbook", "pytorch_metric_learning", "matmul_bound")
@@ -37,7 +39,7 @@ def textbook_supcon(features: Tensor, labels: Tensor, temperature: float) -> Ten
     n = z.shape[0]
     logits = z @ z.T / temperature
     logits = logits - logits.max(dim=1, keepdim=True).values.detach()
-    not_self = 1.0 - torch.eye(n)
+    not_self = 1.0 - torch.eye(n, device=features.device)
     positives = (y[:, None] == y[None, :]).float() * not_self
     exp_logits = torch.exp(logits) * not_self
     log_prob = logits - torch.log(exp_logits.sum(dim=1, keepdim=True))
@@ -92,18 +94,34 @@ def _make_step(variant: str, features: Tensor, labels: Tensor, chunk_size: int |
     return step
 
 
-def worker(variant: str, batch: int, views: int, dim: int, runs: int, chunk_size: int | None) -> dict:
+def _peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def worker(
+    variant: str, batch: int, views: int, dim: int, runs: int, chunk_size: int | None, device: torch.device
+) -> dict:
     torch.manual_seed(0)
-    features = F.normalize(torch.randn(batch, views, dim), dim=-1)
-    labels = torch.randint(0, 100, (batch,))
+    features = F.normalize(torch.randn(batch, views, dim), dim=-1).to(device)
+    labels = torch.randint(0, 100, (batch,)).to(device)
     step = _make_step(variant, features, labels, chunk_size)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = _peak_bytes(device)
     value = step()  # warm-up; reaches the peak
-    peak_extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    synchronize(device)
+    peak_extra = _peak_bytes(device) - before
     times = []
     for _ in range(runs):
+        synchronize(device)
         start = time.perf_counter()
         step()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return {"variant": variant, "value": value, "median_s": statistics.median(times), "peak_extra_bytes": peak_extra}
 
@@ -124,21 +142,13 @@ def run_in_subprocess(variant: str, args: argparse.Namespace, batch: int, runs: 
         str(runs),
         "--threads",
         str(args.threads),
+        "--device",
+        args.device,
     ]
     if chunk is not None:
         cmd += ["--chunk-size", str(chunk)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def main() -> None:
@@ -149,19 +159,21 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunk-size", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--huge", action="store_true", help="also run the chunked loss at 32,768 x 2 views")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:
-        result = worker(args.worker, args.batch, args.views, args.dim, args.runs, args.chunk_size)
+        device = torch.device(args.device)
+        result = worker(args.worker, args.batch, args.views, args.dim, args.runs, args.chunk_size, device)
         print(json.dumps(result))
         return
 
     n = args.batch * args.views
     n2_bytes = n * n * 4
     print(f"SupCon loss forward+backward, batch {args.batch} x {args.views} views (N={n}), D={args.dim}")
-    print(f"machine: {machine()}; median of {args.runs} runs, each variant in its own process\n")
+    print(f"machine: {machine(args.device)}; median of {args.runs} runs, each variant in its own process\n")
     results = {v: run_in_subprocess(v, args, args.batch, args.runs, args.chunk_size) for v in VARIANTS}
     ours = results["lightning_supcon"]
     print("| implementation | time (ms) | ours is faster by | peak extra memory (N² floats) | loss |")

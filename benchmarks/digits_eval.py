@@ -1,0 +1,150 @@
+"""SupCon (L_out, L_in) + linear evaluation vs. the cross-entropy baseline on the embedded digits, over seeds.
+
+    python benchmarks/digits_eval.py              # 3 seeds x 3 methods, 30 (+ 10 probe) epochs each
+    python benchmarks/digits_eval.py --quick      # 1 seed, 2 (+ 1) epochs: a smoke run, under a minute
+
+Runtime: 9 trainings on the CPU. On 2 AMD EPYC cores one SupCon run (30 + 10 epochs) took 155 s while the cores
+were shared with other jobs (load 4), so budget about 20 min there, less on an idle or larger machine.
+
+The protocol of [0] at toy scale, same encoder (the small CNN), augmentation, optimiser and epochs for every method:
+
+- SupCon L_out (Eq. 2 of [0]) or L_in (Eq. 3) pretraining on 2 views per image, then a linear classifier on the frozen
+  encoder (``LinearProbeModule``, one view per image);
+- cross-entropy end to end (``CrossEntropyModule``) on the same 2 views per image (each view a sample), so every
+  method sees the same augmented images per step.
+
+Top-1 is measured on the held-out split (the digits have no separate test set: test = val). Prints a markdown table
+of mean +- std over seeds, the median wall time of one run of each method and the machine.
+
+- [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon.losses.functional import Summation
+from lightning_supcon.models.cross_entropy import CrossEntropyModule
+from lightning_supcon.models.linear_probe import LinearProbeModule, save_encoder
+
+# The recipe of configs/digits.yaml (stage 1 and the cross-entropy baseline) and configs/digits_linear.yaml (probe).
+RECIPE: dict[str, Any] = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 2}
+PROBE_RECIPE: dict[str, Any] = {"optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 0.0}
+BATCH, IMAGE_SIZE = 128, 16
+
+
+def _trainer(epochs: int, root: str, validate: bool) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=None if validate else 0,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+    )
+
+
+def _top1(model: pl.LightningModule, root: str) -> float:
+    data = DigitsDataModule(batch_size=BATCH, n_views=1, image_size=IMAGE_SIZE)
+    metrics = _trainer(1, root, validate=True).validate(model, datamodule=data, verbose=False)[0]
+    return float(metrics["val/top1"])
+
+
+def supcon_then_probe(summation: Summation, epochs: int, probe_epochs: int, root: str) -> float:
+    """Stage 1 with ``summation`` ("out" or "in"), then the linear probe on the frozen encoder; val top-1."""
+    model = SupConModule(
+        encoder="small_cnn", in_channels=1, num_classes=10, summation=summation, probe=False, knn_k=0, **RECIPE
+    )
+    _trainer(epochs, root, validate=False).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
+    encoder = save_encoder(model, Path(root) / f"encoder_{summation}.pt")
+    probe = LinearProbeModule(
+        str(encoder), encoder="small_cnn", in_channels=1, num_classes=10, retrieval=False, **PROBE_RECIPE
+    )
+    _trainer(probe_epochs, root, validate=False).fit(probe, datamodule=DigitsDataModule(batch_size=BATCH, n_views=1))
+    return _top1(probe, root)
+
+
+def cross_entropy(epochs: int, root: str) -> float:
+    """The small CNN and a linear classifier trained end to end on the same 2 views per image; val top-1."""
+    model = CrossEntropyModule(encoder="small_cnn", in_channels=1, num_classes=10, train_views="all", **RECIPE)
+    _trainer(epochs, root, validate=False).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
+    return _top1(model, root)
+
+
+def machine() -> str:
+    """The CPU model (from ``/proc/cpuinfo`` on Linux), core count and torch threads."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of SupCon pretraining and of cross-entropy")
+    parser.add_argument("--probe-epochs", type=int, default=10, help="epochs of the linear probe")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 + 1 epochs: check that everything runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.epochs, args.probe_epochs = 1, 2, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no per-run banners between the results
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+
+    methods: dict[str, Callable[[str], float]] = {
+        "SupCon L_out + linear probe": lambda root: supcon_then_probe("out", args.epochs, args.probe_epochs, root),
+        "SupCon L_in + linear probe": lambda root: supcon_then_probe("in", args.epochs, args.probe_epochs, root),
+        "Cross-entropy (end to end)": lambda root: cross_entropy(args.epochs, root),
+    }
+    accuracy: dict[str, list[float]] = {name: [] for name in methods}
+    seconds: dict[str, list[float]] = {name: [] for name in methods}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as root:
+        for seed in range(args.seeds):
+            for name, run in methods.items():
+                pl.seed_everything(seed, verbose=False)
+                tic = time.perf_counter()
+                accuracy[name].append(100.0 * run(root))
+                seconds[name].append(time.perf_counter() - tic)
+                print(f"seed {seed}  {name}: {accuracy[name][-1]:.2f}% in {seconds[name][-1]:.0f} s", flush=True)
+    total = time.perf_counter() - start
+
+    print(
+        f"\nDigits (1,437 train / 360 val images, 16 px), small CNN, {args.epochs} epochs "
+        f"(+ {args.probe_epochs} probe epochs), batch {BATCH}, {args.seeds} seed(s)\n"
+    )
+    print("| Method | val top-1 (%), mean ± std | wall time per run (median) |")
+    print("|---|---|---|")
+    for name in methods:
+        values = accuracy[name]
+        std = statistics.stdev(values) if len(values) > 1 else float("nan")
+        print(f"| {name} | {statistics.mean(values):.2f} ± {std:.2f} | {statistics.median(seconds[name]):.0f} s |")
+    print(f"\nMachine: {machine()}. Total wall time: {total / 60:.1f} min.")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+
+import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 os.environ.setdefault("PL_DISABLE_FORK", "1")
+
+
+@pytest.fixture(autouse=True)
+def _seeded_single_thread() -> Iterator[None]:
+    """Seeded, and one intra-op thread: tiny ops with several OpenMP threads crawl on a busy 2-core machine."""
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from tests.helpers import free_port
 
 SCRIPT = Path(__file__).with_name("ddp_embedding_writer.py")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _trainer(tmp_path: Path, writer: EmbeddingWriter) -> pl.Trainer:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.data.formats import write_cifar10, write_cifar100, write_image_tree
 
@@ -15,16 +13,6 @@ TREE = {
     "dog": ["rgba.png:RGBA", "palette.png:P", "gray.jpg:L"],
     "eel": ["a.png:RGB", "b.bmp:RGB"],
 }
-
-
-@pytest.fixture(autouse=True)
-def _seed_and_one_thread() -> Iterator[None]:
-    """Seeded, and one intra-op thread: tiny ops with several OpenMP threads crawl on a busy 2-core machine."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from tests import helpers
+
 
 class Recorder(pl.LightningModule):
     """Keeps every training and validation batch (per dataloader index); its loss trains one dummy weight."""
@@ -36,15 +38,4 @@ class Recorder(pl.LightningModule):
 
 def cpu_trainer(root: Path, **kwargs: Any) -> pl.Trainer:
     """One short epoch on the CPU, no logger, checkpoint, progress bar or sanity check."""
-    options: dict[str, Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "max_epochs": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "default_root_dir": root,
-    }
-    return pl.Trainer(**(options | kwargs))
+    return helpers.cpu_trainer(root, **({"max_epochs": 1, "num_sanity_val_steps": 0} | kwargs))

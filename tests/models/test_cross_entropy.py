@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon import DigitsDataModule
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Seeded, one intra-op thread: tiny ops with several threads crawl on a busy machine."""
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _trainer(tmp_path: Path, **kwargs: object) -> pl.Trainer:
-    defaults: dict = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": tmp_path,
-    }
-    return pl.Trainer(**(defaults | kwargs))
+from tests.helpers import cpu_trainer
 
 
 class MLP(nn.Module):
@@ -83,7 +60,7 @@ class TestCrossEntropyModule:
         data = _clusters()
         views, labels = data.tensors
         before = F.cross_entropy(model(views[:, 0]), labels).item()
-        _trainer(tmp_path, max_epochs=10).fit(model, DataLoader(data, batch_size=8))
+        cpu_trainer(tmp_path, max_epochs=10).fit(model, DataLoader(data, batch_size=8))
         after = F.cross_entropy(model(views[:, 0]), labels).item()
         assert after < before / 2
 
@@ -94,7 +71,7 @@ class TestCrossEntropyModule:
         model = CrossEntropyModule(encoder=MLP(), num_classes=4, train_views=train_views)  # type: ignore[arg-type]
         record = RecordBatchSizes()
         loader = DataLoader(_clusters(n_views=n_views), batch_size=8)
-        _trainer(tmp_path, fast_dev_run=True, callbacks=[record]).fit(model, loader)
+        cpu_trainer(tmp_path, fast_dev_run=True, callbacks=[record]).fit(model, loader)
         assert record.sizes == [expected]
 
     def test_all_views_repeat_labels_sample_major(self) -> None:
@@ -107,7 +84,7 @@ class TestCrossEntropyModule:
     def test_digits_logs_metrics_and_tests(self, tmp_path: Path) -> None:
         dm = DigitsDataModule(batch_size=64, n_views=1)
         model = CrossEntropyModule(encoder="small_cnn", in_channels=1, num_classes=10)
-        trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2, limit_test_batches=2)
+        trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2, limit_test_batches=2)
         trainer.fit(model, datamodule=dm)
         assert {"train/loss", "train/top1", "val/loss", "val/top1", "val/top5"} <= set(trainer.callback_metrics)
         results = trainer.test(model, datamodule=dm, verbose=False)[0]
@@ -117,7 +94,7 @@ class TestCrossEntropyModule:
     def test_predict_returns_features_logits_labels(self, tmp_path: Path) -> None:
         model = CrossEntropyModule(encoder=MLP(), num_classes=4)
         loader = DataLoader(_clusters(n=6, n_views=None), batch_size=3)
-        out: Any = _trainer(tmp_path).predict(model, loader)
+        out: Any = cpu_trainer(tmp_path).predict(model, loader)
         assert out[0]["features"].shape == (3, 16) and out[0]["logits"].shape == (3, 4)
         assert out[1]["labels"].tolist() == [3, 0, 1]
 
@@ -133,7 +110,7 @@ class TestCrossEntropyModule:
 
     def test_optimizes_every_parameter(self, tmp_path: Path) -> None:
         model = CrossEntropyModule(encoder=MLP(), num_classes=4, optimizer="rmsprop", lr=0.01)
-        trainer = _trainer(tmp_path, fast_dev_run=True)
+        trainer = cpu_trainer(tmp_path, fast_dev_run=True)
         trainer.fit(model, DataLoader(_clusters(), batch_size=8))
         optimizer = trainer.optimizers[0]
         assert isinstance(optimizer, torch.optim.RMSprop)

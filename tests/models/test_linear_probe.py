@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,28 +18,7 @@ from lightning_supcon.models.linear_probe import (
     load_encoder_checkpoint,
     save_encoder,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _trainer(root: Path, **kwargs: object) -> pl.Trainer:
-    defaults: dict = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": root,
-    }
-    return pl.Trainer(**(defaults | kwargs))
+from tests.helpers import cpu_trainer
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +27,7 @@ def supcon_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("supcon")
     model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=0)
-    trainer = _trainer(root, max_steps=2, limit_val_batches=0)
+    trainer = cpu_trainer(root, max_steps=2, limit_val_batches=0)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
     path = root / "supcon.ckpt"
     trainer.save_checkpoint(path)
@@ -108,7 +86,9 @@ class TestLinearProbeModule:
                 assert module.classifier.training
 
         probe.train()  # what a plain PyTorch loop (or an older Lightning) does before training
-        trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1, val_check_interval=2, callbacks=[RecordMode()])
+        trainer = cpu_trainer(
+            tmp_path, max_steps=3, limit_val_batches=1, val_check_interval=2, callbacks=[RecordMode()]
+        )
         trainer.fit(probe, datamodule=DigitsDataModule(batch_size=32, n_views=2))
         assert modes == [False, False, False]  # eval mode on every step, also after validation
         for key, value in probe.encoder.state_dict().items():
@@ -123,15 +103,15 @@ class TestLinearProbeModule:
     def test_validation_logs_accuracy_and_retrieval(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
         probe = _probe(supcon_checkpoint)
         dm = DigitsDataModule(batch_size=64, n_views=1)
-        metrics = _trainer(tmp_path, limit_val_batches=2).validate(probe, datamodule=dm, verbose=False)[0]
+        metrics = cpu_trainer(tmp_path, limit_val_batches=2).validate(probe, datamodule=dm, verbose=False)[0]
         assert {"val/top1", "val/top5", "val/loss", "val/precision_at_1", "val/r_precision", "val/map_at_r"} <= set(
             metrics
         )
         assert 0.0 <= metrics["val/map_at_r"] <= metrics["val/precision_at_1"] <= 1.0
-        tested = _trainer(tmp_path, limit_test_batches=1).test(probe, datamodule=dm, verbose=False)[0]
+        tested = cpu_trainer(tmp_path, limit_test_batches=1).test(probe, datamodule=dm, verbose=False)[0]
         assert "test/map_at_r" in tested and "test/top1" in tested
         without = _probe(supcon_checkpoint, retrieval=False)
-        metrics = _trainer(tmp_path, limit_val_batches=1).validate(without, datamodule=dm, verbose=False)[0]
+        metrics = cpu_trainer(tmp_path, limit_val_batches=1).validate(without, datamodule=dm, verbose=False)[0]
         assert "val/map_at_r" not in metrics and "val/top1" in metrics
 
     def test_exported_encoder_round_trip(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
@@ -165,7 +145,7 @@ class TestLinearProbeModule:
 
     def test_predict_returns_features_logits_labels(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
         dm = DigitsDataModule(batch_size=16, n_views=1)
-        out: Any = _trainer(tmp_path, limit_predict_batches=1).predict(_probe(supcon_checkpoint), datamodule=dm)
+        out: Any = cpu_trainer(tmp_path, limit_predict_batches=1).predict(_probe(supcon_checkpoint), datamodule=dm)
         assert out[0]["features"].shape == (16, 128) and out[0]["logits"].shape == (16, 10)
         assert out[0]["labels"].shape == (16,)
 
@@ -182,7 +162,7 @@ class TestLinearProbeModuleErrors:
 
     def test_cross_entropy_checkpoint(self, tmp_path: Path) -> None:
         model = CrossEntropyModule(encoder="small_cnn", in_channels=1)
-        trainer = _trainer(tmp_path, max_steps=1, limit_val_batches=0)
+        trainer = cpu_trainer(tmp_path, max_steps=1, limit_val_batches=0)
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=32, n_views=1))
         trainer.save_checkpoint(tmp_path / "ce.ckpt")
         with pytest.raises(

@@ -5,25 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon import DigitsDataModule, SupConModule
-
-
-def _trainer(tmp_path: Path, **kwargs: object) -> pl.Trainer:
-    defaults: dict = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "default_root_dir": tmp_path,
-    }
-    return pl.Trainer(**(defaults | kwargs))
+from tests.helpers import cpu_trainer
 
 
 class MLP(nn.Module):
@@ -51,7 +38,7 @@ def _views_loader(batch: int = 8, n_views: int = 2, n: int = 32) -> DataLoader:
 class TestSupConModule:
     def test_plain_dataloader_of_views(self, tmp_path: Path) -> None:
         model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, projection_dim=8)
-        trainer = _trainer(tmp_path, max_epochs=2)
+        trainer = cpu_trainer(tmp_path, max_epochs=2)
         trainer.fit(model, train_dataloaders=_views_loader())
         assert trainer.global_step == 8
         metrics = trainer.callback_metrics
@@ -64,14 +51,14 @@ class TestSupConModule:
         loader = _views_loader(batch=32, n=32)
         views, labels = next(iter(loader))
         before = model.criterion(model.project(model(views.flatten(0, 1))).view(32, 2, -1), labels).item()
-        _trainer(tmp_path, max_epochs=20).fit(model, train_dataloaders=loader)
+        cpu_trainer(tmp_path, max_epochs=20).fit(model, train_dataloaders=loader)
         after = model.criterion(model.project(model(views.flatten(0, 1))).view(32, 2, -1), labels).item()
         assert after < before - 0.2
 
     def test_digits_fast_dev_run_logs_eval_metrics(self, tmp_path: Path) -> None:
         dm = DigitsDataModule(batch_size=64)
         model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=20)
-        trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2)
+        trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2)
         trainer.fit(model, datamodule=dm)
         assert {"val/knn_top1", "val/knn_top5", "val/probe_top1", "val/probe_top5", "val/loss"} <= set(
             trainer.callback_metrics
@@ -84,12 +71,12 @@ class TestSupConModule:
         views, _ = next(iter(_views_loader()))
         loss_a = model.criterion(model.project(model(views.flatten(0, 1))).view(8, 2, -1), None)
         assert torch.isfinite(loss_a)
-        _trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=_views_loader())
+        cpu_trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=_views_loader())
 
     def test_predict_returns_features_projections_labels(self, tmp_path: Path) -> None:
         model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, projection_dim=8)
         loader = DataLoader(TensorDataset(torch.randn(6, 12), torch.arange(6) % 4), batch_size=3)
-        out = _trainer(tmp_path).predict(model, loader)
+        out = cpu_trainer(tmp_path).predict(model, loader)
         assert out is not None
         assert out[0]["features"].shape == (3, 16) and out[0]["projections"].shape == (3, 8)
         torch.testing.assert_close(out[0]["projections"].norm(dim=1), torch.ones(3))
@@ -106,7 +93,7 @@ class TestSupConModule:
             lr_scaling=lr_scaling,
             warmup_epochs=1,  # type: ignore[arg-type]
         )
-        trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
+        trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=64))
         optim = trainer.optimizers[0]
         assert type(optim).__name__.lower() == optimizer
@@ -121,7 +108,7 @@ class TestMemoryQueue:
         model = SupConModule(
             encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, queue_size=40, queue_momentum=queue_momentum
         )
-        _trainer(tmp_path, max_steps=3).fit(model, train_dataloaders=_views_loader())  # 3 x 8 x 2 views
+        cpu_trainer(tmp_path, max_steps=3).fit(model, train_dataloaders=_views_loader())  # 3 x 8 x 2 views
         assert model.queue is not None
         assert int(model.queue.filled) == 40 and int(model.queue.ptr) == 48 % 40
         features, labels = model.queue.entries()
@@ -167,16 +154,16 @@ class TestSupConModuleErrors:
     def test_labels_outside_num_classes(self, tmp_path: Path) -> None:
         model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3, knn_k=0)
         with pytest.raises(ValueError, match=r"num_classes=3.*\[0, 3\]"):
-            _trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=_views_loader())
+            cpu_trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=_views_loader())
 
     def test_views_without_view_dim(self, tmp_path: Path) -> None:
         model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
         loader = DataLoader(TensorDataset(torch.randn(8, 12), torch.arange(8) % 4), batch_size=4)
         with pytest.raises(ValueError, match="n_views"):
-            _trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)
+            cpu_trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)
 
     def test_nan_loss_stops_with_a_message(self, tmp_path: Path) -> None:
         model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
         loader = DataLoader(TensorDataset(torch.full((8, 2, 12), float("nan")), torch.arange(8) % 4), batch_size=8)
         with pytest.raises(FloatingPointError, match=r"step 0.*learning rate.*temperature"):
-            _trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)
+            cpu_trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)

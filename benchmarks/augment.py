@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torchvision
+from common import cpu_model
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
@@ -41,18 +41,6 @@ from lightning_supcon.data import (
 )
 
 SIZE = 32
-
-
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo``, else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_paths(batch: int, views: int, device: torch.device) -> dict[str, Callable[[], Tensor]]:

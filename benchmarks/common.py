@@ -22,15 +22,18 @@ import torch
 NUM_CLASSES = 10
 
 
-def machine(device: str = "cpu") -> str:
-    """The CPU model, torch's thread count and version; and the GPU's name when ``device`` is a CUDA device."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo``, else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        return platform.processor() or platform.machine()
+
+
+def machine(device: str = "cpu") -> str:
+    """The CPU model, torch's thread count and version; and the GPU's name when ``device`` is a CUDA device."""
+    text = f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     if device.startswith("cuda") and torch.cuda.is_available():
         text = f"{torch.cuda.get_device_name(torch.device(device))} (CUDA {torch.version.cuda}); host: {text}"
     return text

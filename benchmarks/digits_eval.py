@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -35,6 +33,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from common import machine
 
 from lightning_supcon import DigitsDataModule, SupConModule
 from lightning_supcon.losses.functional import Summation
@@ -87,17 +86,6 @@ def cross_entropy(epochs: int, root: str) -> float:
     model = CrossEntropyModule(encoder="small_cnn", in_channels=1, num_classes=10, train_views="all", **RECIPE)
     _trainer(epochs, root, validate=False).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
     return _top1(model, root)
-
-
-def machine() -> str:
-    """The CPU model (from ``/proc/cpuinfo`` on Linux), core count and torch threads."""
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def main() -> None:

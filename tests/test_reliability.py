@@ -71,7 +71,13 @@ def _fit(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
         default_root_dir=root,
     )  # fmt: skip
-    trainer.fit(model, data, ckpt_path=ckpt_path)
+    # One thread in every run (the module-scoped fixture's too): the thread count changes float summation order.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer.fit(model, data, ckpt_path=ckpt_path)
+    finally:
+        torch.set_num_threads(threads)
     return model, {k: float(v) for k, v in trainer.callback_metrics.items()}, trainer
 
 

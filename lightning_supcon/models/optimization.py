@@ -10,6 +10,7 @@ import math
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
@@ -69,4 +70,18 @@ class OptimizationMixin(pl.LightningModule):
         steps_per_epoch = total_steps / max_epochs if max_epochs and max_epochs > 0 else total_steps
         warmup_steps = min(total_steps, math.ceil(hp["warmup_epochs"] * steps_per_epoch))
         scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, min_lr_ratio=hp["min_lr_ratio"])
+        self._planned_total_steps = total_steps
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """Warn when a resumed schedule was planned for another run length (e.g. a larger ``max_epochs``): the
+        restored warmup + cosine keeps its old length, so past its end the learning rate stays at its minimum."""
+        planned = getattr(self, "_planned_total_steps", None)
+        for config in self.trainer.lr_scheduler_configs:
+            restored = getattr(getattr(config.scheduler, "lr_lambdas", [None])[0], "total_steps", None)
+            if planned is not None and restored is not None and restored != planned:
+                rank_zero_warn(
+                    f"The learning-rate schedule restored from the checkpoint spans {restored} steps, but this run "
+                    f"has {planned}: the learning rate follows the checkpoint's schedule (and stays at its minimum "
+                    "after its end). Resume with the original max_epochs, or start a new run from the weights."
+                )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -167,3 +168,32 @@ class TestSupConModuleErrors:
         loader = DataLoader(TensorDataset(torch.full((8, 2, 12), float("nan")), torch.arange(8) % 4), batch_size=8)
         with pytest.raises(FloatingPointError, match=r"step 0.*learning rate.*temperature"):
             cpu_trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)
+
+
+class TestResumeSchedule:
+    def test_warns_when_resuming_into_a_longer_run(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, warmup_epochs=1)
+        trainer = cpu_trainer(tmp_path, max_epochs=1)
+        trainer.fit(model, train_dataloaders=_views_loader())
+        trainer.save_checkpoint(tmp_path / "one.ckpt")
+        longer = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, warmup_epochs=1)
+        with pytest.warns(UserWarning, match="schedule restored from the checkpoint spans 4 steps, but this run has 8"):
+            cpu_trainer(tmp_path, max_epochs=2).fit(
+                longer, train_dataloaders=_views_loader(), ckpt_path=tmp_path / "one.ckpt"
+            )
+
+    def test_no_warning_for_a_plain_resume(self, tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+        class StopAfterFirstEpoch(pl.Callback):
+            def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+                trainer.should_stop = True
+
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        trainer = cpu_trainer(tmp_path, max_epochs=2, callbacks=[StopAfterFirstEpoch()])
+        trainer.fit(model, train_dataloaders=_views_loader())
+        assert trainer.global_step == 4
+        trainer.save_checkpoint(tmp_path / "half.ckpt")
+        again = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        cpu_trainer(tmp_path, max_epochs=2).fit(
+            again, train_dataloaders=_views_loader(), ckpt_path=tmp_path / "half.ckpt"
+        )
+        assert not [w for w in recwarn if "schedule restored" in str(w.message)]

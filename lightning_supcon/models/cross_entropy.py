@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_supcon.models.optimization import OptimizationMixin, OptimizerName, ScalingRule
-from lightning_supcon.models.supcon_module import CHECKPOINT_KEY, resolve_encoder
+from lightning_supcon.models.supcon_module import CHECKPOINT_KEY, check_labels, resolve_encoder
 
 TrainViews = Literal["all", "first", "single"]
 TRAIN_VIEWS: tuple[str, ...] = ("all", "first", "single")
@@ -116,13 +116,7 @@ class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
 
     def _training_inputs(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Flatten training inputs to single samples ``(N, *input_shape)`` and labels ``(N,)`` per ``train_views``."""
-        if labels.shape != (inputs.shape[0],):
-            raise ValueError(f"Expected labels of shape ({inputs.shape[0]},), but got {tuple(labels.shape)}.")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
-                f"Labels must lie in [0, num_classes={self.num_classes}), but got values in "
-                f"[{int(labels.min())}, {int(labels.max())}]."
-            )
+        check_labels(labels, inputs.shape[0], self.num_classes)
         if self.train_views == "single":
             return inputs, labels
         if inputs.dim() < 3:

@@ -42,6 +42,17 @@ def resolve_encoder(encoder: nn.Module | str, in_channels: int, feature_dim: int
     return encoder, encoder_feature_dim(encoder)
 
 
+def check_labels(labels: Tensor, batch_size: int, num_classes: int) -> None:
+    """Raise ``ValueError`` unless ``labels`` has shape ``(batch_size,)`` and values in ``[0, num_classes)``."""
+    if labels.shape != (batch_size,):
+        raise ValueError(f"Expected labels of shape ({batch_size},), but got {tuple(labels.shape)}.")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"Labels must lie in [0, num_classes={num_classes}), but got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]."
+        )
+
+
 class SupConModule(OptimizationMixin, pl.LightningModule):
     """Supervised contrastive pretraining (stage 1 of [0]) with online evaluation.
 
@@ -198,16 +209,10 @@ class SupConModule(OptimizationMixin, pl.LightningModule):
             raise ValueError(
                 f"Expected training views of shape (batch, n_views, *input_shape), but got {tuple(views.shape)}."
             )
-        if labels.shape != (views.shape[0],):
-            raise ValueError(f"Expected labels of shape ({views.shape[0]},), but got {tuple(labels.shape)}.")
+        check_labels(labels, views.shape[0], self.num_classes)
         if views.shape[1] == 1 and not self.supervised:
             raise ValueError(
                 "n_views=1 without labels (supervised=False) leaves every anchor without a positive: use n_views >= 2."
-            )
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
-                f"Labels must lie in [0, num_classes={self.num_classes}), but got values in "
-                f"[{int(labels.min())}, {int(labels.max())}]."
             )
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

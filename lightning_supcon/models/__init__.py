@@ -1,5 +1,6 @@
 """Networks (encoders, projection heads: plain ``nn.Module``s) and the LightningModules that train them."""
 
+from lightning_supcon.models.batchnorm import GlobalBatchNorm
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.encoders import (
     ENCODERS,
@@ -20,6 +21,7 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "CrossEntropyModule",
+    "GlobalBatchNorm",
     "LinearProbeModule",
     "MemoryQueue",
     "ProjectionHead",

@@ -1,0 +1,36 @@
+"""Trainer plugins: BatchNorm synchronised over the global batch on any device (CPU processes included).
+
+``Trainer(sync_batchnorm=True)`` converts BatchNorm layers to PyTorch's ``nn.SyncBatchNorm``, which runs on GPUs
+only. :class:`GlobalBatchNormSync` converts them to :class:`~lightning_supcon.models.batchnorm.GlobalBatchNorm`
+instead, which gives the same statistics and gradients with any ``torch.distributed`` backend. Like
+``sync_batchnorm``, the Trainer applies it for fitting under DDP and reverts it at the end, so checkpoints hold
+plain BatchNorm layers. Use one or the other, not both (the Trainer refuses both)::
+
+    trainer:
+      strategy: ddp
+      plugins:
+        - class_path: lightning_supcon.plugins.GlobalBatchNormSync
+"""
+
+from __future__ import annotations
+
+from pytorch_lightning.plugins import LayerSync
+from torch import nn
+
+from lightning_supcon.models.batchnorm import GlobalBatchNorm
+
+
+class GlobalBatchNormSync(LayerSync):
+    """Synchronise a model's BatchNorm layers over all processes with :class:`GlobalBatchNorm`.
+
+    Example:
+        >>> model = GlobalBatchNormSync().apply(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+        >>> type(model[1]).__name__
+        'GlobalBatchNorm'
+    """
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        return GlobalBatchNorm.convert(model)
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        return GlobalBatchNorm.revert(model)

@@ -1,4 +1,4 @@
-"""Images per second of a SupCon training step, end to end, three pipelines side by side in one run.
+"""Images per second of a SupCon training step, end to end, four pipelines side by side in one run.
 
     python benchmarks/throughput.py                          # ResNet-18 (CIFAR stem), 32 px, batch 256 x 2 views
     python benchmarks/throughput.py --device cuda --num-workers 8
@@ -13,12 +13,14 @@ Pipelines, over the same synthetic in-memory images (uint8 RGB, random labels; n
   ``MultiViewDataModule`` with ``augment_on="device"``: the workers only decode, the views are made batched by
   kornia after the batch reaches the device;
 - (c) the computation of (b) (same batched augmentation, ``training_step``, optimiser and schedule) in a plain
-  PyTorch loop: (b) against (c) is the Trainer's own overhead.
+  PyTorch loop: (b) against (c) is the Trainer's own overhead;
+- (d) (b) with the project's speed options, ``precision="bf16-mixed"`` and ``channels_last=True`` (the loss
+  still computes in float32): (a), (b) and (c) all train in float32, (d) does not.
 
-All three train the same network (the project's encoder and projection head) with SGD; the project's online probe
+All four train the same network (the project's encoder and projection head) with SGD; the project's online probe
 and kNN are off. An image is one sample of the batch (it gives ``--views`` views). Each pipeline runs in its own
 process; after ``--warmup`` untimed steps it is timed over ``--windows`` windows of ``--steps`` steps, and the
-table shows the median window with the range. ``--repeats`` runs the three in turn several times and pools the
+table shows the median window with the range. ``--repeats`` runs the four in turn several times and pools the
 windows (for a noisy machine). Prints a markdown table with the machine.
 """
 
@@ -57,11 +59,12 @@ from lightning_supcon.models import ProjectionHead, build_encoder, encoder_featu
 from lightning_supcon.models.supcon_module import SupConModule
 from lightning_supcon.optim import build_optimizer, warmup_cosine
 
-VARIANTS = ("reference", "lightning", "plain")
+VARIANTS = ("reference", "lightning", "plain", "fast")
 LABELS = {
     "reference": "(a) reference: PIL views in workers, textbook loss, plain loop",
     "lightning": "(b) lightning_supcon + Trainer: device views, fused loss",
     "plain": "(c) (b) without the Trainer: plain loop",
+    "fast": "(d) (b) + bf16-mixed + channels_last",
 }
 TEMPERATURE = 0.1
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-4
@@ -277,6 +280,8 @@ def worker(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         rates = trainer_rates(args)
     elif variant == "plain":
         rates = plain_rates(args)
+    elif variant == "fast":
+        rates = trainer_rates(args, precision="bf16-mixed", channels_last=True)
     else:
         raise ValueError(f"Expected a variant in {VARIANTS}, but got {variant!r}")
     return {"variant": variant, "rates": rates}
@@ -285,7 +290,7 @@ def worker(variant: str, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_setup_args(parser)
-    parser.add_argument("--repeats", type=int, default=1, help="run the three pipelines in turn this many times")
+    parser.add_argument("--repeats", type=int, default=1, help="run the four pipelines in turn this many times")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed to each worker process")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -62,7 +62,8 @@ def test_two_nodes_one_device_each(tmp_path: Path) -> None:
 
 
 @pytest.mark.distributed
-def test_torchrun_two_processes(tmp_path: Path) -> None:
+def test_torchrun_two_processes_with_the_cpu_ddp_config(tmp_path: Path) -> None:
+    """``configs/trainer/ddp_cpu.yaml`` (DDP on CPU with the global BatchNorm plugin) through the real CLI."""
     cmd = [
         sys.executable,
         "-m",
@@ -72,7 +73,7 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
         f"--master_port={free_port()}",
         "-m",
         "lightning_supcon",
-        *_cli_args(tmp_path, "--trainer.devices=2"),
+        *_cli_args(tmp_path, "--trainer", str(ROOT / "configs" / "trainer" / "ddp_cpu.yaml")),
     ]
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -73,6 +73,15 @@ class OptimizationMixin(pl.LightningModule):
         self._planned_total_steps = total_steps
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def on_fit_start(self) -> None:
+        """Refuse PyTorch's ``SyncBatchNorm`` on CPU before the first step, with the fix (it raises mid-step)."""
+        if self.device.type == "cpu" and any(isinstance(m, nn.SyncBatchNorm) and m.training for m in self.modules()):
+            raise ValueError(
+                "`sync_batchnorm: true` converts BatchNorm layers to PyTorch's SyncBatchNorm, which runs on GPUs "
+                "only. On CPU processes set `sync_batchnorm: false` and add the plugin "
+                "`lightning_supcon.plugins.GlobalBatchNormSync` (as configs/trainer/ddp_cpu.yaml does)."
+            )
+
     def on_train_start(self) -> None:
         """Warn when a resumed schedule was planned for another run length (e.g. a larger ``max_epochs``): the
         restored warmup + cosine keeps its old length, so past its end the learning rate stays at its minimum."""

@@ -1,17 +1,21 @@
 """Train SupConModule for a few steps on fixed data with the Lightning Trainer and save the weights.
 
-    python tests/models/ddp_equivalence.py DEVICES OUT.pt [--local]
+    python tests/models/ddp_equivalence.py DEVICES OUT.pt [--local] [--queue] [--batchnorm global|local|torch] [--gpu]
 
 Run by ``test_ddp.py`` once with 1 device and batch 16 and once with ``strategy="ddp"``, 2 CPU processes (gloo) and
 batch 8 each. Each epoch is one global batch of all 16 samples, so the order in which Lightning's
 DistributedSampler deals them out cannot matter: with the exact global-batch loss both runs must end with the same
 weights. ``--local`` turns the global contrast off (the control, which must differ); ``--queue`` adds a memory
 queue of two global batches (64 entries, so it wraps during the run), filled with the gathered batch under DDP.
+``--batchnorm`` puts a BatchNorm layer into the encoder: ``global`` synchronises it with the
+:class:`~lightning_supcon.plugins.GlobalBatchNormSync` plugin (must equal one process), ``local`` leaves each rank
+normalising its own 8 samples (the control, which must differ), ``torch`` uses ``Trainer(sync_batchnorm=True)``
+(PyTorch's SyncBatchNorm: GPUs only, with ``--gpu``).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import pytorch_lightning as pl
 import torch
@@ -19,30 +23,32 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon import SupConModule
+from lightning_supcon.plugins import GlobalBatchNormSync
 
 SAMPLES = 16
 
 
 class MLP(nn.Module):
-    """A BN-free encoder (batch norm statistics would differ between 1 x 16 and 2 x 8)."""
+    """The encoder; BN-free by default (unsynchronised batch statistics differ between 1 x 16 and 2 x 8)."""
 
-    def __init__(self) -> None:
+    def __init__(self, batchnorm: bool = False) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(12, 32), nn.Tanh(), nn.Linear(32, 16))
+        norm = nn.BatchNorm1d(32) if batchnorm else nn.Identity()
+        self.net = nn.Sequential(nn.Linear(12, 32), norm, nn.Tanh(), nn.Linear(32, 16))
 
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.net(x)
         return out
 
 
-def main(devices: int, out: str, local: bool, queue: bool) -> None:
+def main(devices: int, out: str, local: bool, queue: bool, batchnorm: str | None, gpu: bool) -> None:
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(SAMPLES) % 4
     centres = torch.randn(4, 12, generator=gen, dtype=torch.float64)
     views = centres[labels][:, None] + 0.5 * torch.randn(SAMPLES, 2, 12, generator=gen, dtype=torch.float64)
     pl.seed_everything(0)
     model = SupConModule(
-        encoder=MLP(),
+        encoder=MLP(batchnorm=batchnorm is not None),
         feature_dim=16,
         num_classes=4,
         knn_k=0,
@@ -51,23 +57,50 @@ def main(devices: int, out: str, local: bool, queue: bool) -> None:
         contrast_global=not local,
         queue_size=64 if queue else 0,
     )
+    during_fit: set[str] = set()
+    record = pl.callbacks.LambdaCallback(on_train_start=lambda _, module: during_fit.update(_norm_layers(module)))
     loader = DataLoader(TensorDataset(views, labels), batch_size=SAMPLES // devices, shuffle=True)
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if gpu else "cpu",
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
+        sync_batchnorm=batchnorm == "torch",
+        plugins=[GlobalBatchNormSync()] if batchnorm == "global" else None,
         max_epochs=4,
         precision="64-true",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[record],
     )
     trainer.fit(model, loader)
     if trainer.global_rank == 0:
         global_batch = trainer.callback_metrics["train/global_batch"].item()
-        torch.save({"state_dict": model.state_dict(), "global_batch": global_batch}, out)
+        state_dict = {k: v.cpu() for k, v in model.state_dict().items()}
+        torch.save(
+            {
+                "state_dict": state_dict,
+                "global_batch": global_batch,
+                "norm_during_fit": sorted(during_fit),
+                "norm_after_fit": _norm_layers(model),
+            },
+            out,
+        )
+
+
+def _norm_layers(model: nn.Module) -> list[str]:
+    """The class names of the model's BatchNorm layers."""
+    return sorted({type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)})
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), sys.argv[2], "--local" in sys.argv, "--queue" in sys.argv)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("devices", type=int)
+    parser.add_argument("out")
+    parser.add_argument("--local", action="store_true")
+    parser.add_argument("--queue", action="store_true")
+    parser.add_argument("--batchnorm", choices=("global", "local", "torch"))
+    parser.add_argument("--gpu", action="store_true")
+    args = parser.parse_args()
+    main(args.devices, args.out, args.local, args.queue, args.batchnorm, args.gpu)

@@ -197,3 +197,14 @@ class TestResumeSchedule:
             again, train_dataloaders=_views_loader(), ckpt_path=tmp_path / "half.ckpt"
         )
         assert not [w for w in recwarn if "schedule restored" in str(w.message)]
+
+
+class TestSyncBatchNormOnCpu:
+    def test_pytorch_sync_batchnorm_on_cpu_is_refused_with_the_fix(self) -> None:
+        model = SupConModule(encoder="small_cnn", in_channels=1, knn_k=0)
+        model.on_fit_start()  # plain BatchNorm: fine
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # what `Trainer(sync_batchnorm=True)` does under DDP
+        with pytest.raises(ValueError, match=r"runs on GPUs only.*GlobalBatchNormSync"):
+            model.on_fit_start()
+        model.eval()  # not synchronised in eval mode: nothing to refuse
+        model.on_fit_start()

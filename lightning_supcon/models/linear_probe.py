@@ -252,8 +252,8 @@ class LinearProbeModule(CrossEntropyModule):
         retrieval = getattr(self, f"{stage}_retrieval")
         if retrieval is None or not retrieval.update_called:
             return
-        for name, value in retrieval.compute().items():
-            self.log(f"{stage}/{name}", value)
+        for name, value in retrieval.compute().items():  # already global: sync_dist averages equal values
+            self.log(f"{stage}/{name}", value, sync_dist=True)
         retrieval.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -304,9 +304,9 @@ class SupConModule(OptimizationMixin, pl.LightningModule):
         if self.knn is None:
             return
         if self.knn.bank_features and self.knn.query_features:
-            result = self.knn.compute()
+            result = self.knn.compute()  # already over all ranks' samples: sync_dist averages equal values
             for name, value in result.items():
-                self.log(f"{stage}/knn_{name}", value, prog_bar=name == "top1")
+                self.log(f"{stage}/knn_{name}", value, prog_bar=name == "top1", sync_dist=True)
         self.knn.reset()
 
     def on_validation_epoch_end(self) -> None:

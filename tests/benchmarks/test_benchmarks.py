@@ -40,11 +40,11 @@ def is_rate(cell: str) -> bool:
 
 
 class TestThroughput:
-    def test_three_pipelines_in_one_table(self, tmp_path: Path) -> None:
+    def test_four_pipelines_in_one_table(self, tmp_path: Path) -> None:
         proc = run_script("throughput.py", *TINY, tmp_path=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         rows = table_rows(proc.stdout)
-        assert [name[:3] for name in rows] == ["(a)", "(b)", "(c)"]
+        assert [name[:3] for name in rows] == ["(a)", "(b)", "(c)", "(d)"]
         assert all(is_rate(cells[0]) for cells in rows.values()), proc.stdout
         assert next(iter(rows.values()))[2] == "1.00x"
         assert "Lightning Trainer overhead" in proc.stdout

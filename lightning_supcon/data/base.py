@@ -62,8 +62,19 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from lightning_supcon.data.device_augment import DeviceMultiViewAugment, DeviceNormalize
-from lightning_supcon.data.transforms import POLICIES, MultiViewTransform, Policy, check_range, supcon_transform
+from lightning_supcon.data.transforms import (
+    GRAYSCALE_P,
+    JITTER_P,
+    POLICIES,
+    MultiViewTransform,
+    Policy,
+    check_range,
+    supcon_transform,
+)
 from lightning_supcon.data.transforms import eval_transform as make_eval_transform
+
+#: The policies the batched device path implements.
+DEVICE_POLICIES: tuple[str, ...] = ("simclr", "crop_flip")
 
 AugmentOn = Literal["cpu", "device"]
 AUGMENT_ON: tuple[str, ...] = ("cpu", "device")
@@ -123,12 +134,14 @@ class MultiViewDataModule(pl.LightningDataModule):
         pin_memory: Pin loader memory (faster host-to-GPU copies).
         drop_last: Drop the incomplete last training batch.
         crop_scale: Area-fraction range of the random resized crop; ``None`` uses the data set's default.
-        policy: Colour recipe: ``"simclr"`` (jitter + grayscale), ``"autoaugment"`` or ``"randaugment"`` (CPU only).
+        policy: Colour recipe: ``"simclr"`` (jitter + grayscale), ``"crop_flip"`` (none: the reference code's
+            recipe for cross-entropy and the linear stage), ``"autoaugment"`` or ``"randaugment"`` (CPU only).
         blur: Add SimCLR's Gaussian blur; ``None`` uses the data set's default (on for ImageNet-sized images).
 
     Raises:
         ValueError: For ``batch_size``, ``n_views`` or ``eval_batch_size`` < 1, ``num_workers`` < 0, an unknown
-            ``augment_on`` or ``policy``, a bad ``crop_scale``, or ``policy`` other than ``"simclr"`` on the device.
+            ``augment_on`` or ``policy``, a bad ``crop_scale``, or ``policy`` other than ``"simclr"`` or
+            ``"crop_flip"`` on the device.
     """
 
     num_classes: int
@@ -162,8 +175,10 @@ class MultiViewDataModule(pl.LightningDataModule):
             raise ValueError(f"Expected argument `augment_on` to be one of {AUGMENT_ON}, but got {augment_on!r}.")
         if policy not in POLICIES:
             raise ValueError(f"Expected argument `policy` to be one of {POLICIES}, but got {policy!r}.")
-        if augment_on == "device" and policy != "simclr":
-            raise ValueError(f"Expected `policy='simclr'` with `augment_on='device'`, but got {policy!r}.")
+        if augment_on == "device" and policy not in DEVICE_POLICIES:
+            raise ValueError(
+                f"Expected `policy` to be one of {DEVICE_POLICIES} with `augment_on='device'`, but got {policy!r}."
+            )
         if crop_scale is not None:
             check_range("crop_scale", crop_scale, high=1.0)
         self.batch_size = batch_size
@@ -212,8 +227,16 @@ class MultiViewDataModule(pl.LightningDataModule):
 
     def device_augment(self) -> nn.Module:
         """The batched augmentation of the device path: uint8 ``(B, C, H, W)`` to ``(B, n_views, C, H, W)``."""
+        no_colour = self.policy == "crop_flip"
         return DeviceMultiViewAugment(
-            self.image_size, self.mean, self.std, self.n_views, scale=self.crop_scale, blur=self.blur
+            self.image_size,
+            self.mean,
+            self.std,
+            self.n_views,
+            scale=self.crop_scale,
+            blur=self.blur,
+            jitter_p=0.0 if no_colour else JITTER_P,
+            grayscale_p=0.0 if no_colour else GRAYSCALE_P,
         )
 
     # ---- loaders -------------------------------------------------------------------------------------------

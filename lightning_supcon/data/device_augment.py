@@ -20,7 +20,9 @@ from lightning_supcon.data.transforms import (
     BLUR_P,
     BLUR_SIGMA,
     CROP_RATIO,
+    GRAYSCALE_P,
     JITTER,
+    JITTER_P,
     blur_kernel_size,
     check_probability,
     check_range,
@@ -110,8 +112,8 @@ class DeviceMultiViewAugment(nn.Module):
         scale: tuple[float, float] = (0.2, 1.0),
         ratio: tuple[float, float] = CROP_RATIO,
         flip: bool = True,
-        jitter_p: float = 0.8,
-        grayscale_p: float = 0.2,
+        jitter_p: float = JITTER_P,
+        grayscale_p: float = GRAYSCALE_P,
         blur: bool = False,
         degrees: float = 0.0,
         translate: float = 0.0,
@@ -137,7 +139,10 @@ class DeviceMultiViewAugment(nn.Module):
         self.geometric = nn.Sequential(*geometric)
         colour: list[nn.Module] = []
         if len(mean) == 3:  # colour steps need RGB; 1-channel images only get the geometric ones
-            colour += [K.ColorJitter(*JITTER, p=jitter_p), K.RandomGrayscale(p=grayscale_p)]
+            if jitter_p > 0:
+                colour.append(K.ColorJitter(*JITTER, p=jitter_p))
+            if grayscale_p > 0:
+                colour.append(K.RandomGrayscale(p=grayscale_p))
         if blur:
             k = blur_kernel_size(image_size)
             colour.append(K.RandomGaussianBlur((k, k), sigma=BLUR_SIGMA, p=BLUR_P))

@@ -4,7 +4,8 @@ The training recipe is the one of SupCon [0] (Sec. 4 and Appendix), itself SimCL
 horizontal flip, colour jitter ``(0.4, 0.4, 0.4, 0.1)`` with probability 0.8, grayscale with probability 0.2,
 and for ImageNet-sized images a Gaussian blur with probability 0.5, sigma in ``[0.1, 2.0]`` and a kernel of about
 10% of the image side [1, Appendix A]. SupCon also reports AutoAugment [2] and RandAugment [3] as stronger
-alternatives to the colour steps.
+alternatives to the colour steps. The reference code trains its cross-entropy baseline and the linear classifier
+of stage 2 with random resized crop and flip only (policy ``"crop_flip"``).
 
 - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
 - [1] Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709
@@ -28,11 +29,13 @@ CIFAR100_STD: tuple[float, float, float] = (0.2675, 0.2565, 0.2761)
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-Policy = Literal["simclr", "autoaugment", "randaugment"]
-POLICIES: tuple[str, ...] = ("simclr", "autoaugment", "randaugment")
+Policy = Literal["simclr", "autoaugment", "randaugment", "crop_flip"]
+POLICIES: tuple[str, ...] = ("simclr", "autoaugment", "randaugment", "crop_flip")
 
 #: Colour jitter strengths (brightness, contrast, saturation, hue) of [0] and [1].
 JITTER: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+#: Probabilities of the colour-jitter and grayscale steps of [0] and [1].
+JITTER_P, GRAYSCALE_P = 0.8, 0.2
 #: Gaussian blur: sigma range and probability of [1, Appendix A].
 BLUR_SIGMA: tuple[float, float] = (0.1, 2.0)
 BLUR_P: float = 0.5
@@ -76,8 +79,8 @@ def supcon_transform(
     policy: Policy = "simclr",
     blur: bool = False,
     flip: bool = True,
-    grayscale_p: float = 0.2,
-    jitter_p: float = 0.8,
+    grayscale_p: float = GRAYSCALE_P,
+    jitter_p: float = JITTER_P,
     ratio: tuple[float, float] = CROP_RATIO,
 ) -> v2.Compose:
     """The SupCon/SimCLR training recipe for one view.
@@ -85,8 +88,9 @@ def supcon_transform(
     Steps: ``RandomResizedCrop(image_size, scale, ratio)``, horizontal flip (``flip``); then for
     ``policy="simclr"`` colour jitter ``JITTER`` with probability ``jitter_p`` and grayscale with probability
     ``grayscale_p``, for ``"autoaugment"`` torchvision's AutoAugment with the ImageNet policy, for ``"randaugment"``
-    RandAugment with its defaults; then (``blur``) a Gaussian blur with probability ``BLUR_P``, sigma in
-    ``BLUR_SIGMA`` and kernel ``blur_kernel_size(image_size)``; last ``float32`` in ``[0, 1]`` and normalisation.
+    RandAugment with its defaults, for ``"crop_flip"`` nothing (crop and flip only); then (``blur``) a Gaussian
+    blur with probability ``BLUR_P``, sigma in ``BLUR_SIGMA`` and kernel ``blur_kernel_size(image_size)``; last
+    ``float32`` in ``[0, 1]`` and normalisation.
 
     Args:
         image_size: Side of the square output.
@@ -94,7 +98,7 @@ def supcon_transform(
         std: Per-channel standard deviation for the normalisation.
         scale: Range of the crop's area as a fraction of the image's; SupCon uses ``(0.2, 1)`` for CIFAR and
             ``(0.08, 1)`` for ImageNet.
-        policy: ``"simclr"``, ``"autoaugment"`` or ``"randaugment"``.
+        policy: ``"simclr"``, ``"autoaugment"``, ``"randaugment"`` or ``"crop_flip"`` (no colour step).
         blur: Add the Gaussian blur (ImageNet-sized images).
         flip: Add the random horizontal flip (probability 0.5).
         grayscale_p: Probability of the grayscale step (``"simclr"`` only).
@@ -129,7 +133,7 @@ def supcon_transform(
         steps += [v2.RandomApply([v2.ColorJitter(*JITTER)], p=jitter_p), v2.RandomGrayscale(p=grayscale_p)]
     elif policy == "autoaugment":
         steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
-    else:
+    elif policy == "randaugment":
         steps.append(v2.RandAugment())
     if blur:
         steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(image_size), sigma=BLUR_SIGMA)], p=BLUR_P))

@@ -157,6 +157,17 @@ class TestDevicePath:
         expected, _ = next(iter(Tiny(batch_size=4).val_dataloader()))  # type: ignore[call-overload]
         torch.testing.assert_close(images, expected)
 
+    def test_crop_flip_policy_leaves_colours_alone(self) -> None:
+        """A uniform image stays its colour under crop and flip; jitter or grayscale would change it."""
+        colour = torch.tensor([200, 10, 90], dtype=torch.uint8)
+        images = colour.view(1, 3, 1, 1).expand(16, 3, 8, 8).contiguous()
+        expected = ((colour.float() / 255 - torch.tensor(MEAN)) / torch.tensor(STD)).view(1, 1, 3, 1, 1)
+        torch.manual_seed(0)
+        views = Tiny(n_views=2, augment_on="device", policy="crop_flip").device_augment()(images)
+        torch.testing.assert_close(views, expected.expand_as(views))
+        simclr = Tiny(n_views=2, augment_on="device").device_augment()(images)
+        assert not torch.allclose(simclr, expected.expand_as(simclr), atol=1e-3)
+
     def test_cpu_hook_is_identity(self) -> None:
         batch = (torch.zeros(2, 2, 3, 8, 8), torch.zeros(2))
         assert Tiny().on_after_batch_transfer(batch, 0) is batch
@@ -189,7 +200,10 @@ class TestArguments:
             ({"num_workers": -1}, "`num_workers` to be >= 0, but got -1"),
             ({"augment_on": "gpu"}, r"`augment_on` to be one of \('cpu', 'device'\), but got 'gpu'"),
             ({"policy": "mixup"}, "`policy` to be one of .*, but got 'mixup'"),
-            ({"augment_on": "device", "policy": "randaugment"}, "`policy='simclr'` with `augment_on='device'`"),
+            (
+                {"augment_on": "device", "policy": "randaugment"},
+                r"`policy` to be one of \('simclr', 'crop_flip'\) with `augment_on='device'`",
+            ),
             ({"crop_scale": (0.9, 0.2)}, r"`crop_scale` to be a pair .*but got \(0.9, 0.2\)"),
         ],
     )

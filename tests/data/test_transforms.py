@@ -37,7 +37,7 @@ def _steps(transform: v2.Compose) -> list[type]:
 
 
 class TestSupconTransform:
-    @pytest.mark.parametrize("policy", ["simclr", "autoaugment", "randaugment"])
+    @pytest.mark.parametrize("policy", ["simclr", "autoaugment", "randaugment", "crop_flip"])
     @pytest.mark.parametrize("blur", [False, True])
     @pytest.mark.parametrize("as_tensor", [False, True])
     def test_output(self, policy: str, blur: bool, as_tensor: bool) -> None:
@@ -55,6 +55,20 @@ class TestSupconTransform:
             assert step in steps
         assert v2.GaussianBlur in steps
         assert v2.AutoAugment not in steps
+
+    def test_crop_flip_steps(self) -> None:
+        steps = _steps(supcon_transform(32, MEAN, STD, policy="crop_flip"))
+        assert v2.RandomResizedCrop in steps and v2.RandomHorizontalFlip in steps
+        assert not {v2.ColorJitter, v2.RandomGrayscale, v2.AutoAugment, v2.RandAugment} & set(steps)
+
+    def test_crop_flip_leaves_colours_alone(self) -> None:
+        colour = (200, 10, 90)
+        expected = (torch.tensor(colour) / 255 - torch.tensor(MEAN)) / torch.tensor(STD)
+        transform = supcon_transform(16, MEAN, STD, policy="crop_flip")
+        torch.manual_seed(0)
+        for _ in range(8):
+            out = transform(Image.new("RGB", (40, 30), colour))
+            torch.testing.assert_close(out, expected.view(3, 1, 1).expand(3, 16, 16))
 
     def test_recipe_parameters(self) -> None:
         tf = supcon_transform(224, MEAN, STD, scale=(0.08, 1.0), blur=True, jitter_p=0.7, grayscale_p=0.3)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_supcon.models.optimization import OptimizationMixin, OptimizerName, ScalingRule
+from lightning_supcon.models.optimization import OptimizationMixin, OptimizerName, ScalingRule, check_schedule
 from lightning_supcon.models.supcon_module import CHECKPOINT_KEY, check_labels, resolve_encoder
 
 TrainViews = Literal["all", "first", "single"]
@@ -51,7 +51,11 @@ class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
         momentum: Momentum of SGD / LARS / RMSProp.
         weight_decay: Weight decay (not applied to biases and norm layers).
         warmup_epochs: Linear warmup length in epochs; then cosine decay per step.
-        min_lr_ratio: Final learning rate as a fraction of the peak.
+        min_lr_ratio: Final learning rate of the cosine as a fraction of the peak.
+        lr_decay_epochs: Step decay instead of cosine: the learning rate is multiplied by ``lr_decay_rate`` after
+            each of these epochs (the reference code's default schedule, e.g. ``[60, 75, 90]`` with rate 0.2 for
+            the linear stage); ``None``: cosine.
+        lr_decay_rate: The factor of each step decay, in ``(0, 1]``.
 
     Raises:
         ValueError: For ``num_classes < 2``, an unknown ``train_views`` or a negative ``label_smoothing``; during
@@ -82,6 +86,8 @@ class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
         weight_decay: float = 1e-4,
         warmup_epochs: float = 0.0,
         min_lr_ratio: float = 0.0,
+        lr_decay_epochs: list[float] | None = None,
+        lr_decay_rate: float = 0.1,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -90,6 +96,7 @@ class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
             raise ValueError(f"Expected argument `train_views` to be one of {TRAIN_VIEWS}, but got {train_views!r}.")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"Expected argument `label_smoothing` in [0, 1), but got {label_smoothing}.")
+        check_schedule(lr_decay_epochs, lr_decay_rate, min_lr_ratio)
         self.save_hyperparameters(ignore=[] if isinstance(encoder, str) else ["encoder"])
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__

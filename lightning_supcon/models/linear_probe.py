@@ -152,7 +152,8 @@ class LinearProbeModule(CrossEntropyModule):
         retrieval: Also log Precision@1, R-Precision and MAP@R of the encoder features on the evaluation set.
         optimizer: ``"sgd"``, ``"lars"``, ``"adamw"`` or ``"rmsprop"`` ([0] trains its ImageNet classifier with
             RMSProp, the CIFAR reference code with SGD).
-        lr, lr_scaling, momentum, weight_decay, warmup_epochs, min_lr_ratio: As in :class:`CrossEntropyModule`.
+        lr, lr_scaling, momentum, weight_decay, warmup_epochs, min_lr_ratio, lr_decay_epochs, lr_decay_rate: As in
+            :class:`CrossEntropyModule`.
 
     Raises:
         FileNotFoundError: If ``checkpoint`` does not exist.
@@ -178,6 +179,8 @@ class LinearProbeModule(CrossEntropyModule):
         weight_decay: float = 0.0,
         warmup_epochs: float = 0.0,
         min_lr_ratio: float = 0.0,
+        lr_decay_epochs: list[float] | None = None,
+        lr_decay_rate: float = 0.1,
     ) -> None:
         super().__init__(
             encoder=encoder,
@@ -192,6 +195,8 @@ class LinearProbeModule(CrossEntropyModule):
             weight_decay=weight_decay,
             warmup_epochs=warmup_epochs,
             min_lr_ratio=min_lr_ratio,
+            lr_decay_epochs=lr_decay_epochs,
+            lr_decay_rate=lr_decay_rate,
         )
         meta, state_dict = load_encoder_checkpoint(checkpoint)
         self._check_encoder(checkpoint, meta, state_dict)

@@ -14,10 +14,30 @@ from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
-from lightning_supcon.optim.schedulers import build_optimizer, scale_lr, warmup_cosine
+from lightning_supcon.optim.schedulers import build_optimizer, scale_lr, warmup_cosine, warmup_step_decay
 
 OptimizerName = Literal["sgd", "lars", "adamw", "rmsprop"]
 ScalingRule = Literal["none", "linear", "sqrt"]
+
+
+def check_schedule(lr_decay_epochs: list[float] | None, lr_decay_rate: float, min_lr_ratio: float) -> None:
+    """Validate the schedule arguments of a LightningModule at construction.
+
+    Raises:
+        ValueError: For milestones that are negative or not ascending, a rate outside ``(0, 1]``, or a
+            ``min_lr_ratio`` (which belongs to the cosine schedule) together with step decay.
+    """
+    if lr_decay_epochs is None:
+        return
+    if list(lr_decay_epochs) != sorted(lr_decay_epochs) or any(e < 0 for e in lr_decay_epochs):
+        raise ValueError(f"Expected `lr_decay_epochs` ascending and >= 0, but got {list(lr_decay_epochs)}.")
+    if not 0 < lr_decay_rate <= 1:
+        raise ValueError(f"Expected `lr_decay_rate` in (0, 1], but got {lr_decay_rate}.")
+    if min_lr_ratio != 0:
+        raise ValueError(
+            f"`min_lr_ratio` ({min_lr_ratio}) sets the end of the cosine schedule; with step decay "
+            f"(`lr_decay_epochs`) leave it at 0."
+        )
 
 
 def global_batch_size(trainer: pl.Trainer) -> int:
@@ -38,7 +58,8 @@ def global_batch_size(trainer: pl.Trainer) -> int:
 
 class OptimizationMixin(pl.LightningModule):
     """``configure_optimizers`` from the hyperparameters ``optimizer``, ``lr``, ``lr_scaling``, ``momentum``,
-    ``weight_decay``, ``warmup_epochs`` and ``min_lr_ratio``, shared by the project's LightningModules."""
+    ``weight_decay``, ``warmup_epochs``, ``min_lr_ratio``, ``lr_decay_epochs`` and ``lr_decay_rate``, shared by
+    the project's LightningModules: warmup, then cosine decay, or step decay when ``lr_decay_epochs`` is set."""
 
     def optimized_parameters(self) -> list[nn.Parameter]:
         """Parameters under the main learning rate; biases and norm layers get no weight decay (and no LARS
@@ -69,8 +90,14 @@ class OptimizationMixin(pl.LightningModule):
         max_epochs = self.trainer.max_epochs
         steps_per_epoch = total_steps / max_epochs if max_epochs and max_epochs > 0 else total_steps
         warmup_steps = min(total_steps, math.ceil(hp["warmup_epochs"] * steps_per_epoch))
-        scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, min_lr_ratio=hp["min_lr_ratio"])
-        self._planned_total_steps = total_steps
+        decay_epochs = hp.get("lr_decay_epochs")
+        self._planned_total_steps: int | None = None
+        if decay_epochs is None:
+            scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, min_lr_ratio=hp["min_lr_ratio"])
+            self._planned_total_steps = total_steps
+        else:  # milestones in epochs: the same steps whatever the run length, so a resume needs no check
+            milestones = [math.ceil(epoch * steps_per_epoch) for epoch in decay_epochs]
+            scheduler = warmup_step_decay(optimizer, warmup_steps, milestones, rate=hp["lr_decay_rate"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_start(self) -> None:

@@ -19,7 +19,7 @@ from lightning_supcon.losses.functional import ContrastMode, Denominator, Summat
 from lightning_supcon.metrics.knn import KNNAccuracy
 from lightning_supcon.models.encoders import build_encoder, encoder_feature_dim
 from lightning_supcon.models.heads import ProjectionHead
-from lightning_supcon.models.optimization import OptimizationMixin, OptimizerName, ScalingRule
+from lightning_supcon.models.optimization import OptimizationMixin, OptimizerName, ScalingRule, check_schedule
 from lightning_supcon.models.queue import MemoryQueue
 from lightning_supcon.utils import distributed
 
@@ -93,7 +93,11 @@ class SupConModule(OptimizationMixin, pl.LightningModule):
         momentum: Momentum of SGD / LARS / RMSProp.
         weight_decay: Weight decay (not applied to biases and norm layers).
         warmup_epochs: Linear warmup length in epochs (fractions allowed); then cosine decay per step.
-        min_lr_ratio: Final learning rate as a fraction of the peak.
+        min_lr_ratio: Final learning rate of the cosine as a fraction of the peak.
+        lr_decay_epochs: Step decay instead of cosine: the learning rate is multiplied by ``lr_decay_rate`` after
+            each of these epochs (the reference code's default schedule, e.g. ``[60, 75, 90]`` with rate 0.2 for
+            the linear stage); ``None``: cosine.
+        lr_decay_rate: The factor of each step decay, in ``(0, 1]``.
         probe_lr: Learning rate of the online probe (its own parameter group, no weight decay).
         queue_size: Keep the projections (and labels) of the last ``queue_size`` training views in a memory queue
             and contrast every anchor with batch + queue (for small batches); 0: off. Under DDP the gathered global
@@ -131,6 +135,8 @@ class SupConModule(OptimizationMixin, pl.LightningModule):
         weight_decay: float = 1e-4,
         warmup_epochs: float = 0.0,
         min_lr_ratio: float = 0.0,
+        lr_decay_epochs: list[float] | None = None,
+        lr_decay_rate: float = 0.1,
         probe_lr: float = 0.1,
         queue_size: int = 0,
         queue_momentum: float | None = None,
@@ -144,6 +150,7 @@ class SupConModule(OptimizationMixin, pl.LightningModule):
             raise ValueError(f"Expected `knn_k` >= 0 (0 turns kNN off), but got {knn_k}.")
         if queue_size < 0:
             raise ValueError(f"Expected `queue_size` >= 0 (0 turns the queue off), but got {queue_size}.")
+        check_schedule(lr_decay_epochs, lr_decay_rate, min_lr_ratio)
         if queue_momentum is not None and not (queue_size > 0 and 0.0 <= queue_momentum < 1.0):
             raise ValueError(
                 f"Expected `queue_momentum` in [0, 1) together with `queue_size` > 0, but got {queue_momentum} "

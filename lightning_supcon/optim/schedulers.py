@@ -4,13 +4,14 @@
 - [1] Loshchilov & Hutter, SGDR, ICLR 2017, https://arxiv.org/abs/1608.03983 (cosine annealing)
 - [2] Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709 (App. B.1: ``lr = 0.3 x batch / 256``
   or ``0.075 x sqrt(batch)``; LARS without weight decay on biases and batch-norm parameters)
-- [3] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
+- [3] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362 (its reference
+  code decays the learning rate in steps by default, e.g. x0.2 after epochs 60, 75 and 90 of the linear stage)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -51,6 +52,62 @@ class WarmupCosine:
             return (step + 1) / self.warmup_steps
         progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class WarmupStepDecay:
+    """The factor of ``warmup_step_decay``: linear warmup, then ``rate ** (milestones passed)``.
+
+    A callable object rather than a closure, so ``LambdaLR.state_dict`` saves its settings.
+    """
+
+    def __init__(self, warmup_steps: int, milestones: Sequence[int], rate: float = 0.1) -> None:
+        if warmup_steps < 0:
+            raise ValueError(f"Expected argument `warmup_steps` >= 0, but got {warmup_steps}")
+        if list(milestones) != sorted(milestones) or any(m < 0 for m in milestones):
+            raise ValueError(f"Expected argument `milestones` ascending and >= 0, but got {list(milestones)}")
+        if not 0 < rate <= 1:
+            raise ValueError(f"Expected argument `rate` in (0, 1], but got {rate}")
+        self.warmup_steps = warmup_steps
+        self.milestones = list(milestones)
+        self.rate = rate
+
+    def __call__(self, step: int) -> float:
+        """The multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+        warmup = (step + 1) / self.warmup_steps if step < self.warmup_steps else 1.0
+        return warmup * self.rate ** sum(step >= m for m in self.milestones)
+
+
+def warmup_step_decay(
+    optimizer: Optimizer, warmup_steps: int, milestones: Sequence[int], rate: float = 0.1
+) -> LambdaLR:
+    """Linear warmup [0], then the learning rate multiplied by ``rate`` at each milestone (step decay), to be
+    stepped once per optimizer step.
+
+    Args:
+        optimizer: The optimizer whose learning rates are scheduled.
+        warmup_steps: Steps of linear warmup, >= 0 (as in :func:`warmup_cosine`).
+        milestones: Ascending 0-based steps from which one more factor ``rate`` applies.
+        rate: The factor of each decay, in ``(0, 1]``.
+
+    Returns:
+        A ``LambdaLR``; in Lightning, return it with ``"interval": "step"``.
+
+    Raises:
+        ValueError: For arguments out of range.
+
+    Example:
+        >>> import torch
+        >>> optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> scheduler = warmup_step_decay(optimizer, warmup_steps=2, milestones=[3, 5], rate=0.2)
+        >>> lrs = []
+        >>> for _ in range(7):
+        ...     lrs.append(round(scheduler.get_last_lr()[0], 3))
+        ...     optimizer.step()
+        ...     scheduler.step()
+        >>> lrs
+        [0.5, 1.0, 1.0, 0.2, 0.2, 0.04, 0.04]
+    """
+    return LambdaLR(optimizer, WarmupStepDecay(warmup_steps, milestones, rate))
 
 
 def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> LambdaLR:

@@ -147,7 +147,16 @@ class TestSupConModuleErrors:
         with pytest.raises(ValueError, match="outputs 512 features"):
             SupConModule(encoder="resnet18", feature_dim=128)
 
-    @pytest.mark.parametrize(("kwargs", "match"), [({"num_classes": 1}, "num_classes"), ({"knn_k": -1}, "knn_k")])
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"num_classes": 1}, "num_classes"),
+            ({"knn_k": -1}, "knn_k"),
+            ({"lr_decay_epochs": [3, 1]}, r"`lr_decay_epochs` ascending and >= 0, but got \[3, 1\]"),
+            ({"lr_decay_epochs": [1], "lr_decay_rate": 0.0}, r"`lr_decay_rate` in \(0, 1\], but got 0.0"),
+            ({"lr_decay_epochs": [1], "min_lr_ratio": 0.1}, "with step decay .* leave it at 0"),
+        ],
+    )
     def test_bad_arguments(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             SupConModule(encoder=MLP(), feature_dim=16, **kwargs)
@@ -168,6 +177,29 @@ class TestSupConModuleErrors:
         loader = DataLoader(TensorDataset(torch.full((8, 2, 12), float("nan")), torch.arange(8) % 4), batch_size=8)
         with pytest.raises(FloatingPointError, match=r"step 0.*learning rate.*temperature"):
             cpu_trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)
+
+
+class TestStepDecay:
+    def test_learning_rate_of_every_step(self, tmp_path: Path) -> None:
+        """4 epochs of 4 steps, warmup 1 epoch, x0.2 after epochs 2 and 3, as the reference code decays."""
+        lrs: list[float] = []
+        record = pl.callbacks.LambdaCallback(
+            on_train_batch_start=lambda trainer, *_: lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+        )
+        model = SupConModule(
+            encoder=MLP(),
+            feature_dim=16,
+            num_classes=4,
+            knn_k=0,
+            probe=False,
+            lr=0.5,
+            warmup_epochs=1,
+            lr_decay_epochs=[2, 3],
+            lr_decay_rate=0.2,
+        )
+        cpu_trainer(tmp_path, max_epochs=4, callbacks=[record]).fit(model, train_dataloaders=_views_loader())
+        expected = [0.5 * (s + 1) / 4 for s in range(4)] + [0.5] * 4 + [0.1] * 4 + [0.02] * 4
+        assert lrs == pytest.approx(expected, rel=1e-12)
 
 
 class TestResumeSchedule:

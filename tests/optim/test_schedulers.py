@@ -1,4 +1,5 @@
-"""Warmup + cosine schedule against a per-step formula, the batch-size scaling rules and the optimizer factory."""
+"""Warmup + cosine and warmup + step decay schedules against per-step formulas, the batch-size scaling rules
+and the optimizer factory."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import torch
 from torch import nn
 
 from lightning_supcon.optim.lars import LARS
-from lightning_supcon.optim.schedulers import WarmupCosine, build_optimizer, scale_lr, warmup_cosine
+from lightning_supcon.optim.schedulers import (
+    WarmupCosine,
+    build_optimizer,
+    scale_lr,
+    warmup_cosine,
+    warmup_step_decay,
+)
 
 
 def _reference_lr(step: int, base: float, warmup: int, total: int, min_ratio: float) -> float:
@@ -76,6 +83,49 @@ class TestWarmupCosine:
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
         with pytest.raises(ValueError, match=match):
             warmup_cosine(optimizer, *args)
+
+
+def _reference_step_lr(step: int, base: float, warmup: int, milestones: list[int], rate: float) -> float:
+    """Linear warmup to ``base``; the reference code's step decay: one factor ``rate`` per milestone reached."""
+    lr = base
+    for milestone in milestones:
+        if step >= milestone:
+            lr *= rate
+    return lr * (step + 1) / warmup if step < warmup else lr
+
+
+class TestWarmupStepDecay:
+    @pytest.mark.parametrize(("warmup", "milestones"), [(0, [4, 7, 9]), (3, [4, 7, 9]), (5, [2]), (0, []), (2, [0, 0])])
+    @pytest.mark.parametrize("rate", [0.2, 1.0])
+    def test_matches_reference_per_step(self, warmup: int, milestones: list[int], rate: float) -> None:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=5.0)
+        scheduler = warmup_step_decay(optimizer, warmup, milestones, rate=rate)
+        for step in range(12):
+            expected = _reference_step_lr(step, 5.0, warmup, milestones, rate)
+            assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
+            optimizer.step()
+            scheduler.step()
+
+    def test_state_dict_keeps_the_settings(self) -> None:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        state = warmup_step_decay(optimizer, 2, [6, 8], rate=0.2).state_dict()
+        assert state["lr_lambdas"][0] == {"warmup_steps": 2, "milestones": [6, 8], "rate": 0.2}
+        pickle.dumps(state)
+
+    @pytest.mark.parametrize(
+        ("args", "match"),
+        [
+            ((-1, [3], 0.1), "`warmup_steps` >= 0, but got -1"),
+            ((0, [5, 3], 0.1), r"`milestones` ascending and >= 0, but got \[5, 3\]"),
+            ((0, [-1], 0.1), r"`milestones` ascending and >= 0, but got \[-1\]"),
+            ((0, [3], 0.0), r"`rate` in \(0, 1\], but got 0.0"),
+            ((0, [3], 1.5), r"`rate` in \(0, 1\], but got 1.5"),
+        ],
+    )
+    def test_rejects_bad_arguments(self, args: tuple[int, list[int], float], match: str) -> None:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        with pytest.raises(ValueError, match=match):
+            warmup_step_decay(optimizer, *args)
 
 
 class TestScaleLr:

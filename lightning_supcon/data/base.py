@@ -57,6 +57,7 @@ from typing import Any, Literal, Protocol
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
@@ -112,15 +113,17 @@ class MultiViewDataModule(pl.LightningDataModule):
           ``augment_on="device"`` the loader yields uint8 ``(B, C, H, W)`` images and :meth:`on_after_batch_transfer`
           makes the views on the device (so iterate it through a ``Trainer``).
         - ``val_dataloader``, ``test_dataloader``, ``predict_dataloader``, ``train_eval_dataloader``:
-          ``(images, labels)``, images float ``(B, C, H, W)`` normalised, not augmented, in order. When the attached
-          LightningModule has ``wants_train_bank = True``, ``val_dataloader`` returns ``[val, train_eval]``, the
-          second the clean training set (for a kNN bank or an online probe). With ``augment_on="device"`` these
-          loaders yield uint8 and the hook normalises on the device.
+          ``(images, labels)``, images float ``(B, C, H, W)`` normalised, not augmented, in order; under DDP each
+          sample goes to exactly one rank (no padding repeats), so evaluation metrics count every sample once.
+          When the attached LightningModule has ``wants_train_bank = True``, ``val_dataloader`` returns
+          ``[val, train_eval]``, the second the clean training set (for a kNN bank or an online probe). With
+          ``augment_on="device"`` these loaders yield uint8 and the hook normalises on the device.
 
     Subclasses set ``num_classes``, ``in_channels``, ``image_size``, ``mean`` and ``std`` (class attributes or in
     ``__init__``), implement ``train_dataset()`` and ``val_dataset()`` and may implement ``test_dataset()``
     (default: the validation set). To change the recipe, override ``train_transform``/``eval_transform`` (CPU
-    path) or ``decode_transform``/``device_augment`` (device path). Lightning inserts the ``DistributedSampler``.
+    path) or ``decode_transform``/``device_augment`` (device path). Lightning inserts the training loader's
+    ``DistributedSampler``.
     Lightning runs this module's ``on_after_batch_transfer`` instead of the LightningModule's when both define it,
     so models should not define their own.
 
@@ -246,11 +249,14 @@ class MultiViewDataModule(pl.LightningDataModule):
             self._datasets[split] = make()
         return self._datasets[split]
 
-    def _loader(self, data: SampleDataset, transform: Callable[[Any], Tensor], train: bool) -> DataLoader:
+    def _loader(
+        self, data: SampleDataset, transform: Callable[[Any], Tensor], train: bool, sampler: Any = None
+    ) -> DataLoader:
         return DataLoader(
             MappedDataset(data, transform),
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
+            sampler=sampler,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -258,8 +264,16 @@ class MultiViewDataModule(pl.LightningDataModule):
         )
 
     def _clean_loader(self, data: SampleDataset) -> DataLoader:
-        device = self.augment_on == "device"
-        return self._loader(data, self.decode_transform(train=False) if device else self.eval_transform(), False)
+        transform = self.decode_transform(train=False) if self.augment_on == "device" else self.eval_transform()
+        if self.trainer is None or self.trainer.world_size == 1:
+            return self._loader(data, transform, train=False)
+        # Under DDP every sample goes to exactly one rank: Lightning's default DistributedSampler would repeat up to
+        # world_size - 1 samples to even out the shards, and the metrics would count them twice. Lightning keeps a
+        # DistributedSampler it is given. Ranks may then run one batch fewer, so evaluation steps hold no collective.
+        sampler = UnrepeatedDistributedSampler(
+            data, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+        )
+        return self._loader(data, transform, train=False, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled multi-view training batches ``(views (B, V, C, H, W), labels (B,))`` (see the class doc)."""

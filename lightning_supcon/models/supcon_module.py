@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -63,7 +64,8 @@ class SupConModule(OptimizationMixin, pl.LightningModule):
     Online evaluation, from the first epoch: a linear probe trained on detached encoder features beside the encoder
     (``val/probe_top1``), and weighted kNN of validation features against clean training features
     (``val/knn_top1``; the DataModule supplies the clean training loader as a second validation loader when the
-    module's ``wants_train_bank`` is true).
+    module's ``wants_train_bank`` is true). ``val/loss`` is the loss of each clean evaluation batch (one view per
+    sample), contrasted within its process also under DDP.
 
     Args:
         encoder: A built-in name (``"small_cnn"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``)
@@ -160,16 +162,20 @@ class SupConModule(OptimizationMixin, pl.LightningModule):
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__
         self.head = ProjectionHead(self.feature_dim, projection_dim, kind=projection_head)
-        self.criterion = SupConLoss(
+        make_loss = functools.partial(
+            SupConLoss,
             temperature=temperature,
             base_temperature=base_temperature,
             contrast_mode=contrast_mode,
             summation=summation,
             denominator=denominator,
             positives_cap=positives_cap,
-            gather_distributed=contrast_global,
             chunk_size=loss_chunk_size,
         )
+        self.criterion = make_loss(gather_distributed=contrast_global)
+        # Evaluation batches are contrasted within each process: under DDP the ranks may run different numbers of
+        # evaluation batches (every sample once, no padding), so an evaluation step must hold no collective.
+        self.eval_criterion = make_loss(gather_distributed=False)
         self.num_classes = num_classes
         self.supervised = supervised
         self.probe = nn.Linear(self.feature_dim, num_classes) if probe else None
@@ -298,7 +304,7 @@ class SupConModule(OptimizationMixin, pl.LightningModule):
             self.log(f"{stage}/probe_top1", top1, prog_bar=True, add_dataloader_idx=False)
             self.log(f"{stage}/probe_top5", top5, add_dataloader_idx=False)
         if self.supervised:
-            loss = self.criterion(self.project(features)[:, None], labels)
+            loss = self.eval_criterion(self.project(features)[:, None], labels)
             self.log(f"{stage}/loss", loss, sync_dist=True, add_dataloader_idx=False)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:

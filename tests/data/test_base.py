@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_supcon.data.base import MultiViewDataModule
 from lightning_supcon.data.transforms import eval_transform
@@ -57,8 +57,8 @@ def _all(loader: DataLoader) -> tuple[Tensor, Tensor]:
     return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
-def _fake_trainer(training: bool = True, world_size: int = 1, module: object = None) -> Any:
-    return SimpleNamespace(training=training, world_size=world_size, lightning_module=module)
+def _fake_trainer(training: bool = True, world_size: int = 1, module: object = None, rank: int = 0) -> Any:
+    return SimpleNamespace(training=training, world_size=world_size, lightning_module=module, global_rank=rank)
 
 
 class TestTrainLoader:
@@ -125,6 +125,21 @@ class TestCleanLoaders:
         torch.testing.assert_close(val, _clean(_samples(7, 1, True)))
         test, _ = _all(Tiny(with_test=True).predict_dataloader())
         torch.testing.assert_close(test, _clean(_samples(5, 2, True)))
+
+    @pytest.mark.parametrize("world_size", [2, 3])
+    def test_ddp_ranks_share_the_samples_without_repeats(self, world_size: int) -> None:
+        """7 validation and 20 training samples over 2 or 3 ranks: each sample on exactly one rank (the default
+        DistributedSampler would repeat 1 or 2 to even out the shards)."""
+        seen: dict[int, list[int]] = {0: [], 1: []}
+        for rank in range(world_size):
+            dm = Tiny(batch_size=6, eval_batch_size=2)
+            dm.trainer = _fake_trainer(world_size=world_size, rank=rank, module=SimpleNamespace(wants_train_bank=True))
+            loaders = dm.val_dataloader()
+            assert isinstance(loaders, list)
+            for index, loader in enumerate(loaders):
+                assert isinstance(loader.sampler, DistributedSampler)  # so Lightning keeps it
+                seen[index] += _all(loader)[1].tolist()
+        assert sorted(seen[0]) == list(range(7)) and sorted(seen[1]) == list(range(20))
 
     @pytest.mark.parametrize("wants", [False, True])
     def test_train_bank(self, wants: bool) -> None:

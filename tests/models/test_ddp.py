@@ -13,13 +13,14 @@ import torch
 from tests.helpers import free_port
 
 SCRIPT = Path(__file__).with_name("ddp_equivalence.py")
+VALIDATE = Path(__file__).with_name("ddp_validate.py")
 
 
-def _train(tmp_path: Path, devices: int, *extra: str) -> dict:
-    out = tmp_path / f"weights_{devices}{''.join(extra).replace('-', '_')}.pt"
+def _train(tmp_path: Path, devices: int, *extra: str, script: Path = SCRIPT) -> dict:
+    out = tmp_path / f"{script.stem}_{devices}{''.join(extra).replace('-', '_')}.pt"
     env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PL_DISABLE_FORK": "1"}
     subprocess.run(
-        [sys.executable, str(SCRIPT), str(devices), str(out), *extra],
+        [sys.executable, str(script), str(devices), str(out), *extra],
         check=True,
         env=env,
         cwd=tmp_path,
@@ -76,3 +77,12 @@ def test_ddp_with_torch_sync_batchnorm_on_two_gpus_equals_one_process(tmp_path: 
     synced = _train(tmp_path, 2, "--batchnorm=torch", "--gpu")
     assert synced["norm_during_fit"] == ["SyncBatchNorm"]
     assert _max_relative_difference(synced["state_dict"], single["state_dict"]) < 1e-5
+
+
+@pytest.mark.distributed
+def test_ddp_validation_counts_every_sample_once(tmp_path: Path) -> None:
+    single = _train(tmp_path, 1, script=VALIDATE)
+    ddp = _train(tmp_path, 2, script=VALIDATE)
+    assert single["val_size"] == ddp["val_size"] == 91  # odd: a padded split would repeat one image
+    for key in ("val/knn_top1", "val/knn_top5", "val/probe_top1", "val/probe_top5"):
+        assert ddp["metrics"][key] == pytest.approx(single["metrics"][key], abs=1e-6), key

@@ -1,0 +1,41 @@
+"""Validate an untrained SupConModule on the digits with the Lightning Trainer and save the metrics.
+
+    python tests/models/ddp_validate.py DEVICES OUT.pt
+
+Run by ``test_ddp.py`` with 1 device and with ``strategy="ddp"`` on 2 CPU processes (gloo). The held-out split
+has 91 images (odd): each rank gets its own 46 or 45 of them and runs 10 or 9 evaluation batches of 5, so the
+evaluation must neither repeat samples (as Lightning's default DistributedSampler does to even out the shards)
+nor wait in a per-step collective. The kNN and probe accuracies must then equal one process's.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_supcon import DigitsDataModule, SupConModule
+
+
+def main(devices: int, out: str) -> None:
+    pl.seed_everything(0)
+    datamodule = DigitsDataModule(image_size=8, val_fraction=0.0501, batch_size=32, eval_batch_size=5)
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=20)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    results = trainer.validate(model, datamodule=datamodule, verbose=False)  # one dict per loader (val, kNN bank)
+    metrics = {key: value for result in results for key, value in result.items()}
+    if trainer.global_rank == 0:
+        torch.save({"metrics": metrics, "val_size": len(datamodule.val_dataset())}, out)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2])

@@ -109,3 +109,18 @@ class TestGPUScript:
         )
         assert proc.returncode != 0
         assert "skipped" not in proc.stdout
+
+
+class TestDDPCPU:
+    @pytest.mark.slow
+    @pytest.mark.distributed
+    def test_three_settings_in_one_table(self, tmp_path: Path) -> None:
+        proc = run_script("ddp_cpu.py", "--batch", "16", "--steps", "8", tmp_path=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows = [line.strip("|").split("|") for line in proc.stdout.splitlines() if line.startswith("| ")][1:]
+        assert [(r[0].strip(), r[1].strip(), r[2].strip()) for r in rows] == [
+            ("1", "per process", "16"),
+            ("2", "per process", "32"),
+            ("2", "global (GlobalBatchNormSync)", "32"),
+        ]
+        assert all(is_rate(r[3]) for r in rows), proc.stdout

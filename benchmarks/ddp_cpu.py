@@ -7,7 +7,8 @@ of synchronising BatchNorm over the processes (``GlobalBatchNormSync``).
 Each setting runs in its own subprocess (Lightning's DDP launcher re-runs this file for rank 1). Per-process batch
 is fixed (``--batch``), so with 2 processes the loss contrasts against 2x the samples. On a 2-core machine the two
 processes share the cores: this measures the cost of the gather and of DDP, not a speed-up. The small CNN has 3
-BatchNorm layers; with the plugin each costs two all-reduces of (channels + 1) numbers forward and two backward.
+BatchNorm layers; with the plugin each costs an all-gather of 2 x channels + 1 numbers forward and an all-reduce of
+2 x channels backward.
 """
 
 from __future__ import annotations

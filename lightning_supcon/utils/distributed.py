@@ -116,29 +116,3 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     out = tensor.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
-
-
-class _AllReduceWithGrad(torch.autograd.Function):
-    """Sum over ranks whose backward sums the incoming gradient over ranks (each rank's copy feeds its own loss)."""
-
-    @staticmethod
-    def forward(ctx: Any, tensor: Tensor) -> Tensor:
-        out = tensor.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> Tensor:
-        grad = grad_output.clone(memory_format=torch.contiguous_format)  # gloo mishandles strided gradients
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad
-
-
-def all_reduce_sum_with_grad(tensor: Tensor) -> Tensor:
-    """Sum a tensor over ranks, differentiably: the gradient reaching each rank's input is the sum over ranks of
-    the gradients of their copies of the result, so DDP's averaging then gives the gradient of one process.
-    Identity without a process group."""
-    if not is_distributed():
-        return tensor
-    out: Tensor = _AllReduceWithGrad.apply(tensor)
-    return out

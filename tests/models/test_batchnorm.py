@@ -20,13 +20,19 @@ from tests.helpers import free_port
 WORLD = 2
 STEPS = 2  # two training steps: the running statistics are updated twice
 CASES = [
-    {"shape": shape, "sizes": sizes, "affine": affine, "momentum": momentum, "track": track}
+    {"shape": shape, "sizes": sizes, "affine": affine, "momentum": momentum, "track": track, "dtype": torch.float64}
     for shape, sizes, (affine, momentum, track) in itertools.product(
         [(3,), (3, 4), (3, 4, 5)],
         [(4, 4), (5, 3), (1, 7)],
         [(True, 0.1, True), (False, None, True), (True, 0.1, False)],
     )
 ]
+# Lower-precision inputs (float32 parameters, as under mixed precision): statistics are computed in float32.
+CASES += [
+    {"shape": (3, 4, 5), "sizes": (5, 3), "affine": True, "momentum": 0.1, "track": True, "dtype": dtype}
+    for dtype in (torch.float32, torch.bfloat16)
+]
+TOLERANCE = {torch.float64: (1e-9, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2)}
 CONTROL = len(CASES)  # the index of the control result (each rank normalising alone)
 
 
@@ -39,7 +45,7 @@ def _case_data(case: dict, step: int) -> tuple[Tensor, Tensor]:
     weights (a sum over samples, so the ranks' losses add up to the global one)."""
     gen = torch.Generator().manual_seed(10 * step + 1)
     x = 5.0 + 2.0 * torch.randn(sum(case["sizes"]), *case["shape"], generator=gen, dtype=torch.float64)
-    return x, torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    return x.to(case["dtype"]), torch.randn(x.shape, generator=gen, dtype=torch.float64).to(case["dtype"])
 
 
 def _make(cls: type[nn.Module], case: dict) -> nn.Module:
@@ -48,7 +54,7 @@ def _make(cls: type[nn.Module], case: dict) -> nn.Module:
         with torch.no_grad():
             bn.weight.copy_(torch.linspace(0.5, 1.5, case["shape"][0]))
             bn.bias.copy_(torch.linspace(-1.0, 1.0, case["shape"][0]))
-    return bn.double()
+    return bn.double() if case["dtype"] == torch.float64 else bn
 
 
 def _run(bn: nn.Module, case: dict, rows: slice) -> dict[str, Tensor]:
@@ -64,7 +70,8 @@ def _run(bn: nn.Module, case: dict, rows: slice) -> dict[str, Tensor]:
         x = x[rows].clone().requires_grad_()
         bn.zero_grad()
         out = bn(x)
-        (out.transpose(0, 1).square() * weights[rows].transpose(0, 1)).sum().backward()
+        loss_dtype = torch.float64 if case["dtype"] == torch.float64 else torch.float32
+        (out.transpose(0, 1).to(loss_dtype).square() * weights[rows].transpose(0, 1).to(loss_dtype)).sum().backward()
         assert x.grad is not None
         result |= {"out": out.detach(), "x_grad": x.grad}
     if case["affine"]:
@@ -121,9 +128,10 @@ class TestGlobalBatchNormDistributed:
         for rank in range(WORLD):
             got = distributed_results[rank][index]
             assert got.keys() == expected.keys()
+            rtol, atol = TOLERANCE[case["dtype"]]
             for key, value in expected.items():
                 want = value[_rank_rows(case, rank)] if key in ("out", "x_grad", "eval_out") else value
-                torch.testing.assert_close(got[key], want, rtol=1e-9, atol=1e-10, msg=f"{key} of rank {rank}")
+                torch.testing.assert_close(got[key], want, rtol=rtol, atol=atol, msg=f"{key} of rank {rank}")
 
     def test_control_without_sync_differs(self, distributed_results: list) -> None:
         case = CASES[4]

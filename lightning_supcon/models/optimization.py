@@ -56,6 +56,20 @@ def global_batch_size(trainer: pl.Trainer) -> int:
     return batch * trainer.world_size * trainer.accumulate_grad_batches
 
 
+def optimizer_steps_per_epoch(trainer: pl.Trainer, total_steps: int) -> float:
+    """Optimiser steps in one epoch, to turn ``warmup_epochs`` and ``lr_decay_epochs`` into steps.
+
+    From the training batches of an epoch (after ``limit_train_batches``) and the accumulation, which
+    ``estimated_stepping_batches`` has set up, so a run cut short by ``max_steps`` keeps epoch-sized epochs. When the
+    epoch length is unknown (``max_epochs=-1`` or an iterable data set) the whole run counts as one epoch.
+    """
+    batches = trainer.num_training_batches
+    if math.isfinite(batches) and batches > 0:
+        return float(math.ceil(batches / trainer.accumulate_grad_batches))
+    max_epochs = trainer.max_epochs
+    return total_steps / max_epochs if max_epochs and max_epochs > 0 else float(total_steps)
+
+
 class OptimizationMixin(pl.LightningModule):
     """``configure_optimizers`` from the hyperparameters ``optimizer``, ``lr``, ``lr_scaling``, ``momentum``,
     ``weight_decay``, ``warmup_epochs``, ``min_lr_ratio``, ``lr_decay_epochs`` and ``lr_decay_rate``, shared by
@@ -87,8 +101,7 @@ class OptimizationMixin(pl.LightningModule):
                 group = {key: value for key, value in group.items() if key != "lars_exclude"}
             optimizer.add_param_group(group)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        max_epochs = self.trainer.max_epochs
-        steps_per_epoch = total_steps / max_epochs if max_epochs and max_epochs > 0 else total_steps
+        steps_per_epoch = optimizer_steps_per_epoch(self.trainer, total_steps)
         warmup_steps = min(total_steps, math.ceil(hp["warmup_epochs"] * steps_per_epoch))
         decay_epochs = hp.get("lr_decay_epochs")
         self._planned_total_steps: int | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,20 @@ class TestStepDecay:
         cpu_trainer(tmp_path, max_epochs=4, callbacks=[record]).fit(model, train_dataloaders=_views_loader())
         expected = [0.5 * (s + 1) / 4 for s in range(4)] + [0.5] * 4 + [0.1] * 4 + [0.02] * 4
         assert lrs == pytest.approx(expected, rel=1e-12)
+
+    def test_epochs_keep_their_length_when_max_steps_ends_the_run(self, tmp_path: Path) -> None:
+        """4 steps per epoch; max_steps=6 stops the 10-epoch run early: the warmup still spans 4 steps."""
+        lrs: list[float] = []
+        record = pl.callbacks.LambdaCallback(
+            on_train_batch_start=lambda trainer, *_: lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+        )
+        model = SupConModule(
+            encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, probe=False, lr=0.4, warmup_epochs=1
+        )
+        trainer = cpu_trainer(tmp_path, max_epochs=10, max_steps=6, callbacks=[record])
+        trainer.fit(model, train_dataloaders=_views_loader())
+        cosine = [0.4 * 0.5 * (1 + math.cos(math.pi * t / 2)) for t in range(2)]  # steps 4 and 5 of 6
+        assert lrs == pytest.approx([0.1, 0.2, 0.3, 0.4, *cosine], rel=1e-12)
 
 
 class TestResumeSchedule:

@@ -59,7 +59,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from lightning_supcon.data.device_augment import DeviceMultiViewAugment, DeviceNormalize
@@ -250,7 +250,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         return self._datasets[split]
 
     def _loader(
-        self, data: SampleDataset, transform: Callable[[Any], Tensor], train: bool, sampler: Any = None
+        self, data: SampleDataset, transform: Callable[[Any], Tensor], train: bool, sampler: Sampler[int] | None = None
     ) -> DataLoader:
         return DataLoader(
             MappedDataset(data, transform),

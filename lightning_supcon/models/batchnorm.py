@@ -50,9 +50,9 @@ class GlobalBatchNorm(_BatchNorm):
             raise ValueError(f"Expected an input of shape (N, C, ...), but got {input.dim()} dimensions")
 
     def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
         if not (self.training and is_distributed()):
-            return super().forward(input)
+            return super().forward(input)  # checks the input dimensions itself
+        self._check_input_dim(input)
         if input.shape[1] != self.num_features:
             raise ValueError(f"Expected {self.num_features} channels, but got input of shape {tuple(input.shape)}")
         # Statistics in at least float32 (inputs may be bf16 or fp16 under autocast).

@@ -84,6 +84,11 @@ def _run(bn: nn.Module, case: dict, rows: slice) -> dict[str, Tensor]:
     return result
 
 
+def _rank_rows(case: dict, rank: int) -> slice:
+    start = sum(case["sizes"][:rank])
+    return slice(start, start + case["sizes"][rank])
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -91,8 +96,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     results = []
     for case in [*CASES, CASES[4]]:  # the last one again, as the control
         control = len(results) == CONTROL
-        start = sum(case["sizes"][:rank])
-        rows = slice(start, start + case["sizes"][rank])
+        rows = _rank_rows(case, rank)
         bn = _make(_reference_class(case["shape"]) if control else GlobalBatchNorm, case)
         result = _run(bn, case, rows)
         for key in ("weight_grad", "bias_grad"):  # parameter gradients add up over ranks
@@ -112,11 +116,6 @@ def distributed_results(tmp_path_factory: pytest.TempPathFactory) -> list[list[d
 
 def _expected(case: dict) -> dict[str, Tensor]:
     return _run(_make(_reference_class(case["shape"]), case), case, slice(None))
-
-
-def _rank_rows(case: dict, rank: int) -> slice:
-    start = sum(case["sizes"][:rank])
-    return slice(start, start + case["sizes"][rank])
 
 
 @pytest.mark.distributed

@@ -6,7 +6,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytorch_lightning as pl
+
+from lightning_supcon.cli import main
 
 
 def free_port() -> int:
@@ -28,3 +31,35 @@ def cpu_trainer(root: Path, **kwargs: Any) -> pl.Trainer:
         "default_root_dir": root,
     }
     return pl.Trainer(**(options | kwargs))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = str(ROOT / "configs" / "digits.yaml")
+DIGITS_LINEAR = str(ROOT / "configs" / "digits_linear.yaml")
+# Files of an earlier run in the digits config's output folder that no failed command may touch (`workdir` fixture).
+PRECIOUS = {"outputs/digits/checkpoints/last.ckpt": b"an earlier run's checkpoint", "outputs/digits/run.log": b"log"}
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], args: list[str], workdir: Path) -> list[str]:
+    """Run the CLI in-process; assert status 2, no traceback, the earlier files intact; return stderr's lines."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for name, content in PRECIOUS.items():
+        assert (workdir / name).read_bytes() == content
+    return [line for line in err.splitlines() if line.strip() and "Warning" not in line and "warn(" not in line]
+
+
+def one_error_line(lines: list[str]) -> str:
+    """The single ``lightning-supcon: error:`` line, which must also be the last line."""
+    errors = [line for line in lines if line.startswith("lightning-supcon: error:")]
+    assert len(errors) == 1, lines
+    assert lines[-1] == errors[0], lines
+    return errors[0]
+
+
+def fit_args(*extra: str) -> list[str]:
+    """``fit`` with the digits config for one fast_dev_run batch, plus ``extra``."""
+    return ["fit", "--config", DIGITS, "--trainer.fast_dev_run=true", *extra]

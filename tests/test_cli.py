@@ -5,10 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import pytorch_lightning as pl
+import torch
 
+from lightning_supcon import SupConModule
 from lightning_supcon.cli import cli, main
+from lightning_supcon.models.cross_entropy import CrossEntropyModule
+from lightning_supcon.models.linear_probe import save_encoder
+from tests.data.formats import write_image_tree
+from tests.helpers import DIGITS_LINEAR, cli_error, fit_args, one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "digits.yaml")
@@ -68,3 +76,83 @@ class TestCLI:
             [sys.executable, "-m", "lightning_supcon", "--help"], capture_output=True, text=True, check=True
         ).stdout
         assert "fit" in out and "validate" in out and "predict" in out
+
+
+# ---- bad inputs: one error line, status 2, an earlier run's files untouched ----
+
+
+def _image_folder(train: Path, val: Path) -> list[str]:
+    return [
+        "--data=lightning_supcon.ImageFolderDataModule", f"--data.init_args.train_dir={train}",
+        f"--data.init_args.val_dir={val}", "--data.init_args.image_size=8", "--data.init_args.batch_size=2",
+    ]  # fmt: skip
+
+
+class TestBadInputs:
+    def test_missing_image_folder(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        line = one_error_line(cli_error(capsys, fit_args(*_image_folder(workdir / "nope", workdir / "nope")), workdir))
+        assert "nope" in line
+
+    def test_cifar_without_download(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        args = fit_args("--data=lightning_supcon.CIFAR10DataModule", f"--data.init_args.data_dir={workdir / 'none'}")
+        line = one_error_line(cli_error(capsys, args, workdir))
+        assert "none" in line and "download" in line
+
+    def test_empty_data_dir(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (workdir / "empty").mkdir()
+        line = one_error_line(
+            cli_error(capsys, fit_args(*_image_folder(workdir / "empty", workdir / "empty")), workdir)
+        )
+        assert "empty" in line and "sub-folder" in line
+
+    def test_val_class_unknown_to_train(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        write_image_tree(workdir / "train", {"a": ["1.png:RGB", "2.png:RGB"], "b": ["1.png:RGB", "2.png:RGB"]})
+        write_image_tree(workdir / "val", {"a": ["1.png:RGB"], "c": ["1.png:RGB"]})
+        line = one_error_line(cli_error(capsys, fit_args(*_image_folder(workdir / "train", workdir / "val")), workdir))
+        assert "'c'" in line or "/c" in line
+
+    def test_corrupt_image(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        write_image_tree(workdir / "train", {"a": ["1.png:corrupt", "2.png:corrupt"], "b": ["1.png:corrupt"]})
+        line = one_error_line(
+            cli_error(capsys, fit_args(*_image_folder(workdir / "train", workdir / "train")), workdir)
+        )
+        assert "1.png" in line
+
+    def test_batch_larger_than_dataset_with_drop_last(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        line = one_error_line(cli_error(capsys, fit_args("--data.init_args.batch_size=5000"), workdir))
+        assert "batch_size" in line and "drop_last" in line
+
+    def test_unknown_encoder_names_the_choices(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        text = "\n".join(cli_error(capsys, fit_args("--model.init_args.encoder=resnet9000"), workdir))
+        assert "'resnet9000'" in text and "small_cnn" in text
+
+    def test_unknown_encoder_is_one_line(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        one_error_line(cli_error(capsys, fit_args("--model.init_args.encoder=resnet9000"), workdir))
+
+    def test_wrong_type_config_value(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        lines = cli_error(capsys, fit_args("--data.init_args.batch_size=abc"), workdir)
+        text = "\n".join(lines)
+        assert "batch_size" in text and "abc" in text and len(lines) < 15
+
+    def test_cross_entropy_checkpoint_into_linear_probe(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        model = CrossEntropyModule(encoder="small_cnn", in_channels=1)
+        checkpoint: dict[str, Any] = {"state_dict": model.state_dict(), "pytorch-lightning_version": pl.__version__}
+        model.on_save_checkpoint(checkpoint)
+        torch.save(checkpoint, workdir / "ce.ckpt")
+        args = ["fit", "--config", DIGITS_LINEAR, "--trainer.fast_dev_run=true", "--model.init_args.checkpoint=ce.ckpt"]
+        text = "\n".join(cli_error(capsys, args, workdir))  # one line once cli.main unwraps jsonargparse's errors
+        assert "'cross_entropy'" in text and "ce.ckpt" in text
+
+    def test_checkpoint_of_another_encoder(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        save_encoder(SupConModule(encoder="small_cnn", in_channels=3, knn_k=0), workdir / "rgb.pt")
+        args = ["fit", "--config", DIGITS_LINEAR, "--trainer.fast_dev_run=true", "--model.init_args.checkpoint=rgb.pt"]
+        lines = cli_error(capsys, args, workdir)
+        assert "rgb.pt" in "\n".join(lines)
+
+    def test_labels_outside_num_classes(self) -> None:
+        model = SupConModule(in_channels=1, num_classes=3, knn_k=0)
+        views, labels = torch.randn(4, 2, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+        with pytest.raises(ValueError, match=r"Labels must lie in \[0, num_classes=3\), but got values in \[0, 3\]"):
+            model.training_step((views, labels), 0)

@@ -204,3 +204,17 @@ class TestLinearProbeModuleErrors:
         path = _save(tmp_path / "partial.pt", {"lightning_supcon": meta, "state_dict": state})
         with pytest.raises(ValueError, match=r"missing \['net.3.bias'\]"):
             LinearProbeModule(str(path), encoder=MLP(), num_classes=4)
+
+
+def test_exported_encoder_loads_with_weights_only(tmp_path: Path) -> None:
+    model = SupConModule(encoder="small_cnn", in_channels=1, knn_k=0)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "full.ckpt")
+    exported = export_encoder(tmp_path / "full.ckpt", tmp_path / "encoder.pt")
+    file = torch.load(exported, map_location="cpu", weights_only=True)  # raises if anything but weights is inside
+    assert file["lightning_supcon"]["kind"] == "supcon"
+    assert file["state_dict"].keys() == model.encoder.state_dict().keys()
+    meta, weights = load_encoder_checkpoint(exported)
+    assert meta["in_channels"] == 1
+    assert all(torch.equal(weights[k], v) for k, v in model.encoder.state_dict().items())

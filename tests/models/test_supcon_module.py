@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon import DigitsDataModule, SupConModule
-from tests.helpers import cpu_trainer
+from tests.helpers import cli_error, cpu_trainer, fit_args, one_error_line
 
 
 class MLP(nn.Module):
@@ -255,3 +255,22 @@ class TestSyncBatchNormOnCpu:
             model.on_fit_start()
         model.eval()  # not synchronised in eval mode: nothing to refuse
         model.on_fit_start()
+
+
+class TestNoPositives:
+    """``n_views=1``: an anchor has positives only through other samples of its class.
+
+    Expected behaviour (what a demanding user wants): a batch whose anchors all lack positives contributes a loss of
+    0 (no gradient, no NaN) so one unlucky batch cannot kill a run; but a configuration that can never have a
+    positive (``n_views=1`` with ``supervised=False``) is an error at the start, not a silent run at loss 0.
+    """
+
+    def test_batch_without_positives_gives_zero_loss_not_nan(self) -> None:
+        model = SupConModule(in_channels=1, num_classes=10, knn_k=0, probe=False)
+        loss = model.criterion(model.project(model(torch.randn(6, 1, 8, 8)))[:, None], torch.arange(6))
+        assert torch.isfinite(loss) and loss.item() == 0.0
+
+    def test_unsupervised_single_view_is_an_error(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        args = fit_args("--data.init_args.n_views=1", "--model.init_args.supervised=false", "--model.init_args.knn_k=0")
+        line = one_error_line(cli_error(capsys, args, workdir))
+        assert "n_views" in line

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -135,3 +138,48 @@ class TestPreemptionCheckpointUnits:
         callback.load_state_dict(state)
         assert torch.equal(torch.rand(3), expected)
         assert PreemptionCheckpoint(restore_rng=False).state_dict() == {}
+
+
+class TestRandomStateRestore:
+    """Each generator kept in the checkpoint (Python, NumPy, torch) is restored on resume, through a real save/load."""
+
+    @staticmethod
+    def _draws() -> tuple[list[float], list[float], list[float]]:
+        return [random.random() for _ in range(3)], np.random.rand(3).tolist(), torch.rand(3).tolist()
+
+    def test_every_generator_is_restored_after_a_weights_only_round_trip(self, tmp_path: Path) -> None:
+        random.seed(1)
+        np.random.seed(2)
+        torch.manual_seed(3)
+        np.random.randn()  # a cached Gaussian is part of NumPy's state
+        path = tmp_path / "state.pt"
+        torch.save(PreemptionCheckpoint().state_dict(), path)
+        expected = self._draws()
+        random.seed(11)
+        np.random.seed(12)
+        torch.manual_seed(13)
+        PreemptionCheckpoint().load_state_dict(torch.load(path, weights_only=True))
+        python, numpy, torch_ = self._draws()
+        assert python == expected[0], "Python's `random` state not restored"
+        assert numpy == expected[1], "NumPy's global state not restored"
+        assert torch_ == expected[2], "torch's state not restored"
+
+    @pytest.mark.parametrize("generator", ["python", "numpy", "torch"])
+    def test_each_generator_alone(self, generator: str) -> None:
+        state = PreemptionCheckpoint().state_dict()
+        expected = self._draws()
+        self._draws()
+        PreemptionCheckpoint().load_state_dict({"rng": {generator: state["rng"][generator]}})
+        index = ["python", "numpy", "torch"].index(generator)
+        assert self._draws()[index] == expected[index]
+
+    def test_restore_rng_false_leaves_the_generators_alone(self) -> None:
+        state = PreemptionCheckpoint().state_dict()
+        self._draws()
+        following = self._snapshot()
+        PreemptionCheckpoint(restore_rng=False).load_state_dict(state)
+        assert self._snapshot() == following
+
+    @staticmethod
+    def _snapshot() -> tuple[Any, list[int], list[int]]:
+        return random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state().tolist()

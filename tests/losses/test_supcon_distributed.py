@@ -29,6 +29,12 @@ CASES = [
         [1, 2, 3], ["labels", "simclr", "sparse"], ["all", "one"], ["out", "in"], [(4, 4), (5, 3)]
     )
 ]
+# reduction="sum" (the cases above are "mean"): fused and dense paths, supervised and SimCLR, even and ragged.
+SUM_CASES = [
+    {"views": 2, "supervision": s, "contrast_mode": "all", "summation": su, "sizes": sz, "reduction": "sum"}
+    for s, su, sz in itertools.product(["labels", "simclr"], ["out", "in"], [(4, 4), (5, 3)])
+]
+CASES += SUM_CASES
 
 
 def _case_inputs(case: dict) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -55,6 +61,7 @@ def _loss_and_grad(x: Tensor, labels: Tensor | None, weight: Tensor, case: dict)
         labels,
         contrast_mode=case["contrast_mode"],
         summation=case["summation"],
+        reduction=case.get("reduction", "mean"),
         gather_distributed=True,
     )
     loss.backward()
@@ -78,7 +85,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.all_reduce(loss)
         results.append((loss / WORLD, grad / WORLD))
     # Control: local-only contrast must NOT match the global batch, or the test above could not fail.
-    case = CASES[24]  # 2 views, labels, all anchors, L_out, 4 + 4
+    case = CASES[24]  # 2 views, labels, all anchors, L_out, 4 + 4, mean
     x, labels, weight = _case_inputs(case)
     half = case["sizes"][0]
     local = x[:half] if rank == 0 else x[half:]

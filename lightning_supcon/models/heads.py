@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lightning_supcon.utils.numerics import l2_normalize
 
 HeadKind = Literal["mlp", "linear"]
 _KINDS = ("mlp", "linear")
@@ -30,7 +31,8 @@ class ProjectionHead(nn.Module):
 
     Shape:
         - input: ``(..., in_dim)``.
-        - output: ``(..., out_dim)``, of unit L2 norm along the last dim.
+        - output: ``(..., out_dim)``, of unit L2 norm along the last dim, in the input's dtype. The norm is taken
+          in at least float32, so a zero projection gives zeros, not NaN, in float16 too.
 
     Raises:
         ValueError: For an unknown ``kind`` or a size that is not positive.
@@ -76,4 +78,4 @@ class ProjectionHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Project ``x`` of shape ``(..., in_dim)`` to unit vectors of shape ``(..., out_dim)``."""
-        return F.normalize(self.net(x), dim=-1)
+        return l2_normalize(self.net(x), dim=-1)

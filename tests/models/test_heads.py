@@ -66,3 +66,26 @@ class TestProjectionHead:
     def test_rejects_non_positive_sizes(self, kwargs: dict[str, int], arg: str) -> None:
         with pytest.raises(ValueError, match=f"`{arg}` to be a positive integer"):
             ProjectionHead(8, **kwargs)  # type: ignore[arg-type]
+
+
+class TestProjectionHeadHalfPrecision:
+    """F.normalize's eps (1e-12) is 0 in float16: the head must not turn a zero projection into NaN."""
+
+    @pytest.mark.parametrize("kind", ["linear", "mlp"])
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+    def test_zero_projection_gives_zeros_in_every_dtype(self, kind: str, dtype: torch.dtype) -> None:
+        head = ProjectionHead(4, 3, kind=kind).to(dtype)  # type: ignore[arg-type]
+        for p in head.parameters():
+            nn.init.zeros_(p)
+        out = head(torch.randn(2, 4, dtype=dtype))
+        assert out.dtype == dtype
+        assert torch.equal(out, torch.zeros(2, 3, dtype=dtype))
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+    def test_half_output_matches_float32_to_its_precision(self, dtype: torch.dtype) -> None:
+        torch.manual_seed(0)
+        head = ProjectionHead(8, 4, kind="linear")
+        x = torch.randn(5, 8) * 1e-3  # small projections: their squares are subnormal in float16
+        expected = head(x.to(dtype).float())
+        out = head.to(dtype)(x.to(dtype))
+        torch.testing.assert_close(out.float(), expected, rtol=0, atol=4 * torch.finfo(dtype).eps)

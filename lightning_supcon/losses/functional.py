@@ -123,7 +123,8 @@ def _dense_per_anchor(
     if summation == "out":
         per_anchor = -torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1) / num_pos.clamp(min=1)
     else:
-        per_anchor = -(_masked_logsumexp(log_prob, positives) - num_pos.clamp(min=1).log())
+        log_num_pos = num_pos.clamp(min=1).to(log_prob.dtype).log()  # an integer's log would be float32
+        per_anchor = -(_masked_logsumexp(log_prob, positives) - log_num_pos)
     per_anchor = torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
     return per_anchor, valid
 

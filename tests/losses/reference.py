@@ -6,6 +6,8 @@ the official TensorFlow implementation. Every anchor, positive and denominator t
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -69,7 +71,7 @@ def reference_supcon(
         if summation == "out":
             loss = -log_terms_t.mean()
         else:
-            loss = -(torch.logsumexp(log_terms_t, 0) - torch.log(torch.tensor(float(len(positives)))))
+            loss = -(torch.logsumexp(log_terms_t, 0) - math.log(len(positives)))  # a float64 constant
         if base_temperature is not None:
             loss = loss * (temperature / base_temperature)
         losses[(va, b)] = loss

@@ -177,6 +177,19 @@ class TestEdgeCases:
         assert low.grad is not None and low.grad.dtype == dtype
         torch.testing.assert_close(loss, expected, rtol=2e-2, atol=2e-2)
 
+    @pytest.mark.parametrize("summation", ["out", "in"])
+    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+    @pytest.mark.parametrize("denominator", ["all", "one_positive"])
+    def test_float64_is_float64_accurate(self, summation: str, reduction: str, denominator: str) -> None:
+        """Every computed constant (counts, their logs) follows the features' dtype: no float32 rounding."""
+        torch.manual_seed(0)
+        feats = F.normalize(torch.randn(6, 2, 5, dtype=torch.float64), dim=-1)
+        labels = torch.tensor([0, 1, 2, 0, 1, 1])
+        kwargs = {"temperature": 0.5, "summation": summation, "reduction": reduction, "denominator": denominator}
+        out = supcon_loss(feats, labels, **kwargs)
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, reference_supcon(feats, labels, **kwargs), rtol=1e-12, atol=1e-14)
+
     def test_labels_on_any_integer_values(self) -> None:
         feats = _features(6, 2)
         torch.testing.assert_close(supcon_loss(feats, LABELS * 1000 - 7), supcon_loss(feats, LABELS))

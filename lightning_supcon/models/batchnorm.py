@@ -10,7 +10,8 @@ In training mode the statistics are those of the union of all ranks' samples: ea
 variance are all-gathered and combined in float64 (Chan et al.'s pairwise formula, so large means do not cancel),
 the batch is normalised by PyTorch's fused ``batch_norm`` with the global mean and biased variance, and the
 running statistics are updated with the unbiased global variance, as ``nn.BatchNorm`` does for one process. The
-backward pass all-reduces the two per-channel gradient sums, so after DDP averages the parameter gradients they
+backward pass all-reduces the two per-channel gradient sums (taken on inputs centred by the global mean, so large
+means do not cancel there either), so after DDP averages the parameter gradients they
 equal those of one process. Ranks may hold different numbers of samples. One all-gather forward and one
 all-reduce backward per layer. In eval mode, or without a process group, it is ``nn.functional.batch_norm``.
 """
@@ -143,10 +144,11 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         means, variances = torch.where(has_data, means, 0.0), torch.where(has_data, variances, 0.0)
         mean = (counts * means).sum(0) / count
         var = (counts * (variances + (means - mean).square())).sum(0) / count  # biased: it normalises
-        mean, var = mean.to(x.dtype), var.to(x.dtype)
+        mean64, mean, var = mean, mean.to(x.dtype), var.to(x.dtype)
+        mean_low = (mean64 - mean.double()).to(x.dtype)  # what rounding the mean to x's dtype lost
         out = F.batch_norm(x, mean, var, weight, bias, training=False, momentum=0.0, eps=eps)
         invstd = torch.rsqrt(var + eps)
-        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.save_for_backward(x, weight, mean, mean_low, invstd)
         ctx.count = count
         ctx.mark_non_differentiable(mean, var)
         return out, mean, var, count
@@ -156,23 +158,27 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
     def backward(  # type: ignore[override]
         ctx: Any, grad_out: Tensor, *_: Any
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
-        x, weight, mean, invstd = ctx.saved_tensors
+        x, weight, mean, mean_low, invstd = ctx.saved_tensors
         dims = [0, *range(2, x.dim())]
         shape = (1, -1, *([1] * (x.dim() - 2)))
-        # Per channel, with xhat = (x - mean) * invstd never materialised: sum(dy * xhat) from sum(dy * x).
+        # Per channel, on inputs centred by the global mean: sum(dy * (x - mean)), not sum(dy * x) - mean * sum(dy),
+        # which cancels when |mean| >> std (float32 gradients at activation means of 100-1000). Centred on every
+        # rank with the same global mean, the per-rank sums add up to the global one. The mean is the float64 one,
+        # in two parts: x - mean is exact for x near the mean, and the small rest (mean_low) is applied per channel.
+        centred = x - mean.view(shape)
         sum_dy = grad_out.sum(dims)
-        sum_dy_xhat = ((grad_out * x).sum(dims) - mean * sum_dy) * invstd
+        sum_dy_xhat = ((grad_out * centred).sum(dims) - mean_low * sum_dy) * invstd
         grad_x = None
         if ctx.needs_input_grad[0]:
             # The statistics depend on every rank's samples: their gradient terms sum over ranks.
             sums = torch.cat([sum_dy, sum_dy_xhat]).double()
             dist.all_reduce(sums)
             mean_dy, mean_dy_xhat = (sums / ctx.count).to(x.dtype).view(2, -1).unbind()
-            # grad_x = (dy - mean_dy - xhat * mean_dy_xhat) * invstd * w = dy * a + x * b + c
+            # grad_x = (dy - mean_dy - xhat * mean_dy_xhat) * invstd * w = dy * a + centred * b + c
             a = invstd if weight is None else invstd * weight
             b = -a * invstd * mean_dy_xhat
-            c = -a * mean_dy - b * mean
-            grad_x = torch.addcmul(torch.addcmul(c.view(shape), grad_out, a.view(shape)), x, b.view(shape))
+            c = -a * mean_dy - b * mean_low
+            grad_x = torch.addcmul(torch.addcmul(c.view(shape), grad_out, a.view(shape)), centred, b.view(shape))
         grad_weight = sum_dy_xhat if weight is not None and ctx.needs_input_grad[1] else None
         grad_bias = sum_dy if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None

@@ -34,6 +34,9 @@ CASES += [
 ]
 TOLERANCE = {torch.float64: (1e-9, 1e-10), torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2)}
 CONTROL = len(CASES)  # the index of the control result (each rank normalising alone)
+LARGE = CONTROL + 1  # the index of the float32 runs at large activation means
+LARGE_MEANS = (100.0, 300.0, 1000.0)
+LARGE_SIZES = (14, 10)  # ragged
 
 
 def _reference_class(shape: tuple[int, ...]) -> type[nn.Module]:
@@ -103,8 +106,35 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             if key in result:
                 dist.all_reduce(result[key])
         results.append(result)
+    results.append({str(m): _large_mean_grads(GlobalBatchNorm, m, _large_rows(rank)) for m in LARGE_MEANS})
+    for grads in results[LARGE].values():
+        dist.all_reduce(grads["weight_grad"])
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
+
+
+def _large_rows(rank: int) -> slice:
+    start = sum(LARGE_SIZES[:rank])
+    return slice(start, start + LARGE_SIZES[rank])
+
+
+def _large_mean_grads(
+    cls: type[nn.Module], mean: float, rows: slice, dtype: torch.dtype = torch.float32
+) -> dict[str, Tensor]:
+    """Input and weight gradients of ``sum(bn(x) * dy)`` for activations of mean ``mean`` and std 1.
+
+    The inputs are float32 numbers (also in the float64 reference), so the errors measured are the computation's.
+    """
+    gen = torch.Generator().manual_seed(3)
+    x = (mean + torch.randn(sum(LARGE_SIZES), 4, 6, 6, generator=gen)).to(dtype)[rows].requires_grad_()
+    dy = torch.randn(sum(LARGE_SIZES), 4, 6, 6, generator=gen).to(dtype)[rows]
+    bn = cls(4).to(dtype)
+    with torch.no_grad():
+        bn.weight.copy_(torch.linspace(0.5, 1.5, 4))
+        bn.bias.copy_(torch.linspace(-1.0, 1.0, 4))
+    (bn(x) * dy).sum().backward()
+    assert x.grad is not None and bn.weight.grad is not None
+    return {"x_grad": x.grad, "weight_grad": bn.weight.grad}
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +168,25 @@ class TestGlobalBatchNormDistributed:
         got = distributed_results[0][CONTROL]
         assert not torch.allclose(got["out"], expected["out"][_rank_rows(case, 0)], atol=1e-3)
         assert not torch.allclose(got["running_var"], expected["running_var"], atol=1e-3)
+
+    @pytest.mark.parametrize("mean", LARGE_MEANS)
+    def test_float32_gradients_at_large_means_as_accurate_as_batchnorm(
+        self, distributed_results: list, mean: float
+    ) -> None:
+        """No cancellation in the backward: float32 errors against float64 within 2x of ``nn.BatchNorm2d``'s."""
+        exact = _large_mean_grads(nn.BatchNorm2d, mean, slice(None), torch.float64)
+        plain = _large_mean_grads(nn.BatchNorm2d, mean, slice(None))
+        ours = {
+            "x_grad": torch.cat([distributed_results[r][LARGE][str(mean)]["x_grad"] for r in range(WORLD)]),
+            "weight_grad": distributed_results[0][LARGE][str(mean)]["weight_grad"],
+        }
+        report, worse = [], False
+        for key, want in exact.items():
+            scale = want.abs().max()
+            error, plain_error = ((ours[key] - want).abs().max() / scale), ((plain[key] - want).abs().max() / scale)
+            report.append(f"{key}: error {error:.2e} against nn.BatchNorm2d's {plain_error:.2e}")
+            worse |= bool(error > 2 * plain_error)
+        assert not worse, "; ".join(report)
 
 
 class TestGlobalBatchNorm:

@@ -17,6 +17,9 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lightning_supcon.metrics.topk import topk_correct
+from lightning_supcon.utils.numerics import compute_dtype
+
 
 def _check_knn_args(num_classes: int, k: int, temperature: float, chunk_size: int) -> None:
     if num_classes < 1:
@@ -40,8 +43,9 @@ def knn_predict(
 ) -> Tensor:
     """Class scores of the weighted kNN classifier of [0].
 
-    Features are L2-normalised here, so raw encoder outputs may be passed. ``k`` larger than the bank is clamped
-    to the bank size. Queries are processed ``chunk_size`` at a time: memory ``chunk_size x N``.
+    Features are L2-normalised here, so raw encoder outputs may be passed; the similarities are computed in at
+    least float32 (float64 inputs stay float64). ``k`` larger than the bank is clamped to the bank size. Queries
+    are processed ``chunk_size`` at a time: memory ``chunk_size x N``.
 
     Args:
         query: ``(Q, D)`` features to classify.
@@ -53,7 +57,8 @@ def knn_predict(
         chunk_size: Queries per block.
 
     Returns:
-        ``(Q, num_classes)`` scores; the prediction is their argmax (the lowest class index on a tie).
+        ``(Q, num_classes)`` scores; the prediction is their argmax (the lowest class index on a tie). A class
+        that got no vote scores 0.
 
     Raises:
         ValueError: For bad arguments or shapes, an empty bank, or labels out of range.
@@ -65,6 +70,17 @@ def knn_predict(
         >>> query = torch.tensor([[1.0, 0.2], [0.1, 1.0]])
         >>> knn_predict(query, bank, bank_labels, num_classes=2, k=2, temperature=1.0).argmax(dim=1)
         tensor([0, 1])
+    """
+    return _knn_scores_and_votes(query, bank, bank_labels, num_classes, k, temperature, chunk_size)[0]
+
+
+def _knn_scores_and_votes(
+    query: Tensor, bank: Tensor, bank_labels: Tensor, num_classes: int, k: int, temperature: float, chunk_size: int
+) -> tuple[Tensor, Tensor]:
+    """:func:`knn_predict`'s scores ``(Q, num_classes)`` and whether each class got a vote ``(Q, num_classes)``.
+
+    A vote's weight can underflow to 0 (a far neighbour at a small temperature), so "got a vote" is kept apart
+    from "scores above 0".
     """
     _check_knn_args(num_classes, k, temperature, chunk_size)
     if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
@@ -83,18 +99,21 @@ def knn_predict(
             f"[{int(bank_labels.min())}, {int(bank_labels.max())}]"
         )
     k = min(k, bank.shape[0])
-    bank = F.normalize(bank.float(), dim=1)
-    query = F.normalize(query.float(), dim=1)
-    scores = []
+    dtype = compute_dtype(torch.promote_types(query.dtype, bank.dtype))
+    bank = F.normalize(bank.to(dtype), dim=1)
+    query = F.normalize(query.to(dtype), dim=1)
+    scores, votes = [], []
     for start in range(0, query.shape[0], chunk_size):
         sim = query[start : start + chunk_size] @ bank.T  # (C, N)
         top_sim, top_idx = sim.topk(k, dim=1)  # (C, k)
         weights = (top_sim / temperature).exp()
         chunk_scores = sim.new_zeros(sim.shape[0], num_classes)
         scores.append(chunk_scores.scatter_add_(1, bank_labels[top_idx], weights))  # (C, num_classes)
+        chunk_votes = torch.zeros(sim.shape[0], num_classes, dtype=torch.bool, device=sim.device)
+        votes.append(chunk_votes.scatter_(1, bank_labels[top_idx], True))
     if not scores:
-        return query.new_zeros(0, num_classes)
-    return torch.cat(scores)
+        return query.new_zeros(0, num_classes), torch.zeros(0, num_classes, dtype=torch.bool, device=query.device)
+    return torch.cat(scores), torch.cat(votes)
 
 
 class KNNAccuracy(Metric):
@@ -168,7 +187,8 @@ class KNNAccuracy(Metric):
     def compute(self) -> dict[str, Tensor]:
         """``{"top1": ...}``, plus ``"top5"`` when ``num_classes >= 5``; fractions in ``[0, 1]``.
 
-        Classes with equal scores are ranked by class index, lowest first.
+        Classes with equal scores are ranked by class index, lowest first; a class that got no vote from the
+        ``k`` neighbours is never a correct prediction (with ``k=1`` top-5 is top-1).
         """
         # States are lists of batches, or one tensor once synchronised across processes.
         if len(self.bank_features) == 0 or len(self.query_features) == 0:
@@ -183,21 +203,16 @@ class KNNAccuracy(Metric):
                 f"Expected query labels in [0, {self.num_classes}), but got values in "
                 f"[{int(labels.min())}, {int(labels.max())}]"
             )
-        scores = knn_predict(
+        scores, votes = _knn_scores_and_votes(
             dim_zero_cat(self.query_features),
             dim_zero_cat(self.bank_features),
             dim_zero_cat(self.bank_labels),
-            num_classes=self.num_classes,
-            k=self.k,
-            temperature=self.temperature,
-            chunk_size=self.chunk_size,
+            self.num_classes,
+            self.k,
+            self.temperature,
+            self.chunk_size,
         )
-        # Rank of the true class, ties broken by the lower class index (as argmax does): deterministic top-5
-        # even when several classes got no vote.
-        true_score = scores.gather(1, labels[:, None])  # (Q, 1)
-        lower_index = torch.arange(self.num_classes, device=scores.device) < labels[:, None]  # (Q, num_classes)
-        rank = (scores > true_score).sum(dim=1) + ((scores == true_score) & lower_index).sum(dim=1)
-        out = {"top1": (rank < 1).float().mean()}
+        out = {"top1": topk_correct(scores, labels, 1, allowed=votes).float().mean()}
         if self.num_classes >= 5:
-            out["top5"] = (rank < 5).float().mean()
+            out["top5"] = topk_correct(scores, labels, 5, allowed=votes).float().mean()
         return out

@@ -28,6 +28,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from lightning_supcon.utils.numerics import compute_dtype
+
 METRIC_NAMES = ("precision_at_1", "r_precision", "map_at_r")
 
 
@@ -56,8 +58,9 @@ def _top_ranked(sim: Tensor, depth: int) -> Tensor:
 def retrieval_metrics(embeddings: Tensor, labels: Tensor, chunk_size: int = 1024) -> dict[str, Tensor]:
     """Precision@1, R-Precision and MAP@R of [0], every sample querying all others by cosine similarity.
 
-    Embeddings are L2-normalised here. Queries are processed ``chunk_size`` at a time, holding a
-    ``chunk_size x N`` similarity block; only the ``R`` best of each row are ranked.
+    Embeddings are L2-normalised here, and compared in at least float32 (float64 stays float64). Queries are
+    processed ``chunk_size`` at a time, holding a ``chunk_size x N`` similarity block; only the ``R`` best of each
+    row are ranked.
 
     Args:
         embeddings: ``(N, D)`` features.
@@ -85,7 +88,7 @@ def retrieval_metrics(embeddings: Tensor, labels: Tensor, chunk_size: int = 1024
             f"{tuple(labels.shape)}"
         )
     num = embeddings.shape[0]
-    embeddings = F.normalize(embeddings.float(), dim=1)
+    embeddings = F.normalize(embeddings.to(compute_dtype(embeddings.dtype)), dim=1)  # float64 stays float64
     _, class_index, class_counts = torch.unique(labels, return_inverse=True, return_counts=True)
     num_relevant = class_counts[class_index] - 1  # (N,) R of every query
     sums = torch.zeros(len(METRIC_NAMES), dtype=torch.float64, device=embeddings.device)

@@ -40,11 +40,13 @@ def _data(num_query: int, num_bank: int, dim: int, num_classes: int, seed: int =
 
 
 def _accuracy_reference(scores: Tensor, labels: Tensor, top: int) -> float:
-    """Fraction of queries whose class is among the ``top`` best scored, ties ranked by class index."""
+    """Fraction of queries whose class is among the ``top`` best scored, ties ranked by class index, and got a vote
+    (the reference's votes weigh ``exp(s / T) > 0``, so a score of 0 means no vote)."""
     hits = 0
     for q in range(scores.shape[0]):
         ranked = sorted(range(scores.shape[1]), key=lambda c: -float(scores[q, c]))
-        hits += int(int(labels[q]) in ranked[:top])
+        label = int(labels[q])
+        hits += int(label in ranked[:top] and float(scores[q, label]) > 0)
     return hits / scores.shape[0]
 
 
@@ -181,3 +183,39 @@ class TestKNNAccuracy:
     def test_rejects_bad_arguments(self) -> None:
         with pytest.raises(ValueError, match="`k` to be a positive integer, but got -1"):
             KNNAccuracy(3, k=-1)
+
+
+class TestKNNAccuracyEdges:
+    """A class with no vote is never a correct prediction; ties between classes go to the lower class index."""
+
+    @staticmethod
+    def _one_query(label: int, bank: list[list[float]], bank_labels: list[int], k: int) -> dict[str, Tensor]:
+        metric = KNNAccuracy(num_classes=10, k=k)
+        metric.update(torch.tensor(bank), torch.tensor(bank_labels), bank=True)
+        metric.update(torch.tensor([[1.0, 0.0]]), torch.tensor([label]), bank=False)
+        return metric.compute()
+
+    @pytest.mark.parametrize("label", [1, 4, 5, 9])
+    def test_class_without_vote_is_not_in_the_top5(self, label: int) -> None:
+        result = self._one_query(label, [[1.0, 0.0]], [0], k=1)
+        assert result == {"top1": torch.tensor(0.0), "top5": torch.tensor(0.0)}
+
+    def test_the_voted_class_is_correct(self) -> None:
+        assert self._one_query(0, [[1.0, 0.0]], [0], k=1) == {"top1": torch.tensor(1.0), "top5": torch.tensor(1.0)}
+
+    @pytest.mark.parametrize(("label", "top5"), [(2, 1.0), (7, 1.0), (3, 0.0)])
+    def test_every_voted_class_counts_and_only_those(self, label: int, top5: float) -> None:
+        # Neighbours of classes 7 (nearest) and 2: both are top-5 predictions, class 3 got no vote.
+        result = self._one_query(label, [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], [7, 2, 3], k=2)
+        assert result["top5"] == torch.tensor(top5)
+        assert result["top1"] == torch.tensor(float(label == 7))
+
+    @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+    def test_float64_features_rank_in_float64(self, order: tuple[int, int]) -> None:
+        # Similarities 1 - 5e-9 and 1 - 1.25e-9: equal in float32, distinct in float64.
+        entries = [([1.0, 1e-4], 0), ([1.0, 5e-5], 1)]  # class 1 is the nearer neighbour of [1, 0]
+        bank = torch.tensor([entries[i][0] for i in order], dtype=torch.float64)
+        bank_labels = torch.tensor([entries[i][1] for i in order])
+        scores = knn_predict(torch.tensor([[1.0, 0.0]], dtype=torch.float64), bank, bank_labels, 2, k=1)
+        assert scores.dtype == torch.float64
+        assert scores.argmax(dim=1).tolist() == [1]

@@ -100,6 +100,13 @@ class TestRetrievalMetricsFunctional:
         swapped = retrieval_metrics(torch.ones(3, 2), torch.tensor([0, 0, 1]))  # both queries now hit first
         assert [swapped[name].item() for name in NAMES] == [1.0, 1.0, 1.0]
 
+    def test_float64_embeddings_rank_in_float64(self) -> None:
+        # From sample 0, sample 2 (its class) is nearer than sample 1: 1 - 1.25e-9 against 1 - 7.2e-9, which both
+        # round to 1.0 in float32, where the tie would go to sample 1 (the lower index).
+        embeddings = torch.tensor([[1.0, 0.0], [1.0, 1.2e-4], [1.0, 5e-5]], dtype=torch.float64)
+        result = retrieval_metrics(embeddings, torch.tensor([0, 1, 0]))
+        assert result["precision_at_1"].item() == 1.0
+
     def test_queries_without_relevant_samples(self) -> None:
         result = retrieval_metrics(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
         assert all(math.isnan(v.item()) for v in result.values())

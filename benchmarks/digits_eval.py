@@ -37,8 +37,8 @@ from common import machine
 
 from lightning_supcon import DigitsDataModule, SupConModule
 from lightning_supcon.losses.functional import Summation
+from lightning_supcon.models import LinearProbeModule, save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
-from lightning_supcon.models.linear_probe import LinearProbeModule, save_encoder
 
 # The recipe of configs/digits.yaml (stage 1 and the cross-entropy baseline) and configs/digits_linear.yaml (probe).
 RECIPE: dict[str, Any] = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 2}

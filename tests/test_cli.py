@@ -13,8 +13,8 @@ import torch
 
 from lightning_supcon import SupConModule
 from lightning_supcon.cli import cli, main
+from lightning_supcon.models.checkpoint import save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
-from lightning_supcon.models.linear_probe import save_encoder
 from tests.data.formats import write_image_tree
 from tests.helpers import DIGITS_LINEAR, cli_error, fit_args, one_error_line
 

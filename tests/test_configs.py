@@ -18,7 +18,7 @@ import yaml
 from lightning_supcon import SupConModule
 from lightning_supcon.cli import cli, main
 from lightning_supcon.models import ResNet
-from lightning_supcon.models.linear_probe import save_encoder
+from lightning_supcon.models.checkpoint import save_encoder
 from tests.data.formats import write_cifar10, write_cifar100, write_image_tree
 
 ROOT = Path(__file__).resolve().parents[1]

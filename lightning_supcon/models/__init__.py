@@ -1,6 +1,7 @@
 """Networks (encoders, projection heads: plain ``nn.Module``s) and the LightningModules that train them."""
 
 from lightning_supcon.models.batchnorm import GlobalBatchNorm
+from lightning_supcon.models.checkpoint import export_encoder, save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.encoders import (
     ENCODERS,
@@ -12,7 +13,7 @@ from lightning_supcon.models.encoders import (
     encoder_feature_dim,
 )
 from lightning_supcon.models.heads import ProjectionHead
-from lightning_supcon.models.linear_probe import LinearProbeModule, export_encoder, save_encoder
+from lightning_supcon.models.linear_probe import LinearProbeModule
 from lightning_supcon.models.queue import MemoryQueue
 from lightning_supcon.models.supcon_module import SupConModule
 

@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_supcon.models.checkpoint import CHECKPOINT_KEY
+from lightning_supcon.models.encoders import resolve_encoder
+from lightning_supcon.models.labels import check_labels
 from lightning_supcon.models.optimization import OptimizationMixin, OptimizerName, ScalingRule, check_schedule
-from lightning_supcon.models.supcon_module import CHECKPOINT_KEY, check_labels, resolve_encoder
 
 TrainViews = Literal["all", "first", "single"]
 TRAIN_VIEWS: tuple[str, ...] = ("all", "first", "single")

@@ -18,40 +18,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_supcon.losses import SupConLoss
 from lightning_supcon.losses.functional import ContrastMode, Denominator, Summation
 from lightning_supcon.metrics.knn import KNNAccuracy
-from lightning_supcon.models.encoders import build_encoder, encoder_feature_dim
+from lightning_supcon.models.checkpoint import CHECKPOINT_KEY
+from lightning_supcon.models.encoders import resolve_encoder
 from lightning_supcon.models.heads import ProjectionHead
+from lightning_supcon.models.labels import check_labels
 from lightning_supcon.models.optimization import OptimizationMixin, OptimizerName, ScalingRule, check_schedule
 from lightning_supcon.models.queue import MemoryQueue
 from lightning_supcon.utils import distributed
-
-CHECKPOINT_KEY = "lightning_supcon"
-
-
-def resolve_encoder(encoder: nn.Module | str, in_channels: int, feature_dim: int | None) -> tuple[nn.Module, int]:
-    """An encoder module and its feature size, from a built-in name or a module (which then needs a size).
-
-    Raises:
-        ValueError: For an unknown name, or a module without ``feature_dim`` when none is given.
-    """
-    if isinstance(encoder, str):
-        module, dim = build_encoder(encoder, in_channels=in_channels)
-        if feature_dim is not None and feature_dim != dim:
-            raise ValueError(f"Encoder {encoder!r} outputs {dim} features, but `feature_dim={feature_dim}` was given.")
-        return module, dim
-    if feature_dim is not None:
-        return encoder, feature_dim
-    return encoder, encoder_feature_dim(encoder)
-
-
-def check_labels(labels: Tensor, batch_size: int, num_classes: int) -> None:
-    """Raise ``ValueError`` unless ``labels`` has shape ``(batch_size,)`` and values in ``[0, num_classes)``."""
-    if labels.shape != (batch_size,):
-        raise ValueError(f"Expected labels of shape ({batch_size},), but got {tuple(labels.shape)}.")
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"Labels must lie in [0, num_classes={num_classes}), but got values in "
-            f"[{int(labels.min())}, {int(labels.max())}]."
-        )
 
 
 class SupConModule(OptimizationMixin, pl.LightningModule):

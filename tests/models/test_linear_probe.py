@@ -11,13 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon.models.checkpoint import export_encoder, load_encoder_checkpoint, save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
-from lightning_supcon.models.linear_probe import (
-    LinearProbeModule,
-    export_encoder,
-    load_encoder_checkpoint,
-    save_encoder,
-)
+from lightning_supcon.models.linear_probe import LinearProbeModule
 from tests.helpers import cpu_trainer
 
 

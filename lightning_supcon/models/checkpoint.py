@@ -4,11 +4,18 @@ Every LightningModule of the project records ``checkpoint["lightning_supcon"] = 
 "in_channels"}``. Encoder weights come from a SupCon Lightning checkpoint, or from an exported encoder file
 ``{"lightning_supcon": {"kind": "supcon", "encoder", "feature_dim", "in_channels"}, "state_dict": {...}}``
 written by :func:`save_encoder` / :func:`export_encoder`, which loads with ``torch.load(..., weights_only=True)``.
+
+What loading trusts: every file the user names is read with ``torch.load(weights_only=True)``, which restores
+tensors and plain values only and runs no code from the file. A file that needs full unpickling (pickled objects,
+or a crafted payload) is refused with one ``ValueError`` naming it and the opt-in, ``trust_checkpoint=True``
+(``trust_checkpoint: true`` in a config), which only then unpickles it in full. A damaged file (empty, truncated,
+not a torch file) is one ``ValueError`` naming it too.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +36,67 @@ def _strip_compiled(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return {key.replace(_COMPILED_PREFIX, ""): value for key, value in state_dict.items()}
 
 
-def load_encoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def _unsafe_global(error: BaseException) -> str | None:
+    """The global a weights-only load refused (``builtins.open``), or ``None`` when it failed for another reason."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+    return match.group(1) if match else None
+
+
+def read_checkpoint_file(path: str | Path, trust_checkpoint: bool = False) -> Any:
+    """``torch.load`` a file the user named, onto the CPU, with ``weights_only=True`` unless it is trusted.
+
+    Args:
+        path: The file.
+        trust_checkpoint: Unpickle the file in full (``weights_only=False``), which can run code stored in it.
+            Only for files you trust that need it.
+
+    Returns:
+        What the file holds.
+
+    Raises:
+        FileNotFoundError: If ``path`` is not a file.
+        ValueError: Naming the file, when it needs full unpickling and ``trust_checkpoint`` is false, or when it
+            cannot be read (empty, truncated, not a file of ``torch.save``).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     torch.save({"w": torch.ones(2)}, f"{tmp}/weights.pt")
+        ...     read_checkpoint_file(f"{tmp}/weights.pt")
+        {'w': tensor([1., 1.])}
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist (or is not a file).")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
+    except OSError:
+        raise
+    except Exception as err:  # torch.load raises many types on a damaged file (EOFError, RuntimeError, ...)
+        unsafe = None if trust_checkpoint else _unsafe_global(err)
+        if isinstance(err, pickle.UnpicklingError) and unsafe is not None:
+            raise ValueError(
+                f"{str(path)!r} holds pickled objects (it references {unsafe}) that only a full unpickling restores, "
+                "which can run code stored in the file; it was not loaded. If you trust this file, pass "
+                "`trust_checkpoint=True` (`trust_checkpoint: true` in a config)."
+            ) from None
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"{str(path)!r} is not a readable checkpoint (empty, truncated or not written by torch.save): "
+            f"{type(err).__name__}: {first_line}"
+        ) from None
+
+
+def load_encoder_checkpoint(
+    path: str | Path, trust_checkpoint: bool = False
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """The encoder metadata and weights of a SupCon checkpoint or an exported encoder file.
 
-    The file is first read with ``weights_only=True`` (safe); a file that needs more (a Lightning checkpoint with
-    pickled hyperparameters) is then **fully unpickled**, which can run arbitrary code: only load files you trust.
+    The file is read with ``weights_only=True`` (see the module docstring): it runs no code from the file.
 
     Args:
         path: A Lightning checkpoint of :class:`~lightning_supcon.SupConModule`, or a file of :func:`save_encoder`.
+        trust_checkpoint: Unpickle a file that needs it in full, which can run code stored in it (files you trust).
 
     Returns:
         ``(metadata, encoder_state_dict)``: the ``checkpoint["lightning_supcon"]`` entry and the encoder's weights
@@ -44,15 +104,11 @@ def load_encoder_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str,
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
-        ValueError: If the file is not a SupCon checkpoint (no ``lightning_supcon`` entry, or another kind).
+        ValueError: If the file is not a SupCon checkpoint (no ``lightning_supcon`` entry, or another kind), cannot
+            be read, or needs full unpickling without ``trust_checkpoint`` (see :func:`read_checkpoint_file`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Encoder checkpoint {str(path)!r} does not exist (or is not a file).")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint_file(path, trust_checkpoint)
     meta = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
     if not isinstance(meta, dict):
         raise ValueError(
@@ -106,10 +162,11 @@ def save_encoder(model: nn.Module, path: str | Path) -> Path:
     return _write_encoder(checkpoint[CHECKPOINT_KEY], encoder.state_dict(), path)
 
 
-def export_encoder(checkpoint_path: str | Path, out_path: str | Path) -> Path:
+def export_encoder(checkpoint_path: str | Path, out_path: str | Path, trust_checkpoint: bool = False) -> Path:
     """Extract the encoder of a SupCon Lightning checkpoint into a small file that loads with ``weights_only=True``.
 
-    The checkpoint is fully unpickled (see :func:`load_encoder_checkpoint`): only export files you trust. Usage:
+    The checkpoint is read with ``weights_only=True`` unless ``trust_checkpoint`` (see
+    :func:`load_encoder_checkpoint`). Usage:
     ``python -c "from lightning_supcon.models.checkpoint import export_encoder as e; e('last.ckpt', 'enc.pt')"``.
 
     Returns:
@@ -118,5 +175,5 @@ def export_encoder(checkpoint_path: str | Path, out_path: str | Path) -> Path:
     Raises:
         FileNotFoundError, ValueError: As :func:`load_encoder_checkpoint`.
     """
-    meta, state_dict = load_encoder_checkpoint(checkpoint_path)
+    meta, state_dict = load_encoder_checkpoint(checkpoint_path, trust_checkpoint)
     return _write_encoder(meta, state_dict, out_path)

@@ -212,6 +212,8 @@ class KNNAccuracy(Metric):
             self.temperature,
             self.chunk_size,
         )
+        # Voted classes rank above the others even when a vote's weight underflowed to 0.
+        scores = scores.masked_fill(~votes, float("-inf"))
         out = {"top1": topk_correct(scores, labels, 1, allowed=votes).float().mean()}
         if self.num_classes >= 5:
             out["top5"] = topk_correct(scores, labels, 5, allowed=votes).float().mean()

@@ -72,7 +72,9 @@ class TestSupconTransform:
             torch.testing.assert_close(out, expected.view(3, 1, 1).expand(3, 16, 16))
 
     def test_recipe_parameters(self) -> None:
-        tf = supcon_transform(224, MEAN, STD, AugmentRecipe(scale=(0.08, 1.0), blur_p=0.5, jitter_p=0.7, grayscale_p=0.3))
+        tf = supcon_transform(
+            224, MEAN, STD, AugmentRecipe(scale=(0.08, 1.0), blur_p=0.5, jitter_p=0.7, grayscale_p=0.3)
+        )
         crop, jitter, gray, blur = tf.transforms[0], tf.transforms[2], tf.transforms[3], tf.transforms[4]
         assert crop.scale == (0.08, 1.0) and tuple(crop.size) == (224, 224)
         assert jitter.p == 0.7 and gray.p == 0.3 and blur.p == 0.5

@@ -80,8 +80,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         - ``train_dataloader``: ``(views, labels)``, views float ``(B, n_views, C, H, W)`` normalised, labels
           int64 ``(B,)``; shuffled, incomplete last batch dropped so every DDP rank sees the same shape. With
           ``augment_on="device"`` the loader yields uint8 ``(B, C, H, W)`` images and :meth:`on_after_batch_transfer`
-          makes the views on the device (so iterate it through a ``Trainer``). The order and the augmentations are
-          drawn from ``seed``; the loader's position is saved in checkpoints, so a mid-epoch resume is exact.
+          makes the views on the device (so iterate it through a ``Trainer``). A mid-epoch resume is exact.
         - ``val_dataloader``, ``test_dataloader``, ``predict_dataloader``, ``train_eval_dataloader``:
           ``(images, labels)``, images float ``(B, C, H, W)`` normalised, not augmented, in order; under DDP each
           sample goes to exactly one rank (no padding repeats), so evaluation metrics count every sample once.
@@ -92,10 +91,9 @@ class MultiViewDataModule(pl.LightningDataModule):
     Subclasses set ``num_classes``, ``in_channels``, ``image_size``, ``mean`` and ``std`` (class attributes or in
     ``__init__``), implement ``train_dataset()`` and ``val_dataset()`` and may implement ``test_dataset()``
     (default: the validation set). A data set with its own recipe declares ``augment: AugmentRecipe = ITS_RECIPE``
-    in its ``__init__`` (so ``--help`` and the configs show it); one whose images need resizing before the batched
-    or clean paths overrides the one hook :meth:`decode_transform`. Both backends are built from ``augment``
-    (:meth:`train_transform`, :meth:`device_augment`). Lightning runs this module's ``on_after_batch_transfer``
-    instead of the LightningModule's when both define it, so models should not define their own.
+    in its ``__init__`` (``--help`` shows it); one whose images need resizing first overrides the one hook
+    :meth:`decode_transform`. Both backends are built from ``augment``. Lightning runs this module's
+    ``on_after_batch_transfer`` instead of the LightningModule's, so models should not define their own.
 
     Args:
         batch_size: Training batch size per device (samples, each with ``n_views`` views).
@@ -155,6 +153,8 @@ class MultiViewDataModule(pl.LightningDataModule):
         self._datasets: dict[str, SampleDataset | None] = {}
         self._device_augment: DeviceMultiViewAugment | None = None
         self._normalize: ToNormalizedFloat | None = None
+        self._train_loader: ResumableLoader | None = None
+        self._train_loader_state: dict[str, int] | None = None
 
     # ---- what a subclass provides -------------------------------------------------------------------------
     def train_dataset(self) -> SampleDataset:
@@ -201,7 +201,7 @@ class MultiViewDataModule(pl.LightningDataModule):
             self._datasets[split] = make()
         return self._datasets[split]
 
-    def _loader(self, data: SampleDataset, transform: Callable[[Any], Tensor], **options: Any) -> DataLoader:
+    def _loader(self, data: SampleDataset, transform: Callable[[Any], Tensor], **options: Any) -> Any:
         loader = ResumableLoader if isinstance(options.get("sampler"), EpochSampler) else DataLoader
         # A generator of its own: a new iterator then draws no seed from torch's global generator, whose state a
         # resumed run restores (the device backend draws its augmentations from it).
@@ -222,10 +222,10 @@ class MultiViewDataModule(pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(
                 data, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
             )
-        transform = self.decode_transform(train=False) if self.augment_on == "device" else self.eval_transform()
+        transform = self.decode_transform(False) if self.augment_on == "device" else self.eval_transform()
         return self._loader(data, transform, batch_size=self.eval_batch_size, sampler=sampler)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         """Shuffled multi-view training batches ``(views (B, V, C, H, W), labels (B,))`` (see the class doc)."""
         data = self._dataset("train")
         assert data is not None
@@ -239,12 +239,14 @@ class MultiViewDataModule(pl.LightningDataModule):
         strategy = getattr(self.trainer, "strategy", None)
         if world_size > 1 and strategy is not None:
             self.seed = int(strategy.broadcast(self.seed, src=0))  # one order on all ranks, even unseeded
-        if self.augment_on == "device":
-            transform = self.decode_transform(train=True)
-        else:
-            transform = MultiViewTransform(self.train_transform(), self.n_views)
+        on_cpu = self.augment_on == "cpu"
+        transform = MultiViewTransform(self.train_transform(), self.n_views) if on_cpu else self.decode_transform(True)
         sampler = EpochSampler(data, self.seed, num_replicas=world_size, rank=rank)
-        return self._loader(data, transform, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last)
+        loader = self._loader(data, transform, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last)
+        if self._train_loader_state is not None:
+            loader.load_state_dict(self._train_loader_state)
+        self._train_loader, self._train_loader_state = loader, None
+        return loader
 
     def train_eval_dataloader(self) -> DataLoader:
         """The training set, clean and in order (no augmentation, shuffle or drop_last)."""
@@ -272,10 +274,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Device path: training images to views with :meth:`device_augment`, clean images normalised.
-
-        A no-op for ``augment_on="cpu"``. Runs on the device after Lightning moved the batch there.
-        """
+        """Device path, on the device: training images to views (:meth:`device_augment`), clean ones normalised."""
         if self.augment_on != "device":
             return batch
         images, labels = batch
@@ -285,10 +284,13 @@ class MultiViewDataModule(pl.LightningDataModule):
             return self._device_augment.to(images.device)(images), labels
         return self.normalize.to(images.device)(images), labels
 
-    # ---- checkpoint ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """``{"seed"}``: the seed of the training orders and augmentations, for an exact resume."""
-        return {"seed": self.seed}
+        """The seed of the orders and augmentations and the training loader's position, for an exact resume."""
+        loader = self._train_loader.state_dict() if self._train_loader is not None else None
+        return {"seed": self.seed, "train_loader": loader}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning loads a loader's state only when the loader is built after the loops are restored, which
+        # `trainer.estimated_stepping_batches` in `configure_optimizers` prevents; so the next loader gets it here.
         self.seed = int(state_dict.get("seed", self.seed))
+        self._train_loader_state = state_dict.get("train_loader")

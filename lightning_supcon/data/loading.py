@@ -72,7 +72,7 @@ class MappedDataset(Dataset):
 
 
 class EpochSampler(DistributedSampler):
-    """Training order: a permutation drawn from ``(seed, epoch)``, this rank's share, from position ``start`` on.
+    """Training order: a permutation drawn from ``(seed, epoch)``, this rank's share, resumable at a position.
 
     It is torch's ``DistributedSampler`` (so Lightning keeps it under DDP instead of wrapping it) with the shuffle
     always on; it yields :data:`SampleKey` pairs ``(index, sample_seed(seed, epoch, index))``.
@@ -88,17 +88,25 @@ class EpochSampler(DistributedSampler):
         >>> order = [index for index, _ in sampler]
         >>> sorted(order), order == [index for index, _ in sampler]
         ([0, 1, 2, 3, 4, 5], True)
-        >>> sampler.start = 4
-        >>> [index for index, _ in sampler] == order[4:]
-        True
+        >>> sampler.resume(epoch=0, position=4)
+        >>> [index for index, _ in sampler] == order[4:], [index for index, _ in sampler] == order
+        (True, True)
     """
 
     def __init__(self, data: Any, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(data, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.start = 0
+        self._resume: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, position: int) -> None:
+        """Make the next iteration of ``epoch`` start at ``position`` (a later epoch starts at 0)."""
+        self._resume = (epoch, position)
+
+    def start(self) -> int:
+        """Where the next iteration starts: the resume position if it is of the current epoch, else 0."""
+        return self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
 
     def __iter__(self) -> Iterator[SampleKey]:  # type: ignore[override]
-        start, self.start = self.start, 0  # a resume skips once, in the epoch it was saved in
+        start, self._resume = self.start(), None  # a resume applies once
         for index in list(super().__iter__())[start:]:
             yield index, sample_seed(self.seed, self.epoch, index)
 
@@ -124,7 +132,7 @@ class ResumableLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         assert self.batch_size is not None
         self._epoch = self.sampler.epoch
-        self._batches = self.sampler.start // self.batch_size
+        self._batches = self.sampler.start() // self.batch_size
         for batch in super().__iter__():
             self._batches += 1
             yield batch
@@ -135,5 +143,4 @@ class ResumableLoader(DataLoader):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         assert self.batch_size is not None
         self._epoch, self._batches = int(state_dict["epoch"]), int(state_dict["batches"])
-        self.sampler.set_epoch(self._epoch)
-        self.sampler.start = self._batches * self.batch_size
+        self.sampler.resume(self._epoch, self._batches * self.batch_size)

@@ -1,4 +1,4 @@
-"""Exact resume and determinism: a run stopped at an epoch boundary or mid-epoch and resumed equals an uninterrupted one.
+"""Exact resume and determinism: a run stopped at an epoch end or mid-epoch and resumed equals an uninterrupted one.
 
 What resumes exactly (checked here): weights, optimiser, per-step LR schedule, online probe, memory queue, epoch and
 step counters, the training loader's position in its epoch (``ResumableLoader``, saved by Lightning), the per-sample

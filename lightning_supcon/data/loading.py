@@ -3,8 +3,8 @@
 :class:`EpochSampler` draws each epoch's order from ``(seed, epoch)`` and hands each sample its own augmentation seed,
 drawn from ``(seed, epoch, index)``; :class:`MappedDataset` seeds torch's generator with it around the transform, so a
 sample's views do not depend on which worker process makes them, nor on what ran before. :class:`ResumableLoader`
-counts the batches it delivered; Lightning saves its ``state_dict`` in checkpoints and, when a run resumes mid-epoch,
-loads it, and the loader skips what was already trained on (without loading it).
+counts the batches it delivered; its ``state_dict`` goes into checkpoints and, when a run resumes mid-epoch, the
+loader skips what was already trained on (without loading it).
 """
 
 from __future__ import annotations
@@ -112,12 +112,14 @@ class EpochSampler(DistributedSampler):
 
 
 class ResumableLoader(DataLoader):
-    """A ``DataLoader`` over an :class:`EpochSampler` whose position Lightning saves in checkpoints.
+    """A ``DataLoader`` over an :class:`EpochSampler` whose position in the epoch can be saved and restored.
 
     ``state_dict()`` is ``{"epoch", "batches"}``: the epoch being drawn and how many of its batches this loader has
-    delivered; ``load_state_dict`` makes the next iteration deliver the rest of that epoch. Lightning calls both
-    (``FitLoop.on_save_checkpoint`` and, when it resumes mid-epoch, before the first batch). A resumed worker
-    process draws the same augmentations, as they are seeded per sample.
+    delivered; after ``load_state_dict`` the next iteration of that epoch delivers the rest (a later epoch is whole).
+    Lightning saves this state in checkpoints (``FitLoop.on_save_checkpoint``) and sees the loader as resumable (no
+    warning about mid-epoch checkpoints); :class:`~lightning_supcon.data.base.MultiViewDataModule` keeps it in its
+    own state too and hands it to the next loader it builds, because Lightning loads it only into a loader built
+    after the loops are restored. A resumed worker process draws the same augmentations: they are seeded per sample.
     """
 
     sampler: EpochSampler

@@ -4,7 +4,8 @@
     python benchmarks/augment.py --threads 2 --batch 512
     python benchmarks/augment.py --device cuda      # the batched path on a GPU (the per-sample one stays on CPU)
 
-Paths, all the SupCon CIFAR recipe (crop scale (0.2, 1), flip, colour jitter p=0.8, grayscale p=0.2):
+Paths, both built from one recipe, ``SIMCLR`` (SupCon's CIFAR recipe: crop scale (0.2, 1), flip, colour jitter
+p=0.8, grayscale p=0.2):
 
 - ``per-sample``: what ``augment_on="cpu"`` does in a loader worker: ``MultiViewTransform(supcon_transform(...), 2)``
   on each PIL image, then the batch is stacked.
@@ -35,6 +36,7 @@ from torchvision.transforms import v2
 from lightning_supcon.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
+    SIMCLR,
     DeviceMultiViewAugment,
     MultiViewTransform,
     supcon_transform,
@@ -47,10 +49,10 @@ def make_paths(batch: int, views: int, device: torch.device) -> dict[str, Callab
     """The three paths, each a function returning ``(batch, views, 3, 32, 32)`` views of the same images."""
     rng = np.random.default_rng(0)
     pil_images = [Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)) for _ in range(batch)]
-    per_sample = MultiViewTransform(supcon_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD), views)
+    per_sample = MultiViewTransform(supcon_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD, SIMCLR), views)
     decode = v2.Compose([v2.ToImage(), v2.ToDtype(torch.uint8), v2.ToPureTensor()])
     uint8_batch = torch.stack([decode(image) for image in pil_images]).to(device)
-    augment = DeviceMultiViewAugment(SIZE, CIFAR10_MEAN, CIFAR10_STD, n_views=views).to(device)
+    augment = DeviceMultiViewAugment(SIZE, CIFAR10_MEAN, CIFAR10_STD, n_views=views, recipe=SIMCLR).to(device)
 
     def sync(out: Tensor) -> Tensor:
         if out.is_cuda:

@@ -1,19 +1,27 @@
-"""Exact resume and determinism: a run stopped at an epoch boundary and resumed equals the uninterrupted run.
+"""Exact resume and determinism: a run stopped at an epoch end or mid-epoch and resumed equals an uninterrupted one.
 
 What resumes exactly (checked here): weights, optimiser, per-step LR schedule, online probe, memory queue, epoch and
-step counters, and (through :class:`PreemptionCheckpoint`) the global random states, so shuffles and augmentations
-continue as in an uninterrupted run when the checkpoint was taken at an epoch boundary. Lightning itself does not
+step counters, the training loader's position in its epoch (``ResumableLoader``, saved by Lightning), the per-sample
+CPU augmentations (seeded from seed, epoch and index, whichever worker makes them), and (through
+:class:`PreemptionCheckpoint`) the global random states the device augmentation draws from. Lightning itself does not
 checkpoint random states: without the callback the resumed run diverges (``test_without_rng_restore_...``).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_supcon import DigitsDataModule, SupConModule
 from lightning_supcon.callbacks import PreemptionCheckpoint
@@ -32,8 +40,25 @@ class _StopAfterEpoch(pl.Callback):
             trainer.should_stop = True
 
 
+class SigtermAtStep(pl.Callback):
+    """Sends this process a real SIGTERM after training step ``step``, as a scheduler's preemption would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _fit(
-    root: Path, stop_after: int | None = None, ckpt_path: str | None = None, restore_rng: bool = True
+    root: Path,
+    stop_after: int | None = None,
+    ckpt_path: str | None = None,
+    restore_rng: bool = True,
+    augment_on: str = "device",
+    num_workers: int = 0,
+    sigterm_at: int | None = None,
 ) -> tuple[SupConModule, dict[str, float], pl.Trainer]:
     """A deterministic 4-epoch CPU run with warmup + cosine per step, the online probe, kNN and a memory queue."""
     pl.seed_everything(0, workers=True)
@@ -41,11 +66,13 @@ def _fit(
         encoder="small_cnn", in_channels=1, num_classes=10, projection_dim=16, queue_size=96, warmup_epochs=1,
         knn_k=5, lr=0.1,
     )  # fmt: skip
-    data = DigitsDataModule(batch_size=32, n_views=2, image_size=8, augment_on="device")
+    data = DigitsDataModule(batch_size=32, n_views=2, image_size=8, augment_on=augment_on, num_workers=num_workers)
     callbacks: list[pl.Callback] = [ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0)]
     callbacks.append(PreemptionCheckpoint(restore_rng=restore_rng))
     if stop_after is not None:
         callbacks.append(_StopAfterEpoch(stop_after))
+    if sigterm_at is not None:
+        callbacks.append(SigtermAtStep(sigterm_at))
     trainer = pl.Trainer(
         max_epochs=4, limit_train_batches=BATCHES, limit_val_batches=2, num_sanity_val_steps=0, deterministic=True,
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
@@ -106,3 +133,103 @@ class TestDeterminism:
         model, metrics, _ = _fit(tmp_path)
         assert metrics == uninterrupted[1]  # exactly
         assert _max_difference(model.state_dict(), uninterrupted[0].state_dict()) == 0.0
+
+
+def _resumed_without_unreliable_warning(root: Path, **kwargs: Any) -> tuple[SupConModule, dict[str, float], pl.Trainer]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _fit(root, ckpt_path="last", **kwargs)
+    assert not [w for w in caught if "unreliable" in str(w.message)], [str(w.message) for w in caught]
+    return result
+
+
+class TestMidEpochResume:
+    """Preempted after step 6 of 16 (batch 3 of epoch 1's 4), resumed: the same weights, metrics and LR."""
+
+    @pytest.mark.parametrize(
+        ("augment_on", "num_workers"),
+        [("device", 0), ("cpu", 0), pytest.param("cpu", 2, marks=pytest.mark.slow)],
+    )
+    def test_preempted_mid_epoch_and_resumed_equals_uninterrupted(
+        self, tmp_path: Path, augment_on: str, num_workers: int,
+        uninterrupted: tuple[SupConModule, dict[str, float], pl.Trainer],
+    ) -> None:  # fmt: skip
+        options: dict[str, Any] = {"augment_on": augment_on, "num_workers": num_workers}
+        full, full_metrics, full_trainer = (
+            uninterrupted if augment_on == "device" else _fit(tmp_path / "uninterrupted", **options)
+        )
+        with pytest.raises(SIGTERMException):
+            _fit(tmp_path, sigterm_at=6, **options)
+        saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert saved["global_step"] == 6 and saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+            {"epoch": 1, "batches": 2}
+        ]
+        resumed, metrics, trainer = _resumed_without_unreliable_warning(tmp_path, **options)
+        assert trainer.global_step == full_trainer.global_step == 4 * BATCHES
+        assert _max_difference(resumed.state_dict(), full.state_dict()) <= 1e-6
+        assert metrics.keys() == full_metrics.keys() and {"val/probe_top1", "val/knn_top1"} <= metrics.keys()
+        assert metrics == pytest.approx(full_metrics, rel=1e-6, abs=1e-6)
+        opt, full_opt = trainer.optimizers[0], full_trainer.optimizers[0]
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in full_opt.param_groups])
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI_BATCHES = 6  # training batches per epoch of the CLI runs
+
+
+def _cli_fit(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The digits config, small and fast (2 epochs of 6 batches, validation each epoch), run as users run it."""
+    command = [
+        *(sys.executable, "-m", "lightning_supcon", "fit", "--config", str(ROOT / "configs" / "digits.yaml")),
+        *("--trainer.max_epochs", "2", "--trainer.limit_train_batches", str(CLI_BATCHES)),
+        *("--trainer.limit_val_batches", "2", "--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "false"),
+        *("--data.init_args.batch_size", "32", "--data.init_args.image_size", "8", "--model.init_args.knn_k", "5"),
+        *extra,
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
+
+
+def _newest_weights(cwd: Path) -> tuple[int, dict[str, torch.Tensor]]:
+    """``(global_step, state_dict)`` of the checkpoint with the most steps in the run's checkpoint folder."""
+    loaded = [torch.load(p, map_location="cpu", weights_only=False) for p in (cwd / "outputs/digits").rglob("*.ckpt")]
+    newest = max(loaded, key=lambda c: c["global_step"])
+    return newest["global_step"], newest["state_dict"]
+
+
+def test_real_sigterm_mid_epoch_through_the_cli_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
+    """SIGTERM after step 9 (batch 3 of epoch 1's 6): exit 143, ``--ckpt_path last`` ends at the same weights and
+    final metrics as a run never interrupted, without Lightning's warning about unreliable mid-epoch resumes."""
+    full = _cli_fit(tmp_path / "uninterrupted")
+    assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
+    kill = '{"class_path": "tests.test_resume.SigtermAtStep", "init_args": {"step": 9}}'
+    first = _cli_fit(tmp_path / "preempted", f"--trainer.callbacks+={kill}")
+    assert first.returncode == 143, (first.stdout + first.stderr)[-3000:]
+    assert "Preempted at epoch 1, step 9" in first.stdout
+    resumed = _cli_fit(tmp_path / "preempted", "--ckpt_path", "last")
+    output = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0 and "Restored all states" in output, output[-3000:]
+    assert "unreliable" not in output
+    (step, weights), (full_step, full_weights) = (
+        _newest_weights(tmp_path / "preempted"),
+        _newest_weights(tmp_path / "uninterrupted"),
+    )
+    assert step == full_step == 2 * CLI_BATCHES
+    assert _max_difference(weights, full_weights) <= 1e-6
+    assert _final_metrics(resumed.stdout) == _final_metrics(full.stdout)
+
+
+def _final_metrics(stdout: str) -> list[str]:
+    """The lines of ``MetricsSummary``'s table: its heading and the indented ``name  value`` lines below it."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Final metrics after"))
+    table = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        table.append(line)
+    assert len(table) > 3 and any("val/knn_top1" in line for line in table), table
+    return table

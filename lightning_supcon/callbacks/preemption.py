@@ -5,10 +5,12 @@ Lightning already turns SIGTERM into a clean stop after the current batch (its `
 the resume hint. On SLURM, Lightning's own SIGUSR1 handler saves ``hpc_ckpt_N.ckpt`` and requeues the job, so this
 callback leaves SIGUSR1 alone there.
 
-The callback also keeps the random states (torch, CUDA, NumPy, Python) in every checkpoint and restores them on
-resume: with ``seed_everything`` and a checkpoint taken at an epoch boundary, the resumed run draws the same shuffles
-and augmentations as an uninterrupted one. A checkpoint taken mid-epoch (preemption) resumes with the remaining
-batches of that epoch drawn from a new shuffle, as Lightning does for any non-resumable DataLoader.
+The callback also keeps the random states (torch, CUDA, NumPy, Python) in every checkpoint, as they are when the
+checkpoint is written, and restores them on resume, before anything of the resumed run draws from them. With the
+project's DataModules a resumed run then equals an uninterrupted one, also from a checkpoint taken mid-epoch (a
+preemption): the training loader's position is in the checkpoint and its order and per-sample CPU augmentations are
+seeded from (seed, epoch, index) (:mod:`lightning_supcon.data.loading`), and the device augmentation draws from the
+restored global generator.
 """
 
 from __future__ import annotations

@@ -1,15 +1,19 @@
-"""Data: multi-view DataModules for SupCon and their augmentation recipes (CPU per-sample and device batched)."""
+"""Data: multi-view DataModules for SupCon and their augmentation recipe, built for the CPU and for the device."""
 
-from lightning_supcon.data.base import AUGMENT_ON, AugmentOn, MappedDataset, MultiViewDataModule, SampleDataset
+from lightning_supcon.data.base import AUGMENT_ON, AugmentOn, MultiViewDataModule
 from lightning_supcon.data.cifar import ArrayImageDataset, CIFAR10DataModule, CIFAR100DataModule, CIFARDataModule
-from lightning_supcon.data.device_augment import DeviceMultiViewAugment, DeviceNormalize
-from lightning_supcon.data.digits import (
-    DigitsDataModule,
-    RandomResizedCropAffine,
-    digits_transform,
-    load_digit_images,
+from lightning_supcon.data.device_augment import DeviceMultiViewAugment
+from lightning_supcon.data.digits import DIGITS_RECIPE, DigitsDataModule, load_digit_images
+from lightning_supcon.data.image_folder import (
+    IMAGENET_RECIPE,
+    ImageFileDataset,
+    ImageFolderDataModule,
+    load_rgb,
+    scan_folder,
 )
-from lightning_supcon.data.image_folder import ImageFileDataset, ImageFolderDataModule, load_rgb, scan_folder
+from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, SampleDataset
+from lightning_supcon.data.normalize import ToNormalizedFloat
+from lightning_supcon.data.recipe import COLOURS, DEVICE_COLOURS, SIMCLR, AugmentRecipe, Colour
 from lightning_supcon.data.transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -17,12 +21,11 @@ from lightning_supcon.data.transforms import (
     CIFAR100_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
-    POLICIES,
     MultiViewTransform,
-    Policy,
     eval_transform,
     supcon_transform,
 )
+from lightning_supcon.data.warp import RandomResizedCropAffine
 
 __all__ = [
     "AUGMENT_ON",
@@ -30,26 +33,32 @@ __all__ = [
     "CIFAR10_STD",
     "CIFAR100_MEAN",
     "CIFAR100_STD",
+    "COLOURS",
+    "DEVICE_COLOURS",
+    "DIGITS_RECIPE",
     "IMAGENET_MEAN",
+    "IMAGENET_RECIPE",
     "IMAGENET_STD",
-    "POLICIES",
+    "SIMCLR",
     "ArrayImageDataset",
     "AugmentOn",
+    "AugmentRecipe",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "CIFARDataModule",
+    "Colour",
     "DeviceMultiViewAugment",
-    "DeviceNormalize",
     "DigitsDataModule",
+    "EpochSampler",
     "ImageFileDataset",
     "ImageFolderDataModule",
     "MappedDataset",
     "MultiViewDataModule",
     "MultiViewTransform",
-    "Policy",
     "RandomResizedCropAffine",
+    "ResumableLoader",
     "SampleDataset",
-    "digits_transform",
+    "ToNormalizedFloat",
     "eval_transform",
     "load_digit_images",
     "load_rgb",

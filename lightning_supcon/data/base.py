@@ -2,8 +2,10 @@
 
 A subclass names its data (``num_classes``, ``in_channels``, ``image_size``, ``mean``, ``std``) and returns data
 sets of raw ``(image, label)`` samples, the image a PIL image or a uint8 ``(C, H, W)`` tensor; the base makes the
-multi-view training batches of SupCon [0] and the clean evaluation batches, on the CPU in the loader workers
-(``augment_on="cpu"``) or batched on the model's device (``augment_on="device"``).
+multi-view training batches of SupCon [0] from its :class:`~lightning_supcon.data.recipe.AugmentRecipe` (argument
+``augment``), on the CPU in the loader workers (``augment_on="cpu"``) or batched on the model's device
+(``augment_on="device"``), and the clean evaluation batches. A training run preempted mid-epoch resumes with the
+same batches and augmentations as an uninterrupted one (:mod:`lightning_supcon.data.loading`).
 
 - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
 
@@ -51,57 +53,24 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, get_args
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch import Tensor
+from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
 
-from lightning_supcon.data.device_augment import DeviceMultiViewAugment, DeviceNormalize
-from lightning_supcon.data.transforms import (
-    GRAYSCALE_P,
-    JITTER_P,
-    POLICIES,
-    MultiViewTransform,
-    Policy,
-    check_range,
-    supcon_transform,
-)
-from lightning_supcon.data.transforms import eval_transform as make_eval_transform
-
-#: The policies the batched device path implements.
-DEVICE_POLICIES: tuple[str, ...] = ("simclr", "crop_flip")
+from lightning_supcon.data.device_augment import DeviceMultiViewAugment
+from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, SampleDataset, initial_seed
+from lightning_supcon.data.normalize import ToNormalizedFloat
+from lightning_supcon.data.recipe import DEVICE_COLOURS, SIMCLR, AugmentRecipe
+from lightning_supcon.data.transforms import MultiViewTransform, decode_steps, supcon_transform
 
 AugmentOn = Literal["cpu", "device"]
-AUGMENT_ON: tuple[str, ...] = ("cpu", "device")
-
-
-class SampleDataset(Protocol):
-    """What a subclass's data sets must be: indexable ``(image, label)`` samples with a length."""
-
-    def __getitem__(self, index: int) -> Any: ...
-
-    def __len__(self) -> int: ...
-
-
-class MappedDataset(Dataset):
-    """``(transform(image), int(label))`` for each ``(image, label)`` sample of ``data``."""
-
-    def __init__(self, data: SampleDataset, transform: Callable[[Any], Tensor]) -> None:
-        self.data = data
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        image, label = self.data[index]
-        return self.transform(image), int(label)
+AUGMENT_ON: tuple[str, ...] = get_args(AugmentOn)
 
 
 class MultiViewDataModule(pl.LightningDataModule):
@@ -111,7 +80,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         - ``train_dataloader``: ``(views, labels)``, views float ``(B, n_views, C, H, W)`` normalised, labels
           int64 ``(B,)``; shuffled, incomplete last batch dropped so every DDP rank sees the same shape. With
           ``augment_on="device"`` the loader yields uint8 ``(B, C, H, W)`` images and :meth:`on_after_batch_transfer`
-          makes the views on the device (so iterate it through a ``Trainer``).
+          makes the views on the device (so iterate it through a ``Trainer``). A mid-epoch resume is exact.
         - ``val_dataloader``, ``test_dataloader``, ``predict_dataloader``, ``train_eval_dataloader``:
           ``(images, labels)``, images float ``(B, C, H, W)`` normalised, not augmented, in order; under DDP each
           sample goes to exactly one rank (no padding repeats), so evaluation metrics count every sample once.
@@ -121,11 +90,10 @@ class MultiViewDataModule(pl.LightningDataModule):
 
     Subclasses set ``num_classes``, ``in_channels``, ``image_size``, ``mean`` and ``std`` (class attributes or in
     ``__init__``), implement ``train_dataset()`` and ``val_dataset()`` and may implement ``test_dataset()``
-    (default: the validation set). To change the recipe, override ``train_transform``/``eval_transform`` (CPU
-    path) or ``decode_transform``/``device_augment`` (device path). Lightning inserts the training loader's
-    ``DistributedSampler``.
-    Lightning runs this module's ``on_after_batch_transfer`` instead of the LightningModule's when both define it,
-    so models should not define their own.
+    (default: the validation set). A data set with its own recipe declares ``augment: AugmentRecipe = ITS_RECIPE``
+    in its ``__init__`` (``--help`` shows it); one whose images need resizing first overrides the one hook
+    :meth:`decode_transform`. Both backends are built from ``augment``. Lightning runs this module's
+    ``on_after_batch_transfer`` instead of the LightningModule's, so models should not define their own.
 
     Args:
         batch_size: Training batch size per device (samples, each with ``n_views`` views).
@@ -136,15 +104,11 @@ class MultiViewDataModule(pl.LightningDataModule):
         eval_batch_size: Batch size of the clean loaders; ``None`` uses ``batch_size``.
         pin_memory: Pin loader memory (faster host-to-GPU copies).
         drop_last: Drop the incomplete last training batch.
-        crop_scale: Area-fraction range of the random resized crop; ``None`` uses the data set's default.
-        policy: Colour recipe: ``"simclr"`` (jitter + grayscale), ``"crop_flip"`` (none: the reference code's
-            recipe for cross-entropy and the linear stage), ``"autoaugment"`` or ``"randaugment"`` (CPU only).
-        blur: Add SimCLR's Gaussian blur; ``None`` uses the data set's default (on for ImageNet-sized images).
+        augment: The augmentation recipe of the training views (CLI: ``--data.init_args.augment.flip false``).
 
     Raises:
         ValueError: For ``batch_size``, ``n_views`` or ``eval_batch_size`` < 1, ``num_workers`` < 0, an unknown
-            ``augment_on`` or ``policy``, a bad ``crop_scale``, or ``policy`` other than ``"simclr"`` or
-            ``"crop_flip"`` on the device.
+            ``augment_on``, or an ``augment.colour`` the device backend lacks with ``augment_on="device"``.
     """
 
     num_classes: int
@@ -152,8 +116,6 @@ class MultiViewDataModule(pl.LightningDataModule):
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    default_crop_scale: tuple[float, float] = (0.2, 1.0)
-    default_blur: bool = False
 
     def __init__(
         self,
@@ -164,9 +126,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         pin_memory: bool = False,
         drop_last: bool = True,
-        crop_scale: tuple[float, float] | None = None,
-        policy: Policy = "simclr",
-        blur: bool | None = None,
+        augment: AugmentRecipe = SIMCLR,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("n_views", n_views), ("eval_batch_size", eval_batch_size)):
@@ -176,14 +136,11 @@ class MultiViewDataModule(pl.LightningDataModule):
             raise ValueError(f"Expected argument `num_workers` to be >= 0, but got {num_workers}.")
         if augment_on not in AUGMENT_ON:
             raise ValueError(f"Expected argument `augment_on` to be one of {AUGMENT_ON}, but got {augment_on!r}.")
-        if policy not in POLICIES:
-            raise ValueError(f"Expected argument `policy` to be one of {POLICIES}, but got {policy!r}.")
-        if augment_on == "device" and policy not in DEVICE_POLICIES:
+        if augment_on == "device" and augment.colour not in DEVICE_COLOURS:
             raise ValueError(
-                f"Expected `policy` to be one of {DEVICE_POLICIES} with `augment_on='device'`, but got {policy!r}."
+                f"Expected `augment.colour` to be one of {DEVICE_COLOURS} with `augment_on='device'`, but got "
+                f"{augment.colour!r}."
             )
-        if crop_scale is not None:
-            check_range("crop_scale", crop_scale, high=1.0)
         self.batch_size = batch_size
         self.n_views = n_views
         self.num_workers = num_workers
@@ -191,14 +148,13 @@ class MultiViewDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.pin_memory = pin_memory
         self.drop_last = drop_last
-        self.crop_scale: tuple[float, float] = (
-            (crop_scale[0], crop_scale[1]) if crop_scale is not None else self.default_crop_scale
-        )
-        self.policy = policy
-        self.blur = self.default_blur if blur is None else blur
+        self.augment = augment
+        self.seed = initial_seed()
         self._datasets: dict[str, SampleDataset | None] = {}
-        self._augment: nn.Module | None = None
-        self._normalize: DeviceNormalize | None = None
+        self._device_augment: DeviceMultiViewAugment | None = None
+        self._normalize: ToNormalizedFloat | None = None
+        self._train_loader: ResumableLoader | None = None
+        self._train_loader_state: dict[str, int] | None = None
 
     # ---- what a subclass provides -------------------------------------------------------------------------
     def train_dataset(self) -> SampleDataset:
@@ -213,34 +169,30 @@ class MultiViewDataModule(pl.LightningDataModule):
         """The test set of raw samples; ``None`` (the default) tests on the validation set."""
         return None
 
-    # ---- recipes, overridable ------------------------------------------------------------------------------
+    def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:
+        """Raw image to a fixed-size uint8 ``(C, H, W)`` tensor: the clean view (``train=False``, both backends) or
+        the image the device backend crops its training views from (``train=True``). Default: convert only."""
+        return v2.Compose(decode_steps(self.image_size))
+
+    # ---- built from the recipe -----------------------------------------------------------------------------
     def train_transform(self) -> Callable[[Any], Tensor]:
-        """One augmented view of a raw image (CPU path): ``supcon_transform`` with this module's settings."""
-        return supcon_transform(
-            self.image_size, self.mean, self.std, scale=self.crop_scale, policy=self.policy, blur=self.blur
-        )
+        """One augmented view of a raw image: the CPU backend of ``augment``."""
+        return supcon_transform(self.image_size, self.mean, self.std, self.augment)
 
     def eval_transform(self) -> Callable[[Any], Tensor]:
-        """The clean view of a raw image (CPU path)."""
-        return make_eval_transform(self.image_size, self.mean, self.std)
+        """The clean view of a raw image on the CPU: :meth:`decode_transform` and the normalisation."""
+        return v2.Compose([self.decode_transform(train=False), self.normalize])
 
-    def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:
-        """Raw image to a fixed-size uint8 ``(C, H, W)`` tensor (device path; ``train`` for the training set)."""
-        return v2.Compose([v2.ToImage(), v2.ToDtype(torch.uint8, scale=True), v2.ToPureTensor()])
+    def device_augment(self) -> DeviceMultiViewAugment:
+        """uint8 ``(B, C, H, W)`` to views ``(B, n_views, C, H, W)``: the device backend of ``augment``."""
+        return DeviceMultiViewAugment(self.image_size, self.mean, self.std, self.n_views, self.augment)
 
-    def device_augment(self) -> nn.Module:
-        """The batched augmentation of the device path: uint8 ``(B, C, H, W)`` to ``(B, n_views, C, H, W)``."""
-        no_colour = self.policy == "crop_flip"
-        return DeviceMultiViewAugment(
-            self.image_size,
-            self.mean,
-            self.std,
-            self.n_views,
-            scale=self.crop_scale,
-            blur=self.blur,
-            jitter_p=0.0 if no_colour else JITTER_P,
-            grayscale_p=0.0 if no_colour else GRAYSCALE_P,
-        )
+    @property
+    def normalize(self) -> ToNormalizedFloat:
+        """The uint8 -> normalised float conversion with this data set's ``mean`` and ``std``."""
+        if self._normalize is None:
+            self._normalize = ToNormalizedFloat(self.mean, self.std)
+        return self._normalize
 
     # ---- loaders -------------------------------------------------------------------------------------------
     def _dataset(self, split: str) -> SampleDataset | None:
@@ -249,47 +201,52 @@ class MultiViewDataModule(pl.LightningDataModule):
             self._datasets[split] = make()
         return self._datasets[split]
 
-    def _loader(
-        self, data: SampleDataset, transform: Callable[[Any], Tensor], train: bool, sampler: Sampler[int] | None = None
-    ) -> DataLoader:
-        return DataLoader(
+    def _loader(self, data: SampleDataset, transform: Callable[[Any], Tensor], **options: Any) -> Any:
+        loader = ResumableLoader if isinstance(options.get("sampler"), EpochSampler) else DataLoader
+        # A generator of its own: a new iterator then draws no seed from torch's global generator, whose state a
+        # resumed run restores (the device backend draws its augmentations from it).
+        return loader(
             MappedDataset(data, transform),
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            drop_last=train and self.drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator(),
+            **options,
         )
 
     def _clean_loader(self, data: SampleDataset) -> DataLoader:
-        transform = self.decode_transform(train=False) if self.augment_on == "device" else self.eval_transform()
-        if self.trainer is None or self.trainer.world_size == 1:
-            return self._loader(data, transform, train=False)
-        # Under DDP every sample goes to exactly one rank: Lightning's default DistributedSampler would repeat up to
-        # world_size - 1 samples to even out the shards, and the metrics would count them twice. Lightning keeps a
-        # DistributedSampler it is given. Ranks may then run one batch fewer, so evaluation steps hold no collective.
-        sampler = UnrepeatedDistributedSampler(
-            data, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-        )
-        return self._loader(data, transform, train=False, sampler=sampler)
+        sampler: Sampler[int] | None = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Each sample on exactly one rank (Lightning's default sampler repeats up to world_size - 1 to even out the
+            # shards, and metrics would count them twice). Ranks may run one batch fewer: no collective in eval steps.
+            sampler = UnrepeatedDistributedSampler(
+                data, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
+        transform = self.decode_transform(False) if self.augment_on == "device" else self.eval_transform()
+        return self._loader(data, transform, batch_size=self.eval_batch_size, sampler=sampler)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         """Shuffled multi-view training batches ``(views (B, V, C, H, W), labels (B,))`` (see the class doc)."""
         data = self._dataset("train")
         assert data is not None
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        per_rank = math.ceil(len(data) / world_size)
-        if self.drop_last and per_rank < self.batch_size:
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        if self.drop_last and -(-len(data) // world_size) < self.batch_size:
             raise ValueError(
                 f"Expected at least `batch_size` ({self.batch_size}) training samples per process with "
                 f"`drop_last=True`, but the training set has {len(data)} for {world_size} process(es): lower "
                 "`batch_size` or set `drop_last=False`."
             )
-        if self.augment_on == "device":
-            return self._loader(data, self.decode_transform(train=True), train=True)
-        return self._loader(data, MultiViewTransform(self.train_transform(), self.n_views), train=True)
+        strategy = getattr(self.trainer, "strategy", None)
+        if world_size > 1 and strategy is not None:
+            self.seed = int(strategy.broadcast(self.seed, src=0))  # one order on all ranks, even unseeded
+        on_cpu = self.augment_on == "cpu"
+        transform = MultiViewTransform(self.train_transform(), self.n_views) if on_cpu else self.decode_transform(True)
+        sampler = EpochSampler(data, self.seed, num_replicas=world_size, rank=rank)
+        loader = self._loader(data, transform, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last)
+        if self._train_loader_state is not None:
+            loader.load_state_dict(self._train_loader_state)
+        self._train_loader, self._train_loader_state = loader, None
+        return loader
 
     def train_eval_dataloader(self) -> DataLoader:
         """The training set, clean and in order (no augmentation, shuffle or drop_last)."""
@@ -317,17 +274,23 @@ class MultiViewDataModule(pl.LightningDataModule):
         return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Device path: training images to views with :meth:`device_augment`, clean images normalised.
-
-        A no-op for ``augment_on="cpu"``. Runs on the device after Lightning moved the batch there.
-        """
+        """Device path, on the device: training images to views (:meth:`device_augment`), clean ones normalised."""
         if self.augment_on != "device":
             return batch
         images, labels = batch
         if self.trainer is not None and self.trainer.training:
-            if self._augment is None:
-                self._augment = self.device_augment()
-            return self._augment.to(images.device)(images), labels
-        if self._normalize is None:
-            self._normalize = DeviceNormalize(self.mean, self.std)
-        return self._normalize.to(images.device)(images), labels
+            if self._device_augment is None:
+                self._device_augment = self.device_augment()
+            return self._device_augment.to(images.device)(images), labels
+        return self.normalize.to(images.device)(images), labels
+
+    def state_dict(self) -> dict[str, Any]:
+        """The seed of the orders and augmentations and the training loader's position, for an exact resume."""
+        loader = self._train_loader.state_dict() if self._train_loader is not None else None
+        return {"seed": self.seed, "train_loader": loader}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning loads a loader's state only when the loader is built after the loops are restored, which
+        # `trainer.estimated_stepping_batches` in `configure_optimizers` prevents; so the next loader gets it here.
+        self.seed = int(state_dict.get("seed", self.seed))
+        self._train_loader_state = state_dict.get("train_loader")

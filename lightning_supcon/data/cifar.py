@@ -54,7 +54,6 @@ class CIFARDataModule(MultiViewDataModule):
 
     in_channels = 3
     image_size = 32
-    default_crop_scale = (0.2, 1.0)
     folder: str
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
@@ -24,8 +23,11 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from lightning_supcon.data.base import MultiViewDataModule
-from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from lightning_supcon.data.transforms import eval_transform as make_eval_transform
+from lightning_supcon.data.recipe import AugmentRecipe
+from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decode_steps
+
+#: SupCon's ImageNet recipe [0]: crop scale (0.08, 1), flip, SimCLR's colour steps and Gaussian blur [1].
+IMAGENET_RECIPE = AugmentRecipe(scale=(0.08, 1.0), blur_p=0.5)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -113,8 +115,8 @@ class ImageFolderDataModule(MultiViewDataModule):
             one warning giving their number (costs a pass over the file headers; a file whose header is fine but
             whose data is truncated still raises when loaded). ``False``: an unreadable image raises an
             ``OSError`` naming it when loaded.
-        **kwargs: The arguments of :class:`MultiViewDataModule`; ``crop_scale`` defaults to ``(0.08, 1)`` and
-            ``blur`` to ``True``.
+        augment: The augmentation recipe; default :data:`IMAGENET_RECIPE`.
+        **kwargs: The arguments of :class:`MultiViewDataModule`.
 
     Raises:
         FileNotFoundError: When a directory is missing (on first use).
@@ -123,14 +125,12 @@ class ImageFolderDataModule(MultiViewDataModule):
 
     Example:
         >>> dm = ImageFolderDataModule("imagenet/train", "imagenet/val", batch_size=128, augment_on="device")
-        >>> dm.image_size, dm.resize, dm.crop_scale, dm.blur
-        (224, 256, (0.08, 1.0), True)
+        >>> dm.image_size, dm.resize, dm.augment.scale, dm.augment.blur_p
+        (224, 256, (0.08, 1.0), 0.5)
     """
 
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
-    default_crop_scale = (0.08, 1.0)
-    default_blur = True
 
     def __init__(
         self,
@@ -139,9 +139,10 @@ class ImageFolderDataModule(MultiViewDataModule):
         test_dir: str | None = None,
         image_size: int = 224,
         skip_corrupt: bool = False,
+        augment: AugmentRecipe = IMAGENET_RECIPE,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(augment=augment, **kwargs)
         self.train_dir = train_dir
         self.val_dir = val_dir
         self.test_dir = test_dir
@@ -182,18 +183,6 @@ class ImageFolderDataModule(MultiViewDataModule):
     def test_dataset(self) -> ImageFileDataset | None:
         return None if self.test_dir is None else self._folder(self.test_dir)
 
-    def eval_transform(self) -> Callable[[Any], Tensor]:
-        return make_eval_transform(self.image_size, self.mean, self.std, resize=self.resize)
-
     def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:
         """Resize to ``image_size / 0.875`` and crop the centre: that square for training, ``image_size`` else."""
-        crop = self.resize if train else self.image_size
-        return v2.Compose(
-            [
-                v2.Resize(self.resize, antialias=True),
-                v2.CenterCrop(crop),
-                v2.PILToTensor(),
-                v2.ToDtype(torch.uint8),
-                v2.ToPureTensor(),
-            ]
-        )
+        return v2.Compose(decode_steps(self.resize if train else self.image_size, resize=self.resize))

@@ -1,26 +1,25 @@
-"""Per-sample augmentation recipes (torchvision ``transforms.v2``) for PIL images or uint8 ``(C, H, W)`` tensors.
+"""The CPU backend: per-sample torchvision (``transforms.v2``) pipelines for PIL images or uint8 ``(C, H, W)`` tensors.
 
-The training recipe is the one of SupCon [0] (Sec. 4 and Appendix), itself SimCLR's [1]: random resized crop,
-horizontal flip, colour jitter ``(0.4, 0.4, 0.4, 0.1)`` with probability 0.8, grayscale with probability 0.2,
-and for ImageNet-sized images a Gaussian blur with probability 0.5, sigma in ``[0.1, 2.0]`` and a kernel of about
-10% of the image side [1, Appendix A]. SupCon also reports AutoAugment [2] and RandAugment [3] as stronger
-alternatives to the colour steps. The reference code trains its cross-entropy baseline and the linear classifier
-of stage 2 with random resized crop and flip only (policy ``"crop_flip"``).
+:func:`supcon_transform` builds one training view from an :class:`~lightning_supcon.data.recipe.AugmentRecipe`
+(the device backend builds the batched twin from the same recipe); :func:`eval_transform` is the clean view;
+:class:`MultiViewTransform` stacks ``n_views`` views of one sample. The per-channel statistics of the data sets of
+SupCon [0] are here too.
 
 - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
-- [1] Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709
-- [2] Cubuk et al., AutoAugment, CVPR 2019, https://arxiv.org/abs/1805.09501
-- [3] Cubuk et al., RandAugment, NeurIPS 2020 workshops, https://arxiv.org/abs/1909.13719
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchvision.transforms import v2
+
+from lightning_supcon.data.normalize import ToNormalizedFloat
+from lightning_supcon.data.recipe import SIMCLR, AugmentRecipe, blur_kernel_size
+from lightning_supcon.data.warp import RandomResizedCropAffine
 
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2023, 0.1994, 0.2010)
@@ -29,88 +28,29 @@ CIFAR100_STD: tuple[float, float, float] = (0.2675, 0.2565, 0.2761)
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-Policy = Literal["simclr", "autoaugment", "randaugment", "crop_flip"]
-POLICIES: tuple[str, ...] = ("simclr", "autoaugment", "randaugment", "crop_flip")
-
-#: Colour jitter strengths (brightness, contrast, saturation, hue) of [0] and [1].
-JITTER: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
-#: Probabilities of the colour-jitter and grayscale steps of [0] and [1].
-JITTER_P, GRAYSCALE_P = 0.8, 0.2
-#: Gaussian blur: sigma range and probability of [1, Appendix A].
-BLUR_SIGMA: tuple[float, float] = (0.1, 2.0)
-BLUR_P: float = 0.5
-#: Aspect-ratio range (width / height) of the random resized crop, torchvision's default.
-CROP_RATIO: tuple[float, float] = (3 / 4, 4 / 3)
-
-
-def blur_kernel_size(image_size: int) -> int:
-    """The odd kernel side closest below 10% of the image side, at least 3 ([1], Appendix A).
-
-    Example:
-        >>> blur_kernel_size(224), blur_kernel_size(32)
-        (23, 3)
-    """
-    return max(3, int(0.1 * image_size) // 2 * 2 + 1)
-
-
-def check_probability(name: str, value: float) -> None:
-    """Raise ``ValueError`` unless ``0 <= value <= 1``."""
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"Expected argument `{name}` to be in [0, 1], but got {value}.")
-
-
-def check_range(name: str, value: Sequence[float], low: float = 0.0, high: float = float("inf")) -> None:
-    """Raise ``ValueError`` unless ``value`` is a pair ``(a, b)`` with ``low < a <= b <= high``."""
-    if len(value) != 2 or not low < value[0] <= value[1] <= high:
-        raise ValueError(
-            f"Expected argument `{name}` to be a pair (a, b) with {low} < a <= b <= {high}, but got {tuple(value)}."
-        )
-
-
-def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Callable[[Any], Any]]:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
-
 
 def supcon_transform(
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    scale: tuple[float, float] = (0.2, 1.0),
-    policy: Policy = "simclr",
-    blur: bool = False,
-    flip: bool = True,
-    grayscale_p: float = GRAYSCALE_P,
-    jitter_p: float = JITTER_P,
-    ratio: tuple[float, float] = CROP_RATIO,
+    image_size: int, mean: Sequence[float], std: Sequence[float], recipe: AugmentRecipe = SIMCLR
 ) -> v2.Compose:
-    """The SupCon/SimCLR training recipe for one view.
+    """The CPU (torchvision) backend of ``recipe``: one augmented view of a raw image.
 
-    Steps: ``RandomResizedCrop(image_size, scale, ratio)``, horizontal flip (``flip``); then for
-    ``policy="simclr"`` colour jitter ``JITTER`` with probability ``jitter_p`` and grayscale with probability
-    ``grayscale_p``, for ``"autoaugment"`` torchvision's AutoAugment with the ImageNet policy, for ``"randaugment"``
-    RandAugment with its defaults, for ``"crop_flip"`` nothing (crop and flip only); then (``blur``) a Gaussian
-    blur with probability ``BLUR_P``, sigma in ``BLUR_SIGMA`` and kernel ``blur_kernel_size(image_size)``; last
-    ``float32`` in ``[0, 1]`` and normalisation.
+    Steps: ``RandomResizedCrop(image_size, recipe.scale, recipe.ratio)`` (with a rotation or shift in the recipe:
+    :class:`~lightning_supcon.data.warp.RandomResizedCropAffine`, one warp), horizontal flip; for
+    ``colour="simclr"`` and RGB images ``ColorJitter(*recipe.jitter_factors)`` with probability ``jitter_p`` and
+    grayscale with probability ``grayscale_p``, for ``"autoaugment"`` torchvision's AutoAugment with the ImageNet
+    policy, for ``"randaugment"`` RandAugment with its defaults; a Gaussian blur with probability ``blur_p``; last
+    :class:`~lightning_supcon.data.normalize.ToNormalizedFloat`. All randomness comes from torch's global
+    generator, which the training loader seeds per sample.
 
     Args:
         image_size: Side of the square output.
-        mean: Per-channel mean for the normalisation.
+        mean: Per-channel mean for the normalisation; its length is the number of channels.
         std: Per-channel standard deviation for the normalisation.
-        scale: Range of the crop's area as a fraction of the image's; SupCon uses ``(0.2, 1)`` for CIFAR and
-            ``(0.08, 1)`` for ImageNet.
-        policy: ``"simclr"``, ``"autoaugment"``, ``"randaugment"`` or ``"crop_flip"`` (no colour step).
-        blur: Add the Gaussian blur (ImageNet-sized images).
-        flip: Add the random horizontal flip (probability 0.5).
-        grayscale_p: Probability of the grayscale step (``"simclr"`` only).
-        jitter_p: Probability of the colour-jitter step (``"simclr"`` only).
-        ratio: Range of the crop's aspect ratio (width / height).
+        recipe: The augmentation; default SupCon's CIFAR recipe.
 
     Returns:
         A callable taking a PIL image or a uint8 ``(C, H, W)`` tensor and returning a float tensor
         ``(C, image_size, image_size)``.
-
-    Raises:
-        ValueError: For an unknown ``policy``, a probability outside ``[0, 1]`` or a bad ``scale``.
 
     Example:
         >>> from PIL import Image
@@ -120,24 +60,26 @@ def supcon_transform(
         >>> tf(torch.zeros(3, 32, 32, dtype=torch.uint8)).dtype
         torch.float32
     """
-    if policy not in POLICIES:
-        raise ValueError(f"Expected argument `policy` to be one of {POLICIES}, but got {policy!r}.")
-    check_probability("grayscale_p", grayscale_p)
-    check_probability("jitter_p", jitter_p)
-    check_range("scale", scale, high=1.0)
-    check_range("ratio", ratio)
-    steps: list[Callable[[Any], Any]] = [v2.RandomResizedCrop(image_size, scale=scale, ratio=ratio, antialias=True)]
-    if flip:
+    steps: list[Callable[[Any], Any]] = []
+    if recipe.warps:
+        steps.append(RandomResizedCropAffine.from_recipe(image_size, recipe))
+    else:
+        steps.append(v2.RandomResizedCrop(image_size, scale=recipe.scale, ratio=recipe.ratio, antialias=True))
+    if recipe.flip:
         steps.append(v2.RandomHorizontalFlip())
-    if policy == "simclr":
-        steps += [v2.RandomApply([v2.ColorJitter(*JITTER)], p=jitter_p), v2.RandomGrayscale(p=grayscale_p)]
-    elif policy == "autoaugment":
+    jitter, grayscale = recipe.colour_steps(len(mean))
+    if jitter:
+        steps.append(v2.RandomApply([v2.ColorJitter(*recipe.jitter_factors)], p=recipe.jitter_p))
+    if grayscale:
+        steps.append(v2.RandomGrayscale(p=recipe.grayscale_p))
+    if recipe.colour == "autoaugment":
         steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET))
-    elif policy == "randaugment":
+    elif recipe.colour == "randaugment":
         steps.append(v2.RandAugment())
-    if blur:
-        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(image_size), sigma=BLUR_SIGMA)], p=BLUR_P))
-    return v2.Compose(steps + _to_normalized_tensor(mean, std))
+    if recipe.blur_p > 0:
+        blur = v2.GaussianBlur(blur_kernel_size(image_size), sigma=recipe.blur_sigma)
+        steps.append(v2.RandomApply([blur], p=recipe.blur_p))
+    return v2.Compose([*steps, v2.ToImage(), ToNormalizedFloat(mean, std)])
 
 
 def eval_transform(
@@ -166,10 +108,15 @@ def eval_transform(
         tensor([[[-1.,  1.],
                  [ 1., -1.]]])
     """
+    return v2.Compose([*decode_steps(image_size, resize), ToNormalizedFloat(mean, std)])
+
+
+def decode_steps(image_size: int, resize: int | None = None) -> list[Callable[[Any], Any]]:
+    """A raw image (PIL or tensor) to a uint8 ``(C, H, W)`` tensor, resized and centre-cropped when ``resize``."""
     steps: list[Callable[[Any], Any]] = []
     if resize is not None:
         steps += [v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)]
-    return v2.Compose(steps + _to_normalized_tensor(mean, std))
+    return [*steps, v2.ToImage(), v2.ToDtype(torch.uint8, scale=True), v2.ToPureTensor()]
 
 
 class MultiViewTransform:

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.recipe import AugmentRecipe
 from lightning_supcon.data.transforms import eval_transform
 from tests.data.recorder import Recorder, cpu_trainer
 
@@ -178,7 +179,7 @@ class TestDevicePath:
         images = colour.view(1, 3, 1, 1).expand(16, 3, 8, 8).contiguous()
         expected = ((colour.float() / 255 - torch.tensor(MEAN)) / torch.tensor(STD)).view(1, 1, 3, 1, 1)
         torch.manual_seed(0)
-        views = Tiny(n_views=2, augment_on="device", policy="crop_flip").device_augment()(images)
+        views = Tiny(n_views=2, augment_on="device", augment=AugmentRecipe(colour="none")).device_augment()(images)
         torch.testing.assert_close(views, expected.expand_as(views))
         simclr = Tiny(n_views=2, augment_on="device").device_augment()(images)
         assert not torch.allclose(simclr, expected.expand_as(simclr), atol=1e-3)
@@ -214,28 +215,30 @@ class TestArguments:
             ({"eval_batch_size": 0}, "`eval_batch_size` to be >= 1, but got 0"),
             ({"num_workers": -1}, "`num_workers` to be >= 0, but got -1"),
             ({"augment_on": "gpu"}, r"`augment_on` to be one of \('cpu', 'device'\), but got 'gpu'"),
-            ({"policy": "mixup"}, "`policy` to be one of .*, but got 'mixup'"),
+            ({"colour": "mixup"}, "`colour` to be one of .*, but got 'mixup'"),
             (
-                {"augment_on": "device", "policy": "randaugment"},
-                r"`policy` to be one of \('simclr', 'crop_flip'\) with `augment_on='device'`",
+                {"augment_on": "device", "colour": "randaugment"},
+                r"`augment.colour` to be one of \('simclr', 'none'\) with `augment_on='device'`",
             ),
-            ({"crop_scale": (0.9, 0.2)}, r"`crop_scale` to be a pair .*but got \(0.9, 0.2\)"),
+            ({"scale": (0.9, 0.2)}, r"`scale` to be a pair .*but got \(0.9, 0.2\)"),
         ],
     )
     def test_errors(self, kwargs: dict, match: str) -> None:
+        recipe_keys = {"colour", "scale"}
         with pytest.raises(ValueError, match=match):
-            Tiny(**kwargs)
+            recipe = {k: v for k, v in kwargs.items() if k in recipe_keys}
+            Tiny(**{k: v for k, v in kwargs.items() if k not in recipe_keys}, augment=AugmentRecipe(**recipe))
 
     def test_defaults_from_the_data_set(self) -> None:
         dm = Tiny()
-        assert (dm.batch_size, dm.n_views, dm.eval_batch_size, dm.crop_scale, dm.blur) == (
+        assert (dm.batch_size, dm.n_views, dm.eval_batch_size, dm.augment.scale, dm.augment.blur_p > 0) == (
             256,
             2,
             256,
             (0.2, 1.0),
             False,
         )
-        assert Tiny(crop_scale=(0.5, 1.0), blur=True).crop_scale == (0.5, 1.0)
+        assert Tiny(augment=AugmentRecipe(scale=(0.5, 1.0), blur_p=0.5)).augment.scale == (0.5, 1.0)
 
     def test_subclass_must_provide_data(self) -> None:
         with pytest.raises(NotImplementedError, match="must implement `train_dataset\\(\\)`"):

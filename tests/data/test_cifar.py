@@ -46,7 +46,7 @@ class TestCIFAR10:
         dm = CIFAR10DataModule(data_dir=str(cifar10_root), batch_size=8, n_views=n_views)
         views, labels = next(iter(dm.train_dataloader()))
         assert views.shape == (8, n_views, 3, 32, 32) and labels.dtype == torch.int64
-        assert (dm.num_classes, dm.image_size, dm.crop_scale, dm.blur) == (10, 32, (0.2, 1.0), False)
+        assert (dm.num_classes, dm.image_size, dm.augment.scale, dm.augment.blur_p > 0) == (10, 32, (0.2, 1.0), False)
 
     def test_device_path_decodes_to_uint8(self, cifar10_root: Path) -> None:
         dm = CIFAR10DataModule(data_dir=str(cifar10_root), batch_size=8, augment_on="device")

@@ -1,7 +1,8 @@
-"""The batched kornia path: formats, per-sample randomness, and the same augmentation statistics as the PIL path.
+"""The batched kornia backend: formats, per-sample randomness, and the same statistics as the torchvision backend.
 
-The statistical tests draw a few hundred views through both recipes, measure one property of each (crop area,
-flip, brightness factor, colour, grayscale, blur, affine coverage) and compare the two distributions.
+The statistical tests build both backends from one ``AugmentRecipe``, draw a few hundred views through each,
+measure one property of each view (crop area and aspect, flip, brightness factor, colour, grayscale, blur, rotation
+and coverage of the digits warp) and compare the two distributions.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-from lightning_supcon.data.device_augment import DeviceMultiViewAugment, DeviceNormalize
-from lightning_supcon.data.digits import digits_transform
+from lightning_supcon.data.device_augment import DeviceMultiViewAugment
+from lightning_supcon.data.digits import DIGITS_RECIPE
+from lightning_supcon.data.normalize import ToNormalizedFloat
+from lightning_supcon.data.recipe import AugmentRecipe
 from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, supcon_transform
 
 N = 500  # views per path in the statistical tests
@@ -26,11 +29,12 @@ NO_COLOUR: dict[str, Any] = {"jitter_p": 0.0, "grayscale_p": 0.0}
 
 
 def _both(image: np.ndarray, size: int, n: int = N, **kwargs: Any) -> tuple[Tensor, Tensor]:
-    """``n`` views of one HWC uint8 image from the PIL recipe and from the device recipe: two ``(n, C, S, S)``."""
+    """``n`` views of one HWC uint8 image from both backends of ``AugmentRecipe(**kwargs)``: two ``(n, C, S, S)``."""
     pil = Image.fromarray(image)
-    tf = supcon_transform(size, ZERO, ONE, **kwargs)
+    recipe = AugmentRecipe(**kwargs)
+    tf = supcon_transform(size, ZERO, ONE, recipe)
     cpu = torch.stack([tf(pil) for _ in range(n)])
-    aug = DeviceMultiViewAugment(size, ZERO, ONE, n_views=n, **kwargs)
+    aug = DeviceMultiViewAugment(size, ZERO, ONE, n_views=n, recipe=recipe)
     device = aug(torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0))[0]
     return cpu, device
 
@@ -74,7 +78,7 @@ class TestFormats:
 
     def test_uint8_and_float_inputs_agree(self) -> None:
         images = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
-        aug = DeviceMultiViewAugment(12, IMAGENET_MEAN, IMAGENET_STD, blur=True)
+        aug = DeviceMultiViewAugment(12, IMAGENET_MEAN, IMAGENET_STD, recipe=AugmentRecipe(blur_p=0.5))
         torch.manual_seed(1)
         a = aug(images)
         torch.manual_seed(1)
@@ -89,7 +93,7 @@ class TestFormats:
     def test_one_channel_has_no_colour_steps(self) -> None:
         assert len(DeviceMultiViewAugment(16, (0.5,), (0.2,)).colour) == 0
         assert len(DeviceMultiViewAugment(16, ZERO, ONE).colour) == 2
-        assert len(DeviceMultiViewAugment(16, ZERO, ONE, blur=True).colour) == 3
+        assert len(DeviceMultiViewAugment(16, ZERO, ONE, recipe=AugmentRecipe(blur_p=0.5)).colour) == 3
 
     @pytest.mark.parametrize(
         ("images", "match"),
@@ -114,18 +118,19 @@ class TestFormats:
     )
     def test_bad_arguments(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
-            DeviceMultiViewAugment(8, ZERO, ONE, **kwargs)
+            n_views = kwargs.pop("n_views", 2)
+            DeviceMultiViewAugment(8, ZERO, ONE, n_views=n_views, recipe=AugmentRecipe(**kwargs))
 
 
-class TestDeviceNormalize:
+class TestToNormalizedFloat:
     def test_equals_eval_transform(self) -> None:
         images = torch.randint(0, 256, (6, 3, 10, 10), dtype=torch.uint8)
         expected = torch.stack([eval_transform(10, IMAGENET_MEAN, IMAGENET_STD)(image) for image in images])
-        torch.testing.assert_close(DeviceNormalize(IMAGENET_MEAN, IMAGENET_STD)(images), expected)
+        torch.testing.assert_close(ToNormalizedFloat(IMAGENET_MEAN, IMAGENET_STD)(images), expected)
 
     def test_length_mismatch(self) -> None:
         with pytest.raises(ValueError, match=r"equal length, but got \(0.5,\) and \(0.2, 0.2\)"):
-            DeviceNormalize((0.5,), (0.2, 0.2))
+            ToNormalizedFloat((0.5,), (0.2, 0.2))
 
 
 class TestSameStatisticsAsPIL:
@@ -175,7 +180,7 @@ class TestSameStatisticsAsPIL:
 
     def test_blur(self) -> None:
         stripes = np.tile((np.arange(64) // 4 % 2 * 255).astype(np.uint8), (64, 1))  # period 8
-        cpu, device = _both(np.stack([stripes] * 3, -1), 64, n=1000, **IDENTITY_CROP, **NO_COLOUR, blur=True)
+        cpu, device = _both(np.stack([stripes] * 3, -1), 64, n=1000, **IDENTITY_CROP, **NO_COLOUR, blur_p=0.5)
         # contrast left, exp(-2 pi^2 sigma^2 / 64) for the fundamental: 1 unblurred, 0.997 to 0.08 for sigma 0.1 to 2
         left_c, left_d = (
             views.std((1, 2, 3)) / (127.5 / 255 * (64 * 64 / (64 * 64 - 1)) ** 0.5) for views in (cpu, device)
@@ -190,10 +195,8 @@ class TestSameStatisticsAsPIL:
         ramp = torch.linspace(0, 255, 16).round().to(torch.uint8).expand(1, 16, 16).contiguous()  # crop width
         bar = torch.zeros(1, 16, 16, dtype=torch.uint8)  # rotation
         bar[:, 7:9, 2:14] = 255
-        tf = digits_transform(16, (0.0,), (1.0,))
-        aug = DeviceMultiViewAugment(
-            16, (0.0,), (1.0,), n_views=N, scale=(0.5, 1.0), ratio=(0.8, 1.25), flip=False, degrees=10, translate=0.1
-        )
+        tf = supcon_transform(16, (0.0,), (1.0,), DIGITS_RECIPE)
+        aug = DeviceMultiViewAugment(16, (0.0,), (1.0,), n_views=N, recipe=DIGITS_RECIPE)
         assert not any(isinstance(m, v2.RandomHorizontalFlip) for m in tf.transforms)
 
         def slope(views: Tensor) -> Tensor:  # the ramp's slope in the centre, the inverse of the crop width

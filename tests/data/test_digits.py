@@ -10,8 +10,8 @@ from sklearn.datasets import load_digits
 from sklearn.neighbors import KNeighborsClassifier
 from torchvision.transforms import RandomResizedCrop, v2
 
-from lightning_supcon.data import DeviceMultiViewAugment, DigitsDataModule, load_digit_images
-from lightning_supcon.data.digits import RandomResizedCropAffine
+from lightning_supcon.data import AugmentRecipe, DeviceMultiViewAugment, DigitsDataModule, load_digit_images
+from lightning_supcon.data.warp import RandomResizedCropAffine
 from tests.data.recorder import Recorder, cpu_trainer
 
 
@@ -145,7 +145,10 @@ class TestRandomResizedCropAffine:
     [
         ({"image_size": 4}, "`image_size` to be >= 8, but got 4"),
         ({"val_fraction": 1.0}, r"`val_fraction` to be in \(0, 1\), but got 1.0"),
-        ({"policy": "autoaugment"}, "`policy='simclr'` for digits"),
+        (
+            {"augment": AugmentRecipe(colour="autoaugment"), "augment_on": "device"},
+            r"`augment.colour` to be one of \('simclr', 'none'\) with `augment_on='device'`",
+        ),
         ({"batch_size": 0}, "`batch_size` to be >= 1, but got 0"),
     ],
 )

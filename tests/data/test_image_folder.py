@@ -102,7 +102,7 @@ class TestDataModule:
     def test_recipe(self, image_tree: tuple[Path, Path]) -> None:
         dm = _dm(image_tree)
         assert (dm.num_classes, dm.classes, dm.mean, dm.std) == (3, ["cat", "dog", "eel"], IMAGENET_MEAN, IMAGENET_STD)
-        assert (dm.crop_scale, dm.blur, dm.resize) == ((0.08, 1.0), True, 18)
+        assert (dm.augment.scale, dm.augment.blur_p > 0, dm.resize) == ((0.08, 1.0), True, 18)
         assert ImageFolderDataModule("a", "b").resize == 256
 
     @pytest.mark.parametrize("n_views", [1, 2, 4])

@@ -1,0 +1,148 @@
+"""Data sets and a training loader that resumes mid-epoch exactly: the same order and the same augmentations.
+
+:class:`EpochSampler` draws each epoch's order from ``(seed, epoch)`` and hands each sample its own augmentation seed,
+drawn from ``(seed, epoch, index)``; :class:`MappedDataset` seeds torch's generator with it around the transform, so a
+sample's views do not depend on which worker process makes them, nor on what ran before. :class:`ResumableLoader`
+counts the batches it delivered; its ``state_dict`` goes into checkpoints and, when a run resumes mid-epoch, the
+loader skips what was already trained on (without loading it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+#: What :class:`EpochSampler` yields: a sample's index and the seed of its augmentation.
+SampleKey = tuple[int, int]
+
+
+class SampleDataset(Protocol):
+    """What a subclass's data sets must be: indexable ``(image, label)`` samples with a length."""
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+def initial_seed() -> int:
+    """The seed of the training orders: ``seed_everything``'s (``PL_GLOBAL_SEED``), else a draw from torch."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` in ``epoch`` of a run seeded ``seed`` (NumPy's ``SeedSequence``).
+
+    Example:
+        >>> sample_seed(0, 1, 7) == sample_seed(0, 1, 7) != sample_seed(0, 2, 7)
+        True
+    """
+    return int(np.random.SeedSequence((seed, epoch, index)).generate_state(1, dtype=np.uint64)[0])
+
+
+class MappedDataset(Dataset):
+    """``(transform(image), int(label))`` for each ``(image, label)`` sample of ``data``.
+
+    Indexed by an ``int``, or by a :data:`SampleKey` ``(index, seed)``: then the transform runs with torch's generator
+    seeded with ``seed``, and the generator's state outside is left as it was.
+    """
+
+    def __init__(self, data: SampleDataset, transform: Callable[[Any], Tensor]) -> None:
+        self.data = data
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: int | SampleKey) -> tuple[Tensor, int]:
+        if isinstance(key, int):
+            image, label = self.data[key]
+            return self.transform(image), int(label)
+        index, seed = key
+        image, label = self.data[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), int(label)
+
+
+class EpochSampler(DistributedSampler):
+    """Training order: a permutation drawn from ``(seed, epoch)``, this rank's share, resumable at a position.
+
+    It is torch's ``DistributedSampler`` (so Lightning keeps it under DDP instead of wrapping it) with the shuffle
+    always on; it yields :data:`SampleKey` pairs ``(index, sample_seed(seed, epoch, index))``.
+
+    Args:
+        data: The data set (only its length is used).
+        seed: Seed of the orders and of the per-sample augmentation seeds.
+        num_replicas: Number of processes.
+        rank: This process's rank.
+
+    Example:
+        >>> sampler = EpochSampler(range(6), seed=3)
+        >>> order = [index for index, _ in sampler]
+        >>> sorted(order), order == [index for index, _ in sampler]
+        ([0, 1, 2, 3, 4, 5], True)
+        >>> sampler.resume(epoch=0, position=4)
+        >>> [index for index, _ in sampler] == order[4:], [index for index, _ in sampler] == order
+        (True, True)
+    """
+
+    def __init__(self, data: Any, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(data, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._resume: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, position: int) -> None:
+        """Make the next iteration of ``epoch`` start at ``position`` (a later epoch starts at 0)."""
+        self._resume = (epoch, position)
+
+    def start(self) -> int:
+        """Where the next iteration starts: the resume position if it is of the current epoch, else 0."""
+        return self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
+
+    def __iter__(self) -> Iterator[SampleKey]:  # type: ignore[override]
+        start, self._resume = self.start(), None  # a resume applies once
+        for index in list(super().__iter__())[start:]:
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` over an :class:`EpochSampler` whose position in the epoch can be saved and restored.
+
+    ``state_dict()`` is ``{"epoch", "batches"}``: the epoch being drawn and how many of its batches this loader has
+    delivered; after ``load_state_dict`` the next iteration of that epoch delivers the rest (a later epoch is whole).
+    Lightning saves this state in checkpoints (``FitLoop.on_save_checkpoint``) and sees the loader as resumable (no
+    warning about mid-epoch checkpoints); :class:`~lightning_supcon.data.base.MultiViewDataModule` keeps it in its
+    own state too and hands it to the next loader it builds, because Lightning loads it only into a loader built
+    after the loops are restored. A resumed worker process draws the same augmentations: they are seeded per sample.
+    """
+
+    sampler: EpochSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, EpochSampler):
+            raise TypeError(f"Expected an EpochSampler, but got {type(self.sampler).__name__}.")
+        self._epoch = 0
+        self._batches = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        assert self.batch_size is not None
+        self._epoch = self.sampler.epoch
+        self._batches = self.sampler.start() // self.batch_size
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._batches}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        assert self.batch_size is not None
+        self._epoch, self._batches = int(state_dict["epoch"]), int(state_dict["batches"])
+        self.sampler.resume(self._epoch, self._batches * self.batch_size)

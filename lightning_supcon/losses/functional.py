@@ -14,53 +14,14 @@ With ``N = batch x views`` features ``z`` and ``s_ij = z_i . z_j / tau``, for ea
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
 from lightning_supcon.losses.fused import FusedSupConOut
+from lightning_supcon.losses.options import ContrastMode, Denominator, Reduction, Summation, check_options
 from lightning_supcon.utils import distributed
 
-ContrastMode = Literal["all", "one"]
-Summation = Literal["out", "in"]
-Denominator = Literal["all", "one_positive", "only_negatives"]
-Reduction = Literal["mean", "sum", "none"]
-
-CONTRAST_MODES = ("all", "one")
-SUMMATIONS = ("out", "in")
-DENOMINATORS = ("all", "one_positive", "only_negatives")
-REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"Expected argument `{name}` to be one of {allowed}, but got {value!r}.")
-
-
-def check_options(
-    temperature: float,
-    base_temperature: float | None,
-    contrast_mode: str,
-    summation: str,
-    denominator: str,
-    positives_cap: int | None,
-    reduction: str,
-    chunk_size: int | None,
-) -> None:
-    """Validate the loss's options; raises ``ValueError`` naming the bad value and the allowed ones."""
-    if not temperature > 0:
-        raise ValueError(f"Expected argument `temperature` to be > 0, but got {temperature}.")
-    if base_temperature is not None and not base_temperature > 0:
-        raise ValueError(f"Expected argument `base_temperature` to be > 0 or None, but got {base_temperature}.")
-    _check_choice("contrast_mode", contrast_mode, CONTRAST_MODES)
-    _check_choice("summation", summation, SUMMATIONS)
-    _check_choice("denominator", denominator, DENOMINATORS)
-    _check_choice("reduction", reduction, REDUCTIONS)
-    if positives_cap is not None and positives_cap < 0:
-        raise ValueError(f"Expected argument `positives_cap` to be >= 0 or None, but got {positives_cap}.")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"Expected argument `chunk_size` to be >= 1 or None, but got {chunk_size}.")
+__all__ = ["ContrastMode", "Denominator", "Reduction", "Summation", "supcon_loss"]
 
 
 def _masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
@@ -158,8 +119,51 @@ def supcon_loss(
         tensor(3.3616)
     """
     check_options(
-        temperature, base_temperature, contrast_mode, summation, denominator, positives_cap, reduction, chunk_size
+        temperature=temperature,
+        base_temperature=base_temperature,
+        contrast_mode=contrast_mode,
+        summation=summation,
+        denominator=denominator,
+        positives_cap=positives_cap,
+        reduction=reduction,
+        chunk_size=chunk_size,
     )
+    return _supcon_loss(
+        features,
+        labels,
+        mask,
+        temperature,
+        base_temperature,
+        contrast_mode,
+        summation,
+        denominator,
+        positives_cap,
+        reduction,
+        gather_distributed,
+        chunk_size,
+        queue,
+        queue_labels,
+    )
+
+
+def _supcon_loss(
+    features: Tensor,
+    labels: Tensor | None,
+    mask: Tensor | None,
+    temperature: float,
+    base_temperature: float | None,
+    contrast_mode: ContrastMode,
+    summation: Summation,
+    denominator: Denominator,
+    positives_cap: int | None,
+    reduction: Reduction,
+    gather_distributed: bool,
+    chunk_size: int | None,
+    queue: Tensor | None,
+    queue_labels: Tensor | None,
+) -> Tensor:
+    """:func:`supcon_loss` with options already validated by :func:`check_options` (as ``SupConLoss`` does once,
+    at construction); the inputs are still checked on every call."""
     if features.dim() < 3:
         raise ValueError(
             f"Expected `features` of shape (batch, views, ...) with at least 3 dims, but got {tuple(features.shape)}."

@@ -14,6 +14,7 @@ from lightning_supcon import DigitsDataModule, SupConModule
 from lightning_supcon.models.checkpoint import export_encoder, load_encoder_checkpoint, save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.linear_probe import LinearProbeModule
+from lightning_supcon.models.optimization import sgd
 from tests.helpers import cpu_trainer
 
 
@@ -70,7 +71,7 @@ class TestLinearProbeModule:
         assert expected["features.1.num_batches_tracked"].item() == 2  # really trained: BN statistics moved
 
     def test_fit_leaves_the_encoder_unchanged(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
-        probe = _probe(supcon_checkpoint, lr=0.5)
+        probe = _probe(supcon_checkpoint, optimizer=sgd(lr=0.5, weight_decay=0.0))
         encoder_before = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
         classifier_before = probe.classifier.weight.detach().clone()
         modes: list[bool] = []

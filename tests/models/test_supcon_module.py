@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon import DigitsDataModule, Schedule, SupConModule
+from lightning_supcon.models.optimization import sgd
+from lightning_supcon.optim import LARS, ScaleRule
 from tests.helpers import cli_error, cpu_trainer, fit_args, one_error_line
 
 
@@ -49,7 +52,9 @@ class TestSupConModule:
 
     def test_training_lowers_the_loss(self, tmp_path: Path) -> None:
         torch.manual_seed(0)
-        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0, probe=False, lr=0.5, feature_dim=16)
+        model = SupConModule(
+            encoder=MLP(), num_classes=4, knn_k=0, probe=False, optimizer=sgd(lr=0.5, weight_decay=1e-4), feature_dim=16
+        )
         loader = _views_loader(batch=32, n=32)
         views, labels = next(iter(loader))
         before = model.criterion(model.project(model(views.flatten(0, 1))).view(32, 2, -1), labels).item()
@@ -83,25 +88,28 @@ class TestSupConModule:
         assert out[0]["features"].shape == (3, 16) and out[0]["projections"].shape == (3, 8)
         torch.testing.assert_close(out[0]["projections"].norm(dim=1), torch.ones(3))
 
-    @pytest.mark.parametrize(("optimizer", "lr_scaling"), [("lars", "sqrt"), ("adamw", "linear"), ("rmsprop", "none")])
-    def test_optimizers_and_lr_scaling(self, tmp_path: Path, optimizer: str, lr_scaling: str) -> None:
+    @pytest.mark.parametrize(
+        ("optimizer", "lr_scaling"),
+        [(LARS, "sqrt"), (torch.optim.AdamW, "linear"), (torch.optim.RMSprop, "none"), (torch.optim.NAdam, "none")],
+    )
+    def test_optimizers_and_lr_scaling(self, tmp_path: Path, optimizer: type, lr_scaling: ScaleRule) -> None:
         model = SupConModule(
             encoder="small_cnn",
             in_channels=1,
             num_classes=10,
             knn_k=0,
-            optimizer=optimizer,  # type: ignore[arg-type]
-            lr=0.1,
-            lr_scaling=lr_scaling,
-            warmup_epochs=1,  # type: ignore[arg-type]
+            optimizer=functools.partial(optimizer, lr=0.1, weight_decay=1e-4),
+            schedule=Schedule(lr_scaling=lr_scaling, warmup_epochs=1),
         )
         trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=64))
         optim = trainer.optimizers[0]
-        assert type(optim).__name__.lower() == optimizer
+        assert type(optim) is optimizer
         expected = {"linear": 0.1 * 64 / 256, "sqrt": 0.1 * (64 / 256) ** 0.5, "none": 0.1}[lr_scaling]
         assert optim.param_groups[0]["initial_lr"] == pytest.approx(expected)
         assert optim.param_groups[-1]["initial_lr"] == pytest.approx(0.1)  # the probe keeps probe_lr
+        decays = [(group["weight_decay"], min(p.ndim for p in group["params"])) for group in optim.param_groups]
+        assert decays == [(1e-4, 2), (0.0, 1), (0.0, 1)]  # weights; biases and norms; the probe
 
 
 class TestMemoryQueue:
@@ -153,13 +161,15 @@ class TestSupConModuleErrors:
         [
             ({"num_classes": 1}, "num_classes"),
             ({"knn_k": -1}, "knn_k"),
-            ({"lr_decay_epochs": [3, 1]}, r"`lr_decay_epochs` ascending and >= 0, but got \[3, 1\]"),
-            ({"lr_decay_epochs": [1], "lr_decay_rate": 0.0}, r"`lr_decay_rate` in \(0, 1\], but got 0.0"),
-            ({"lr_decay_epochs": [1], "min_lr_ratio": 0.1}, "with step decay .* leave it at 0"),
+            ({"schedule": {"lr_decay_epochs": [3, 1]}}, r"`lr_decay_epochs` ascending and >= 0, but got \[3, 1\]"),
+            ({"schedule": {"lr_decay_epochs": [1], "lr_decay_rate": 0.0}}, r"`lr_decay_rate` in \(0, 1\], but got 0.0"),
+            ({"schedule": {"lr_decay_epochs": [1], "min_lr_ratio": 0.1}}, "with step decay .* leave it at 0"),
         ],
     )
     def test_bad_arguments(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
+            if "schedule" in kwargs:  # validated where it is declared, once for every module
+                kwargs = {"schedule": Schedule(**kwargs["schedule"])}
             SupConModule(encoder=MLP(), feature_dim=16, **kwargs)
 
     def test_labels_outside_num_classes(self, tmp_path: Path) -> None:
@@ -193,10 +203,8 @@ class TestStepDecay:
             num_classes=4,
             knn_k=0,
             probe=False,
-            lr=0.5,
-            warmup_epochs=1,
-            lr_decay_epochs=[2, 3],
-            lr_decay_rate=0.2,
+            optimizer=sgd(lr=0.5, weight_decay=1e-4),
+            schedule=Schedule(warmup_epochs=1, lr_decay_epochs=[2, 3], lr_decay_rate=0.2),
         )
         cpu_trainer(tmp_path, max_epochs=4, callbacks=[record]).fit(model, train_dataloaders=_views_loader())
         expected = [0.5 * (s + 1) / 4 for s in range(4)] + [0.5] * 4 + [0.1] * 4 + [0.02] * 4
@@ -209,7 +217,13 @@ class TestStepDecay:
             on_train_batch_start=lambda trainer, *_: lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
         )
         model = SupConModule(
-            encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, probe=False, lr=0.4, warmup_epochs=1
+            encoder=MLP(),
+            feature_dim=16,
+            num_classes=4,
+            knn_k=0,
+            probe=False,
+            optimizer=sgd(lr=0.4, weight_decay=1e-4),
+            schedule=Schedule(warmup_epochs=1),
         )
         trainer = cpu_trainer(tmp_path, max_epochs=10, max_steps=6, callbacks=[record])
         trainer.fit(model, train_dataloaders=_views_loader())
@@ -219,11 +233,11 @@ class TestStepDecay:
 
 class TestResumeSchedule:
     def test_warns_when_resuming_into_a_longer_run(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, warmup_epochs=1)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, schedule=Schedule(warmup_epochs=1))
         trainer = cpu_trainer(tmp_path, max_epochs=1)
         trainer.fit(model, train_dataloaders=_views_loader())
         trainer.save_checkpoint(tmp_path / "one.ckpt")
-        longer = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, warmup_epochs=1)
+        longer = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, schedule=Schedule(warmup_epochs=1))
         with pytest.warns(UserWarning, match="schedule restored from the checkpoint spans 4 steps, but this run has 8"):
             cpu_trainer(tmp_path, max_epochs=2).fit(
                 longer, train_dataloaders=_views_loader(), ckpt_path=tmp_path / "one.ckpt"

@@ -57,7 +57,7 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, pl.Lightning
         optimizer: Any ``torch.optim`` optimiser or ``lightning_supcon.optim.LARS`` (LightningCLI's
             ``OptimizerCallable``); ``None``: SGD, lr 0.1, momentum 0.9, weight decay 1e-4. See
             :mod:`lightning_supcon.models.optimization`.
-        schedule: Learning-rate scaling, warmup, cosine or step decay; ``None``: ``Schedule()``.
+        schedule: Learning-rate scaling, warmup, cosine or step decay (default: none, none, cosine to 0).
 
     Raises:
         ValueError: For ``num_classes < 2``, an unknown ``train_views`` or a negative ``label_smoothing``; during
@@ -84,7 +84,7 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, pl.Lightning
         knn_k: int = 0,
         knn_temperature: float = 0.07,
         optimizer: OptimizerCallable | None = None,
-        schedule: Schedule | None = None,
+        schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
     ) -> None:
         super().__init__()
         if train_views not in TRAIN_VIEWS:
@@ -92,7 +92,7 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, pl.Lightning
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"Expected argument `label_smoothing` in [0, 1), but got {label_smoothing}.")
         self.optimizer = optimizer if optimizer is not None else sgd(self.default_lr, self.default_weight_decay)
-        self.schedule = schedule if schedule is not None else Schedule()
+        self.schedule = schedule
         save_hparams(self, encoder, optimizer=self.optimizer, schedule=self.schedule)
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__

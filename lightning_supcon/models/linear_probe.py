@@ -68,7 +68,7 @@ class LinearProbeModule(CrossEntropyModule):
         train_views: TrainViews = "all",
         retrieval: bool = True,
         optimizer: OptimizerCallable | None = None,
-        schedule: Schedule | None = None,
+        schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
     ) -> None:
         super().__init__(
             encoder=encoder,
@@ -88,7 +88,7 @@ class LinearProbeModule(CrossEntropyModule):
         self.encoder.eval()
         self.retrieval = nn.ModuleDict({stage: RetrievalMetrics() for stage in STAGES}) if retrieval else None
 
-    def setup(self, stage: str) -> None:
+    def _require_weights(self) -> None:
         """Refuse to run without encoder weights: neither ``checkpoint`` nor a probe checkpoint (``--ckpt_path``).
 
         Raises:
@@ -99,6 +99,19 @@ class LinearProbeModule(CrossEntropyModule):
                 "LinearProbeModule has no encoder weights: give `checkpoint` (the SupCon checkpoint or exported "
                 "encoder to train a probe on) or `--ckpt_path` (a trained probe's own checkpoint)."
             )
+
+    def on_fit_start(self) -> None:
+        self._require_weights()
+        super().on_fit_start()
+
+    def on_validation_start(self) -> None:
+        self._require_weights()
+
+    def on_test_start(self) -> None:
+        self._require_weights()
+
+    def on_predict_start(self) -> None:
+        self._require_weights()
 
     def _check_encoder(self, path: str, meta: dict[str, Any], state_dict: dict[str, Tensor]) -> None:
         expected = {

@@ -6,9 +6,10 @@ Every LightningModule takes the same two arguments, declared here once:
   or :class:`~lightning_supcon.optim.LARS`, chosen by ``class_path`` with its own ``init_args`` (``lr``,
   ``momentum``, ``weight_decay``, ...). ``None``: SGD with momentum 0.9 and the module's default ``lr`` and
   ``weight_decay`` (:func:`sgd`). Biases and normalisation parameters get no weight decay (SimCLR's rule [0]).
-- ``schedule: Schedule | None`` -- one frozen dataclass (jsonargparse nests it as a plain group, no ``class_path``)
-  with the learning-rate scaling rule and the schedule: warmup then cosine (:class:`~lightning_supcon.optim.
-  WarmupCosine`), or step decay (:class:`~lightning_supcon.optim.WarmupStepDecay`). ``None``: ``Schedule()``.
+- ``schedule: Schedule = Schedule()`` -- one frozen dataclass (jsonargparse nests it as a plain group, no
+  ``class_path``, and lists its fields in ``--help``) with the learning-rate scaling rule and the schedule: warmup
+  then cosine (:class:`~lightning_supcon.optim.WarmupCosine`), or step decay
+  (:class:`~lightning_supcon.optim.WarmupStepDecay`). Being frozen, the default instance is safe to share.
 
 Why a dataclass and not LightningCLI's ``LRSchedulerCallable`` for the schedule: a scheduler callable receives
 only the optimiser, but the schedule is written in epochs (turned into optimiser steps with the Trainer's epoch

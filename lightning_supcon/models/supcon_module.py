@@ -58,8 +58,8 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, pl.LightningModule
         optimizer: Any ``torch.optim`` optimiser or ``lightning_supcon.optim.LARS`` (LightningCLI's
             ``OptimizerCallable``); ``None``: SGD, lr 0.05, momentum 0.9, weight decay 1e-4. Biases and norm layers
             get no weight decay. See :mod:`lightning_supcon.models.optimization`.
-        schedule: Learning-rate scaling by the global batch, warmup, cosine or step decay; ``None``:
-            ``Schedule()`` (no warmup, cosine to 0).
+        schedule: Learning-rate scaling by the global batch, warmup, cosine or step decay (default: no scaling, no
+            warmup, cosine to 0).
         queue_size: Keep the projections (and labels) of the last ``queue_size`` training views in a memory queue
             and contrast every anchor with batch + queue (for small batches); 0: off. Under DDP the gathered global
             batch is enqueued. Queue entries carry no gradient.
@@ -95,7 +95,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, pl.LightningModule
         knn_k: int = 200,
         knn_temperature: float = 0.07,
         optimizer: OptimizerCallable | None = None,
-        schedule: Schedule | None = None,
+        schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
         queue_size: int = 0,
         queue_momentum: float | None = None,
         channels_last: bool = False,
@@ -108,7 +108,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, pl.LightningModule
             raise ValueError(f"`queue_momentum` ({queue_momentum}) needs a queue: set `queue_size` > 0.")
         self.criterion = loss if loss is not None else SupConLoss()
         self.optimizer = optimizer if optimizer is not None else sgd(lr=0.05, weight_decay=1e-4)
-        self.schedule = schedule if schedule is not None else Schedule()
+        self.schedule = schedule
         save_hparams(self, encoder, loss=self.criterion, optimizer=self.optimizer, schedule=self.schedule)
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import DigitsDataModule, Schedule, SupConModule
+from lightning_supcon import DigitsDataModule, Schedule, SupConLoss, SupConModule
+from lightning_supcon.cli import cli
 from lightning_supcon.models.optimization import sgd
 from lightning_supcon.optim import LARS, ScaleRule
-from tests.helpers import cli_error, cpu_trainer, fit_args, one_error_line
+from tests.helpers import DIGITS, cli_error, cpu_trainer, fit_args, one_error_line
 
 
 class MLP(nn.Module):
@@ -288,3 +289,64 @@ class TestNoPositives:
         args = fit_args("--data.init_args.n_views=1", "--model.init_args.supervised=false", "--model.init_args.knn_k=0")
         line = one_error_line(cli_error(capsys, args, workdir))
         assert "n_views" in line
+
+
+class TestInjectedLoss:
+    def test_the_module_uses_the_loss_it_is_given(self) -> None:
+        loss = SupConLoss(temperature=0.2, summation="in")
+        model = SupConModule(encoder=MLP(), feature_dim=16, loss=loss)
+        assert model.criterion is loss
+        assert model.hparams["loss"]["init_args"]["temperature"] == 0.2  # plain data, not a pickled module
+        assert SupConModule(encoder=MLP(), feature_dim=16).criterion.gather_distributed  # the default: global batch
+
+    def test_temperature_from_the_config_reaches_the_loss(self) -> None:
+        app = cli(["--config", DIGITS, "--model.init_args.loss.init_args.temperature=0.3"], run=False)
+        assert isinstance(app.model, SupConModule) and app.model.criterion.temperature == 0.3
+
+    def test_the_old_flat_loss_options_are_gone(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        lines = cli_error(capsys, fit_args("--model.init_args.temperature=0.3"), workdir)
+        assert any("'temperature' is not accepted" in line for line in lines)
+
+    def test_evaluation_uses_the_loss_without_the_gather(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        calls: list[bool | None] = []
+        forward = model.criterion.forward
+
+        def spy(*args: object, gather_distributed: bool | None = None, **kwargs: object) -> torch.Tensor:
+            calls.append(gather_distributed)
+            return forward(*args, gather_distributed=gather_distributed, **kwargs)  # type: ignore[arg-type]
+
+        model.criterion.forward = spy  # type: ignore[method-assign]
+        loader = DataLoader(TensorDataset(torch.randn(8, 12), torch.arange(8) % 4), batch_size=4)
+        cpu_trainer(tmp_path).validate(model, loader, verbose=False)
+        assert calls == [False, False]
+
+
+class TestEvaluationReports:
+    def test_test_stage_reports_knn_like_validation(self, tmp_path: Path) -> None:
+        dm = DigitsDataModule(batch_size=64)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        trainer = cpu_trainer(tmp_path, limit_val_batches=2, limit_test_batches=2)
+        validated = trainer.validate(model, datamodule=dm, verbose=False)
+        tested = trainer.test(model, datamodule=dm, verbose=False)
+        assert {key.replace("val/", "test/") for key in validated[0]} == set(tested[0])
+        assert {"test/knn_top1", "test/knn_top5", "test/probe_top1", "test/loss"} <= set(tested[0])
+
+    def test_validate_reports_each_metric_once(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        dm = DigitsDataModule(batch_size=64)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        results = cpu_trainer(tmp_path, limit_val_batches=2).validate(model, datamodule=dm)
+        assert len(results) == 1 and "val/knn_top1" in results[0]
+        out = capsys.readouterr().out
+        assert "DataLoader 0" in out and "DataLoader 1" not in out
+
+    def test_the_bank_follows_the_trainer_limits(self, tmp_path: Path) -> None:
+        dm = DigitsDataModule(batch_size=64, eval_batch_size=100)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        seen: list[int] = []
+        fill = model.online.fill_bank
+        model.online.fill_bank = lambda encode, batches: fill(  # type: ignore[method-assign]
+            encode, [seen.append(len(b[1])) or b for b in batches]
+        )
+        cpu_trainer(tmp_path, limit_val_batches=3).validate(model, datamodule=dm, verbose=False)
+        assert seen == [100, 100, 100]

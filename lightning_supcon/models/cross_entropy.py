@@ -10,7 +10,7 @@ metrics and the same prediction output.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import pytorch_lightning as pl
 import torch.nn.functional as F
@@ -20,17 +20,17 @@ from torchmetrics import MetricCollection
 
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
 from lightning_supcon.models.encoders import resolve_encoder
+from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
 from lightning_supcon.models.hparams import save_hparams
 from lightning_supcon.models.labels import check_labels
 from lightning_supcon.models.online_eval import STAGES, OnlineEvaluation, accuracy_metrics
 from lightning_supcon.models.optimization import OptimizationMixin, Schedule, sgd
-from lightning_supcon.utils.bank import bank_batches
 
 TrainViews = Literal["all", "first", "single"]
 TRAIN_VIEWS: tuple[str, ...] = get_args(TrainViews)
 
 
-class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, pl.LightningModule):
+class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHooks, pl.LightningModule):
     """Supervised training of an encoder with a linear classifier and cross-entropy (the baseline of [0]).
 
     Training batches are ``(inputs, labels)``. With the project's DataModules the inputs are views
@@ -162,22 +162,8 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, pl.Lightning
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _log_knn(self, stage: str) -> None:
-        """Encode the kNN bank (the DataModule's clean training set), then log ``{stage}/knn_*`` (``knn_k > 0``)."""
-        self.online.fill_bank(self.features, bank_batches(self.trainer))
-        for name, value in self.online.knn_results(stage).items():  # already global: sync_dist averages equals
-            self.log(name, value, sync_dist=True)
+    def encode(self, images: Tensor) -> Tensor:
+        return self.features(images)
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_knn("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_knn("test")
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        images, labels = batch if isinstance(batch, list | tuple) else (batch, None)
-        features = self.features(images)
-        out = {"features": features, "logits": self.classifier(features)}
-        if labels is not None:
-            out["labels"] = labels
-        return out
+    def prediction_heads(self, features: Tensor) -> dict[str, Tensor]:
+        return {"logits": self.classifier(features)}

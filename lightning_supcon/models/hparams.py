@@ -39,9 +39,10 @@ def record(part: Any) -> Any:
     if isinstance(part, functools.partial):
         target = next((a for a in (part.func, *part.args) if isinstance(a, type)), part.func)
         return {"class_path": f"{target.__module__}.{target.__qualname__}", "init_args": dict(part.keywords)}
-    if isinstance(part, nn.Module) and callable(getattr(part, "init_args", None)):
+    init_args = getattr(part, "init_args", None)
+    if isinstance(part, nn.Module) and callable(init_args):
         cls = type(part)
-        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": part.init_args()}
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args()}
     return repr(part)
 
 

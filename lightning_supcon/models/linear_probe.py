@@ -156,7 +156,9 @@ class LinearProbeModule(CrossEntropyModule):
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         features = super()._eval_step(batch, stage)
         if self.retrieval is not None:
-            self.retrieval[stage].update(features.float(), batch[1])
+            retrieval = self.retrieval[stage]
+            assert isinstance(retrieval, RetrievalMetrics)
+            retrieval.update(features.float(), batch[1])
         return features
 
     def _log_retrieval(self, stage: str) -> None:

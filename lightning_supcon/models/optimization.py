@@ -171,7 +171,7 @@ def decay_groups(parameters: Iterable[nn.Parameter]) -> list[dict[str, Any]]:
     """Trainable parameters in two groups: weights (the optimiser's weight decay) and tensors with ``ndim <= 1``
     (biases, normalisation scales and shifts: ``weight_decay=0``, and LARS leaves them unadapted) [0]."""
     trainable = [p for p in parameters if p.requires_grad]
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": [p for p in trainable if p.ndim > 1]},
         {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
     ]

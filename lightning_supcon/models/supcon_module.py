@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from lightning_supcon.losses import SupConLoss
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
 from lightning_supcon.models.encoders import resolve_encoder
+from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
 from lightning_supcon.models.heads import HeadKind, ProjectionHead
 from lightning_supcon.models.hparams import save_hparams
 from lightning_supcon.models.labels import check_labels
@@ -22,10 +23,9 @@ from lightning_supcon.models.online_eval import OnlineEvaluation
 from lightning_supcon.models.optimization import OptimizationMixin, Schedule, sgd
 from lightning_supcon.models.queue import MemoryQueue, MomentumEncoder
 from lightning_supcon.utils import distributed
-from lightning_supcon.utils.bank import bank_batches
 
 
-class SupConModule(OptimizationMixin, EncoderCheckpointMixin, pl.LightningModule):
+class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHooks, pl.LightningModule):
     """Supervised contrastive pretraining (stage 1 of [0]) with online evaluation.
 
     Batches are ``(views, labels)`` with ``views`` of shape ``(batch, n_views, *input_shape)``: augmentation belongs
@@ -221,25 +221,11 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, pl.LightningModule
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _log_knn(self, stage: str) -> None:
-        """Encode the kNN bank (the DataModule's clean training set), then log ``{stage}/knn_*``."""
-        self.online.fill_bank(self, bank_batches(self.trainer))
-        for name, value in self.online.knn_results(stage).items():  # already global: sync_dist averages equals
-            self.log(name, value, prog_bar=name.endswith("top1"), sync_dist=True)
+    def encode(self, images: Tensor) -> Tensor:
+        return self(images)
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_knn("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_knn("test")
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        images, labels = batch if isinstance(batch, list | tuple) else (batch, None)
-        features = self(images)
-        out = {"features": features, "projections": self.project(features)}
-        if labels is not None:
-            out["labels"] = labels
-        return out
+    def prediction_heads(self, features: Tensor) -> dict[str, Tensor]:
+        return {"projections": self.project(features)}
 
     def optimized_parameters(self) -> list[nn.Parameter]:
         probe = {id(p) for p in self.online.parameters()}

@@ -35,9 +35,10 @@ def batch_limit(trainer: pl.Trainer, num_batches: int) -> int:
     """How many bank batches to read, following the Trainer's limits for the running evaluation (sanity check,
     ``fast_dev_run``, ``limit_val_batches`` or ``limit_test_batches``)."""
     if trainer.sanity_checking:
-        return min(num_batches, trainer.num_sanity_val_steps)
-    if trainer.fast_dev_run:
-        return min(num_batches, int(trainer.fast_dev_run))
+        return min(num_batches, int(trainer.num_sanity_val_steps))
+    fast_dev_run = getattr(trainer, "fast_dev_run", False)  # set by the Trainer's debugging flags
+    if fast_dev_run:
+        return min(num_batches, int(fast_dev_run))
     limit = trainer.limit_test_batches if trainer.testing else trainer.limit_val_batches
     if limit is None:
         return num_batches

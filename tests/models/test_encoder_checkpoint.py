@@ -53,7 +53,7 @@ class TestArchitectureCheck:
         views = (torch.randn(8, 2, 3, 8, 8), torch.arange(8) % 4)
         path = _checkpoint(SupConModule(encoder="small_cnn", in_channels=3, num_classes=4, knn_k=0), tmp_path, views)
         checkpoint = torch.load(path, weights_only=True)
-        checkpoint["hyper_parameters"] = {"_class_path": "lightning_supcon.SupConModule", "in_channels": 3}  # as the CLI
+        checkpoint["hyper_parameters"] = {"_class_path": "lightning_supcon.SupConModule", "in_channels": 3}  # CLI
         torch.save(checkpoint, path)
         args = ["fit", "--config", DIGITS, "--ckpt_path", str(path), "--trainer.fast_dev_run=true"]
         with pytest.raises(SystemExit) as exc:

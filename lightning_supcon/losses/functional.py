@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lightning_supcon.losses.fused import FusedSupConOut
+from lightning_supcon.losses.layout import check_inputs, view_major
 from lightning_supcon.losses.options import ContrastMode, Denominator, Reduction, Summation, check_options
 from lightning_supcon.utils import distributed
 
@@ -164,38 +165,8 @@ def _supcon_loss(
 ) -> Tensor:
     """:func:`supcon_loss` with options already validated by :func:`check_options` (as ``SupConLoss`` does once,
     at construction); the inputs are still checked on every call."""
-    if features.dim() < 3:
-        raise ValueError(
-            f"Expected `features` of shape (batch, views, ...) with at least 3 dims, but got {tuple(features.shape)}."
-        )
-    if labels is not None and mask is not None:
-        raise ValueError("Give `labels` or `mask`, not both.")
+    check_inputs(features, labels, mask, positives_cap, queue, queue_labels)
     batch, num_views = features.shape[:2]
-    if positives_cap is not None and positives_cap % num_views != 0:
-        raise ValueError(
-            f"Expected `positives_cap` to be a multiple of the number of views ({num_views}), but got {positives_cap}."
-        )
-    if queue is not None:
-        if mask is not None or positives_cap is not None:
-            raise ValueError(
-                "A `queue` works with `labels` or without supervision, not with `mask` or `positives_cap`."
-            )
-        if (labels is None) != (queue_labels is None):
-            raise ValueError("Give `queue_labels` exactly when `labels` are given (the queue's classes).")
-        if queue_labels is not None and queue_labels.shape != (queue.shape[0],):
-            raise ValueError(
-                f"Expected `queue_labels` of shape ({queue.shape[0]},), but got {tuple(queue_labels.shape)}."
-            )
-        if queue[0].numel() != features[0, 0].numel():
-            raise ValueError(
-                f"Expected `queue` entries of {features[0, 0].numel()} features, but got {queue[0].numel()}."
-            )
-    if labels is not None:
-        if labels.dim() != 1 or labels.shape[0] != batch:
-            raise ValueError(f"Expected `labels` of shape ({batch},), but got {tuple(labels.shape)}.")
-        if labels.is_floating_point() or labels.is_complex():
-            raise ValueError(f"Expected integer `labels`, but got dtype {labels.dtype}.")
-
     dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=features.device.type, enabled=False):
         z = features.reshape(batch, num_views, -1).to(dtype)  # (B, V, D)
@@ -209,17 +180,8 @@ def _supcon_loss(
         if mask is not None and tuple(mask.shape) != (batch, global_batch):
             raise ValueError(f"Expected `mask` of shape ({batch}, {global_batch}), but got {tuple(mask.shape)}.")
 
-        # View-major layout: row v * batch + b is view v of sample b.
-        contrast = global_z.transpose(0, 1).reshape(num_views * global_batch, -1)  # (V * B_global, D)
-        local_index = offset + torch.arange(batch, device=z.device)
-        if contrast_mode == "all":
-            num_anchor_views = num_views
-            anchors = z.transpose(0, 1).reshape(num_views * batch, -1)  # (V * B, D)
-            self_index = (torch.arange(num_views, device=z.device)[:, None] * global_batch + local_index).reshape(-1)
-        else:
-            num_anchor_views = 1
-            anchors = z[:, 0]  # (B, D)
-            self_index = local_index
+        anchors, contrast, self_index, local_index = view_major(z, global_z, offset, contrast_mode)
+        num_anchor_views = num_views if contrast_mode == "all" else 1
 
         if labels is None and mask is None:  # SimCLR: every sample its own class
             group = torch.arange(global_batch, device=z.device)

@@ -90,16 +90,6 @@ class SupConLoss(nn.Module):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        check_options(  # once here; forward runs the checked options
-            temperature=temperature,
-            base_temperature=base_temperature,
-            contrast_mode=contrast_mode,
-            summation=summation,
-            denominator=denominator,
-            positives_cap=positives_cap,
-            reduction=reduction,
-            chunk_size=chunk_size,
-        )
         self.temperature = temperature
         self.base_temperature = base_temperature
         self.contrast_mode: ContrastMode = contrast_mode
@@ -109,6 +99,9 @@ class SupConLoss(nn.Module):
         self.reduction: Reduction = reduction
         self.gather_distributed = gather_distributed
         self.chunk_size = chunk_size
+        options = self.init_args()
+        del options["gather_distributed"]
+        check_options(**options)  # once here; forward runs the checked options
 
     def forward(
         self,

@@ -71,13 +71,7 @@ class LinearProbeModule(CrossEntropyModule):
         schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
     ) -> None:
         super().__init__(
-            encoder=encoder,
-            feature_dim=feature_dim,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            train_views=train_views,
-            optimizer=optimizer,
-            schedule=schedule,
+            encoder, feature_dim, in_channels, num_classes, train_views, optimizer=optimizer, schedule=schedule
         )
         self.checkpoint = checkpoint
         if checkpoint is not None:

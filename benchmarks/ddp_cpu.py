@@ -26,6 +26,7 @@ import torch
 from common import machine
 
 from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon.models.optimization import sgd
 from lightning_supcon.plugins import GlobalBatchNormSync
 
 SETTINGS = ((1, False), (2, False), (2, True))  # (processes, synchronised BatchNorm)
@@ -67,7 +68,9 @@ def worker(devices: int, sync_bn: bool, batch: int, steps: int, out: str) -> Non
         enable_model_summary=False,
         callbacks=[timer],
     )
-    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=0, lr=0.1)
+    model = SupConModule(
+        encoder="small_cnn", in_channels=1, num_classes=10, knn_k=0, optimizer=sgd(lr=0.1, weight_decay=1e-4)
+    )
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=batch, augment_on="device"))
     elapsed = time.perf_counter() - timer.start
     if trainer.global_rank == 0:

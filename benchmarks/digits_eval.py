@@ -35,14 +35,15 @@ import pytorch_lightning as pl
 import torch
 from common import machine
 
-from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon import DigitsDataModule, SupConLoss, SupConModule
 from lightning_supcon.losses.functional import Summation
-from lightning_supcon.models import LinearProbeModule, save_encoder
+from lightning_supcon.models import LinearProbeModule, Schedule, save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
+from lightning_supcon.models.optimization import sgd
 
 # The recipe of configs/digits.yaml (stage 1 and the cross-entropy baseline) and configs/digits_linear.yaml (probe).
-RECIPE: dict[str, Any] = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "warmup_epochs": 2}
-PROBE_RECIPE: dict[str, Any] = {"optimizer": "sgd", "lr": 0.5, "momentum": 0.9, "weight_decay": 0.0}
+RECIPE: dict[str, Any] = {"optimizer": sgd(lr=0.1, weight_decay=5e-4), "schedule": Schedule(warmup_epochs=2)}
+PROBE_RECIPE: dict[str, Any] = {"optimizer": sgd(lr=0.5, weight_decay=0.0)}
 BATCH, IMAGE_SIZE = 128, 16
 
 
@@ -70,7 +71,13 @@ def _top1(model: pl.LightningModule, root: str) -> float:
 def supcon_then_probe(summation: Summation, epochs: int, probe_epochs: int, root: str) -> float:
     """Stage 1 with ``summation`` ("out" or "in"), then the linear probe on the frozen encoder; val top-1."""
     model = SupConModule(
-        encoder="small_cnn", in_channels=1, num_classes=10, summation=summation, probe=False, knn_k=0, **RECIPE
+        encoder="small_cnn",
+        in_channels=1,
+        num_classes=10,
+        loss=SupConLoss(summation=summation),
+        probe=False,
+        knn_k=0,
+        **RECIPE,
     )
     _trainer(epochs, root, validate=False).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
     encoder = save_encoder(model, Path(root) / f"encoder_{summation}.pt")

@@ -17,7 +17,8 @@ import pytorch_lightning as pl
 import torch
 from common import machine
 
-from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon import DigitsDataModule, Schedule, SupConModule
+from lightning_supcon.models.optimization import sgd
 
 SETTINGS: dict[str, tuple[int, float | None]] = {  # queue_size, queue_momentum
     "no queue": (0, None),
@@ -32,8 +33,8 @@ def run(seed: int, batch: int, epochs: int, queue_size: int, queue_momentum: flo
         encoder="small_cnn",
         in_channels=1,
         num_classes=10,
-        lr=0.05,
-        warmup_epochs=1,
+        optimizer=sgd(lr=0.05, weight_decay=1e-4),
+        schedule=Schedule(warmup_epochs=1),
         queue_size=queue_size,
         queue_momentum=queue_momentum,
     )

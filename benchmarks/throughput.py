@@ -56,8 +56,9 @@ from torchvision.datasets import VisionDataset
 
 from lightning_supcon.data import CIFAR10_MEAN, CIFAR10_STD, ArrayImageDataset, MultiViewDataModule
 from lightning_supcon.models import ProjectionHead, build_encoder, encoder_feature_dim
+from lightning_supcon.models.optimization import decay_groups
 from lightning_supcon.models.supcon_module import SupConModule
-from lightning_supcon.optim import build_optimizer, warmup_cosine
+from lightning_supcon.optim import warmup_cosine
 
 VARIANTS = ("reference", "lightning", "plain", "fast")
 LABELS = {
@@ -248,16 +249,9 @@ def plain_rates(args: argparse.Namespace) -> list[float]:
     datamodule, module = project_setup(args)
     module.to(device).train()
     augment = datamodule.device_augment().to(device)
-    hp = module.hparams
-    optimizer = build_optimizer(
-        module.optimized_parameters(),
-        name=hp["optimizer"],
-        lr=hp["lr"],
-        momentum=hp["momentum"],
-        weight_decay=hp["weight_decay"],
-    )
+    optimizer = module.optimizer(decay_groups(module.optimized_parameters()))
     timer = WindowTimer(args.warmup, args.steps, args.windows, args.batch, device)
-    scheduler = warmup_cosine(optimizer, 0, timer.total_steps, min_lr_ratio=hp["min_lr_ratio"])
+    scheduler = warmup_cosine(optimizer, 0, timer.total_steps, min_lr_ratio=module.schedule.min_lr_ratio)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     for step, (images, labels) in enumerate(forever(datamodule.train_dataloader())):
         images = images.to(device, non_blocking=True)

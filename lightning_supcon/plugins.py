@@ -20,6 +20,23 @@ from torch import nn
 from lightning_supcon.models.batchnorm import GlobalBatchNorm
 
 
+def refuse_sync_batchnorm_on_cpu(module: nn.Module) -> None:
+    """Refuse PyTorch's ``SyncBatchNorm`` in training mode on CPU, with the fix (it would raise mid-step).
+
+    Called by the project's LightningModules in ``on_fit_start``.
+
+    Raises:
+        ValueError: If ``module`` is on CPU and holds a ``nn.SyncBatchNorm`` in training mode.
+    """
+    on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+    if on_cpu and any(isinstance(m, nn.SyncBatchNorm) and m.training for m in module.modules()):
+        raise ValueError(
+            "`sync_batchnorm: true` converts BatchNorm layers to PyTorch's SyncBatchNorm, which runs on GPUs "
+            "only. On CPU processes set `sync_batchnorm: false` and add the plugin "
+            "`lightning_supcon.plugins.GlobalBatchNormSync` (as configs/trainer/ddp_cpu.yaml does)."
+        )
+
+
 class GlobalBatchNormSync(LayerSync):
     """Synchronise a model's BatchNorm layers over all processes with :class:`GlobalBatchNorm`.
 

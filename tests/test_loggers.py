@@ -184,7 +184,7 @@ class TestSaveConfigToLoggers:
         (callback,) = [c for c in app.trainer.callbacks if isinstance(c, SaveConfigToLoggers)]  # type: ignore[attr-defined]
         callback.save_config(app.trainer, app.model, "fit")
         (config,) = logged
-        assert config["model"]["init_args"]["temperature"] == 0.1
+        assert config["model"]["init_args"]["loss"]["init_args"]["temperature"] == 0.1
         assert config["data"]["class_path"] == "lightning_supcon.DigitsDataModule"
         assert config["trainer"]["logger"]["init_args"]["project"] == "lightning_supcon"
         assert config["trainer"]["max_epochs"] == app.trainer.max_epochs
@@ -260,7 +260,7 @@ def test_cli_run_without_account_goes_offline_and_logs_everything(
     for record in records:
         if record["type"] == "config":
             config |= record["config"]["update"]
-    assert config["model"]["init_args"]["temperature"] == 0.1  # the CLI config, nested
+    assert config["model"]["init_args"]["loss"]["init_args"]["temperature"] == 0.1  # the CLI config, nested
     assert config["trainer"]["max_epochs"] == 1
-    assert config["temperature"] == 0.1  # the module's hyperparameters, as Lightning logs them
+    assert config["loss"]["init_args"]["temperature"] == 0.1  # the module's hyperparameters, as Lightning logs them
     assert records[-1]["type"] == "exit" and records[-1]["exit"]["exit_code"] == 0

@@ -23,8 +23,9 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon import DigitsDataModule, Schedule, SupConModule
 from lightning_supcon.callbacks import PreemptionCheckpoint
+from lightning_supcon.models.optimization import sgd
 
 BATCHES = 4  # training batches per epoch in the runs below
 
@@ -63,8 +64,8 @@ def _fit(
     """A deterministic 4-epoch CPU run with warmup + cosine per step, the online probe, kNN and a memory queue."""
     pl.seed_everything(0, workers=True)
     model = SupConModule(
-        encoder="small_cnn", in_channels=1, num_classes=10, projection_dim=16, queue_size=96, warmup_epochs=1,
-        knn_k=5, lr=0.1,
+        encoder="small_cnn", in_channels=1, num_classes=10, projection_dim=16, queue_size=96,
+        schedule=Schedule(warmup_epochs=1), knn_k=5, optimizer=sgd(lr=0.1, weight_decay=1e-4),
     )  # fmt: skip
     data = DigitsDataModule(batch_size=32, n_views=2, image_size=8, augment_on=augment_on, num_workers=num_workers)
     callbacks: list[pl.Callback] = [ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0)]

@@ -14,53 +14,15 @@ With ``N = batch x views`` features ``z`` and ``s_ij = z_i . z_j / tau``, for ea
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import Tensor
 
 from lightning_supcon.losses.fused import FusedSupConOut
+from lightning_supcon.losses.layout import check_inputs, view_major
+from lightning_supcon.losses.options import ContrastMode, Denominator, Reduction, Summation, check_options
 from lightning_supcon.utils import distributed
 
-ContrastMode = Literal["all", "one"]
-Summation = Literal["out", "in"]
-Denominator = Literal["all", "one_positive", "only_negatives"]
-Reduction = Literal["mean", "sum", "none"]
-
-CONTRAST_MODES = ("all", "one")
-SUMMATIONS = ("out", "in")
-DENOMINATORS = ("all", "one_positive", "only_negatives")
-REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"Expected argument `{name}` to be one of {allowed}, but got {value!r}.")
-
-
-def check_options(
-    temperature: float,
-    base_temperature: float | None,
-    contrast_mode: str,
-    summation: str,
-    denominator: str,
-    positives_cap: int | None,
-    reduction: str,
-    chunk_size: int | None,
-) -> None:
-    """Validate the loss's options; raises ``ValueError`` naming the bad value and the allowed ones."""
-    if not temperature > 0:
-        raise ValueError(f"Expected argument `temperature` to be > 0, but got {temperature}.")
-    if base_temperature is not None and not base_temperature > 0:
-        raise ValueError(f"Expected argument `base_temperature` to be > 0 or None, but got {base_temperature}.")
-    _check_choice("contrast_mode", contrast_mode, CONTRAST_MODES)
-    _check_choice("summation", summation, SUMMATIONS)
-    _check_choice("denominator", denominator, DENOMINATORS)
-    _check_choice("reduction", reduction, REDUCTIONS)
-    if positives_cap is not None and positives_cap < 0:
-        raise ValueError(f"Expected argument `positives_cap` to be >= 0 or None, but got {positives_cap}.")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"Expected argument `chunk_size` to be >= 1 or None, but got {chunk_size}.")
+__all__ = ["ContrastMode", "Denominator", "Reduction", "Summation", "supcon_loss"]
 
 
 def _masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
@@ -159,40 +121,53 @@ def supcon_loss(
         tensor(3.3616)
     """
     check_options(
-        temperature, base_temperature, contrast_mode, summation, denominator, positives_cap, reduction, chunk_size
+        temperature=temperature,
+        base_temperature=base_temperature,
+        contrast_mode=contrast_mode,
+        summation=summation,
+        denominator=denominator,
+        positives_cap=positives_cap,
+        reduction=reduction,
+        chunk_size=chunk_size,
     )
-    if features.dim() < 3:
-        raise ValueError(
-            f"Expected `features` of shape (batch, views, ...) with at least 3 dims, but got {tuple(features.shape)}."
-        )
-    if labels is not None and mask is not None:
-        raise ValueError("Give `labels` or `mask`, not both.")
-    batch, num_views = features.shape[:2]
-    if positives_cap is not None and positives_cap % num_views != 0:
-        raise ValueError(
-            f"Expected `positives_cap` to be a multiple of the number of views ({num_views}), but got {positives_cap}."
-        )
-    if queue is not None:
-        if mask is not None or positives_cap is not None:
-            raise ValueError(
-                "A `queue` works with `labels` or without supervision, not with `mask` or `positives_cap`."
-            )
-        if (labels is None) != (queue_labels is None):
-            raise ValueError("Give `queue_labels` exactly when `labels` are given (the queue's classes).")
-        if queue_labels is not None and queue_labels.shape != (queue.shape[0],):
-            raise ValueError(
-                f"Expected `queue_labels` of shape ({queue.shape[0]},), but got {tuple(queue_labels.shape)}."
-            )
-        if queue[0].numel() != features[0, 0].numel():
-            raise ValueError(
-                f"Expected `queue` entries of {features[0, 0].numel()} features, but got {queue[0].numel()}."
-            )
-    if labels is not None:
-        if labels.dim() != 1 or labels.shape[0] != batch:
-            raise ValueError(f"Expected `labels` of shape ({batch},), but got {tuple(labels.shape)}.")
-        if labels.is_floating_point() or labels.is_complex():
-            raise ValueError(f"Expected integer `labels`, but got dtype {labels.dtype}.")
+    return _supcon_loss(
+        features,
+        labels,
+        mask,
+        temperature,
+        base_temperature,
+        contrast_mode,
+        summation,
+        denominator,
+        positives_cap,
+        reduction,
+        gather_distributed,
+        chunk_size,
+        queue,
+        queue_labels,
+    )
 
+
+def _supcon_loss(
+    features: Tensor,
+    labels: Tensor | None,
+    mask: Tensor | None,
+    temperature: float,
+    base_temperature: float | None,
+    contrast_mode: ContrastMode,
+    summation: Summation,
+    denominator: Denominator,
+    positives_cap: int | None,
+    reduction: Reduction,
+    gather_distributed: bool,
+    chunk_size: int | None,
+    queue: Tensor | None,
+    queue_labels: Tensor | None,
+) -> Tensor:
+    """:func:`supcon_loss` with options already validated by :func:`check_options` (as ``SupConLoss`` does once,
+    at construction); the inputs are still checked on every call."""
+    check_inputs(features, labels, mask, positives_cap, queue, queue_labels)
+    batch, num_views = features.shape[:2]
     dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=features.device.type, enabled=False):
         z = features.reshape(batch, num_views, -1).to(dtype)  # (B, V, D)
@@ -206,17 +181,8 @@ def supcon_loss(
         if mask is not None and tuple(mask.shape) != (batch, global_batch):
             raise ValueError(f"Expected `mask` of shape ({batch}, {global_batch}), but got {tuple(mask.shape)}.")
 
-        # View-major layout: row v * batch + b is view v of sample b.
-        contrast = global_z.transpose(0, 1).reshape(num_views * global_batch, -1)  # (V * B_global, D)
-        local_index = offset + torch.arange(batch, device=z.device)
-        if contrast_mode == "all":
-            num_anchor_views = num_views
-            anchors = z.transpose(0, 1).reshape(num_views * batch, -1)  # (V * B, D)
-            self_index = (torch.arange(num_views, device=z.device)[:, None] * global_batch + local_index).reshape(-1)
-        else:
-            num_anchor_views = 1
-            anchors = z[:, 0]  # (B, D)
-            self_index = local_index
+        anchors, contrast, self_index, local_index = view_major(z, global_z, offset, contrast_mode)
+        num_anchor_views = num_views if contrast_mode == "all" else 1
 
         if labels is None and mask is None:  # SimCLR: every sample its own class
             group = torch.arange(global_batch, device=z.device)

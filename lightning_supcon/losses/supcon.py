@@ -6,16 +6,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
-from lightning_supcon.losses.functional import (
-    ContrastMode,
-    Denominator,
-    Reduction,
-    Summation,
-    check_options,
-    supcon_loss,
-)
+from lightning_supcon.losses.functional import _supcon_loss
+from lightning_supcon.losses.options import ContrastMode, Denominator, Reduction, Summation, check_options
 
 
 class SupConLoss(nn.Module):
@@ -45,7 +41,8 @@ class SupConLoss(nn.Module):
             none has); ``"sum"``; ``"none"``: per-sample ``(batch,)``, the mean over the sample's anchor views with
             positives (0 where none).
         gather_distributed: When ``torch.distributed`` runs with world size > 1, contrast local anchors with the
-            features and labels of all ranks. The returned value is scaled so that after DDP averages gradients
+            features and labels of all ranks (the default: the loss of the global batch, as in [0]; no effect in one
+            process). The returned value is scaled so that after DDP averages gradients
             they equal those of one process holding the global batch (the mean over valid anchors of all ranks);
             average the value over ranks (``sync_dist=True``) to log the global loss.
         chunk_size: Anchors per block in the fused path: memory ``chunk_size x N`` instead of ``N x N``, at the
@@ -89,13 +86,10 @@ class SupConLoss(nn.Module):
         denominator: Denominator = "all",
         positives_cap: int | None = None,
         reduction: Reduction = "mean",
-        gather_distributed: bool = False,
+        gather_distributed: bool = True,
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        check_options(
-            temperature, base_temperature, contrast_mode, summation, denominator, positives_cap, reduction, chunk_size
-        )
         self.temperature = temperature
         self.base_temperature = base_temperature
         self.contrast_mode: ContrastMode = contrast_mode
@@ -105,6 +99,9 @@ class SupConLoss(nn.Module):
         self.reduction: Reduction = reduction
         self.gather_distributed = gather_distributed
         self.chunk_size = chunk_size
+        options = self.init_args()
+        del options["gather_distributed"]
+        check_options(**options)  # once here; forward runs the checked options
 
     def forward(
         self,
@@ -113,24 +110,43 @@ class SupConLoss(nn.Module):
         mask: Tensor | None = None,
         queue: Tensor | None = None,
         queue_labels: Tensor | None = None,
+        gather_distributed: bool | None = None,
     ) -> Tensor:
-        """Compute the loss; see the class docstring for shapes."""
-        return supcon_loss(
+        """Compute the loss; see the class docstring for shapes.
+
+        ``gather_distributed`` overrides the module's setting for this call (e.g. ``False`` for evaluation batches,
+        which the ranks may run in different numbers, so they must hold no collective).
+        """
+        return _supcon_loss(
             features,
-            labels=labels,
-            mask=mask,
-            temperature=self.temperature,
-            base_temperature=self.base_temperature,
-            contrast_mode=self.contrast_mode,
-            summation=self.summation,
-            denominator=self.denominator,
-            positives_cap=self.positives_cap,
-            reduction=self.reduction,
-            gather_distributed=self.gather_distributed,
-            chunk_size=self.chunk_size,
-            queue=queue,
-            queue_labels=queue_labels,
+            labels,
+            mask,
+            self.temperature,
+            self.base_temperature,
+            self.contrast_mode,
+            self.summation,
+            self.denominator,
+            self.positives_cap,
+            self.reduction,
+            self.gather_distributed if gather_distributed is None else gather_distributed,
+            self.chunk_size,
+            queue,
+            queue_labels,
         )
+
+    def init_args(self) -> dict[str, Any]:
+        """The options this loss was built with (plain data, e.g. for a checkpoint's hyperparameters)."""
+        return {
+            "temperature": self.temperature,
+            "base_temperature": self.base_temperature,
+            "contrast_mode": self.contrast_mode,
+            "summation": self.summation,
+            "denominator": self.denominator,
+            "positives_cap": self.positives_cap,
+            "reduction": self.reduction,
+            "gather_distributed": self.gather_distributed,
+            "chunk_size": self.chunk_size,
+        }
 
     def extra_repr(self) -> str:
         return (

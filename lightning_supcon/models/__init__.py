@@ -14,7 +14,9 @@ from lightning_supcon.models.encoders import (
 )
 from lightning_supcon.models.heads import ProjectionHead
 from lightning_supcon.models.linear_probe import LinearProbeModule
-from lightning_supcon.models.queue import MemoryQueue
+from lightning_supcon.models.online_eval import OnlineEvaluation
+from lightning_supcon.models.optimization import Schedule
+from lightning_supcon.models.queue import MemoryQueue, MomentumEncoder
 from lightning_supcon.models.supcon_module import SupConModule
 
 __all__ = [
@@ -25,8 +27,11 @@ __all__ = [
     "GlobalBatchNorm",
     "LinearProbeModule",
     "MemoryQueue",
+    "MomentumEncoder",
+    "OnlineEvaluation",
     "ProjectionHead",
     "ResNet",
+    "Schedule",
     "SmallCNN",
     "SupConModule",
     "build_encoder",

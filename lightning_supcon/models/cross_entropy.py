@@ -10,23 +10,27 @@ metrics and the same prediction output.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal, get_args
 
 import pytorch_lightning as pl
 import torch.nn.functional as F
+from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MetricCollection
 
-from lightning_supcon.models.checkpoint import CHECKPOINT_KEY
+from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
 from lightning_supcon.models.encoders import resolve_encoder
+from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
+from lightning_supcon.models.hparams import save_hparams
 from lightning_supcon.models.labels import check_labels
-from lightning_supcon.models.optimization import OptimizationMixin, OptimizerName, ScalingRule, check_schedule
+from lightning_supcon.models.online_eval import STAGES, OnlineEvaluation, accuracy_metrics
+from lightning_supcon.models.optimization import OptimizationMixin, Schedule, sgd
 
 TrainViews = Literal["all", "first", "single"]
-TRAIN_VIEWS: tuple[str, ...] = ("all", "first", "single")
+TRAIN_VIEWS: tuple[str, ...] = get_args(TrainViews)
 
 
-class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
+class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHooks, pl.LightningModule):
     """Supervised training of an encoder with a linear classifier and cross-entropy (the baseline of [0]).
 
     Training batches are ``(inputs, labels)``. With the project's DataModules the inputs are views
@@ -47,17 +51,13 @@ class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
         train_views: ``"all"``: training inputs are ``(B, V, ...)`` and each view is a sample (labels repeated);
             ``"first"``: ``(B, V, ...)``, only view 0 is used; ``"single"``: training inputs are ``(B, ...)``.
         label_smoothing: Label smoothing of the cross-entropy (0: none, as in [0]).
-        optimizer: ``"sgd"`` (momentum), ``"lars"``, ``"adamw"`` or ``"rmsprop"``.
-        lr: Base learning rate, scaled by ``lr_scaling``.
-        lr_scaling: ``"linear"``: ``lr * global_batch / 256``; ``"sqrt"``; ``"none"``.
-        momentum: Momentum of SGD / LARS / RMSProp.
-        weight_decay: Weight decay (not applied to biases and norm layers).
-        warmup_epochs: Linear warmup length in epochs; then cosine decay per step.
-        min_lr_ratio: Final learning rate of the cosine as a fraction of the peak.
-        lr_decay_epochs: Step decay instead of cosine: the learning rate is multiplied by ``lr_decay_rate`` after
-            each of these epochs (the reference code's default schedule, e.g. ``[60, 75, 90]`` with rate 0.2 for
-            the linear stage); ``None``: cosine.
-        lr_decay_rate: The factor of each step decay, in ``(0, 1]``.
+        knn_k: Neighbours of an online kNN of the encoder features (``val/knn_top1``, as SupConModule logs);
+            0 (the default): off.
+        knn_temperature: Temperature of the kNN vote weights.
+        optimizer: Any ``torch.optim`` optimiser or ``lightning_supcon.optim.LARS`` (LightningCLI's
+            ``OptimizerCallable``); ``None``: SGD, lr 0.1, momentum 0.9, weight decay 1e-4. See
+            :mod:`lightning_supcon.models.optimization`.
+        schedule: Learning-rate scaling, warmup, cosine or step decay (default: none, none, cosine to 0).
 
     Raises:
         ValueError: For ``num_classes < 2``, an unknown ``train_views`` or a negative ``label_smoothing``; during
@@ -70,8 +70,8 @@ class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
         torch.Size([4, 10])
     """
 
-    wants_train_bank = False
     checkpoint_kind = "cross_entropy"
+    default_lr, default_weight_decay = 0.1, 1e-4  # the SGD of ``optimizer=None``
 
     def __init__(
         self,
@@ -81,37 +81,32 @@ class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
         num_classes: int = 10,
         train_views: TrainViews = "all",
         label_smoothing: float = 0.0,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 0.1,
-        lr_scaling: ScalingRule = "none",
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_decay_epochs: list[float] | None = None,
-        lr_decay_rate: float = 0.1,
+        knn_k: int = 0,
+        knn_temperature: float = 0.07,
+        optimizer: OptimizerCallable | None = None,
+        schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
     ) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"Expected `num_classes` >= 2, but got {num_classes}.")
         if train_views not in TRAIN_VIEWS:
             raise ValueError(f"Expected argument `train_views` to be one of {TRAIN_VIEWS}, but got {train_views!r}.")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"Expected argument `label_smoothing` in [0, 1), but got {label_smoothing}.")
-        check_schedule(lr_decay_epochs, lr_decay_rate, min_lr_ratio)
-        self.save_hyperparameters(ignore=[] if isinstance(encoder, str) else ["encoder"])
+        self.optimizer = optimizer if optimizer is not None else sgd(self.default_lr, self.default_weight_decay)
+        self.schedule = schedule
+        save_hparams(self, encoder, optimizer=self.optimizer, schedule=self.schedule)
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__
+        self.online = OnlineEvaluation(
+            self.feature_dim, num_classes, probe=False, knn_k=knn_k, knn_temperature=knn_temperature
+        )
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         self.num_classes = num_classes
         self.train_views = train_views
         self.label_smoothing = label_smoothing
-        top5 = min(5, num_classes)
-        self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
-        self.test_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.test_top5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
+        self.train_metrics = accuracy_metrics(num_classes, top5=False).clone(prefix="train/")
+        self.eval_metrics = nn.ModuleDict(
+            {stage: accuracy_metrics(num_classes).clone(prefix=f"{stage}/") for stage in STAGES}
+        )
 
     def features(self, inputs: Tensor) -> Tensor:
         """Encoder features ``(batch, feature_dim)`` of inputs ``(batch, *input_shape)``."""
@@ -142,22 +137,23 @@ class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
         inputs, labels = self._training_inputs(*batch)
         logits = self(inputs)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        self.train_top1(logits, labels)
+        self.train_metrics(logits, labels)
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("train/top1", self.train_top1, prog_bar=True)
+        self.log_dict(self.train_metrics, prog_bar=True)
         return loss
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         """Update the ``stage`` metrics with one batch; returns the encoder features ``(batch, feature_dim)``."""
         images, labels = batch
         features = self.features(images)
+        self.online.eval_step(features, labels, stage)
         logits = self.classifier(features)
-        top1, top5 = getattr(self, f"{stage}_top1"), getattr(self, f"{stage}_top5")
-        top1(logits, labels)
-        top5(logits, labels)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True, add_dataloader_idx=False)
-        self.log(f"{stage}/top1", top1, prog_bar=True, add_dataloader_idx=False)
-        self.log(f"{stage}/top5", top5, add_dataloader_idx=False)
+        metrics = self.eval_metrics[stage]
+        assert isinstance(metrics, MetricCollection)
+        metrics(logits, labels)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        for name, metric in metrics.items(keep_base=False):
+            self.log(name, metric, prog_bar=name.endswith("top1"))
         return features
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -166,22 +162,8 @@ class CrossEntropyModule(OptimizationMixin, pl.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        images, labels = batch if isinstance(batch, list | tuple) else (batch, None)
-        features = self.features(images)
-        out = {"features": features, "logits": self.classifier(features)}
-        if labels is not None:
-            out["labels"] = labels
-        return out
+    def encode(self, images: Tensor) -> Tensor:
+        return self.features(images)
 
-    def encoder_metadata(self) -> dict[str, Any]:
-        """What a checkpoint records about the encoder, under ``checkpoint["lightning_supcon"]``."""
-        return {
-            "kind": self.checkpoint_kind,
-            "encoder": self.encoder_name,
-            "feature_dim": self.feature_dim,
-            "in_channels": self.hparams.get("in_channels"),
-        }
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = self.encoder_metadata()
+    def prediction_heads(self, features: Tensor) -> dict[str, Tensor]:
+        return {"logits": self.classifier(features)}

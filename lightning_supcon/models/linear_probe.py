@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_supcon.metrics.retrieval import RetrievalMetrics
 from lightning_supcon.models.checkpoint import load_encoder_checkpoint
 from lightning_supcon.models.cross_entropy import CrossEntropyModule, TrainViews
-from lightning_supcon.models.optimization import OptimizerName, ScalingRule
+from lightning_supcon.models.online_eval import STAGES
+from lightning_supcon.models.optimization import Schedule
 
 
 class LinearProbeModule(CrossEntropyModule):
@@ -35,67 +37,75 @@ class LinearProbeModule(CrossEntropyModule):
     Args:
         checkpoint: Path of a SupConModule Lightning checkpoint (fully unpickled: only load files you trust) or of
             an exported encoder (``weights_only``; see :func:`~lightning_supcon.models.checkpoint.export_encoder`).
+            ``None``: no encoder weights here; restore a trained probe (encoder included) with ``--ckpt_path``.
         encoder: The encoder's architecture: the name or module the SupCon model was built with.
         feature_dim: Size of its features (inferred for built-ins).
         in_channels: Image channels (linked from the DataModule by the CLI).
         num_classes: Number of classes (linked from the DataModule by the CLI).
         train_views: See :class:`CrossEntropyModule`.
         retrieval: Also log Precision@1, R-Precision and MAP@R of the encoder features on the evaluation set.
-        optimizer: ``"sgd"``, ``"lars"``, ``"adamw"`` or ``"rmsprop"`` ([0] trains its ImageNet classifier with
-            RMSProp, the CIFAR reference code with SGD).
-        lr, lr_scaling, momentum, weight_decay, warmup_epochs, min_lr_ratio, lr_decay_epochs, lr_decay_rate: As in
-            :class:`CrossEntropyModule`.
+        optimizer: Any ``torch.optim`` optimiser or LARS, as in :class:`CrossEntropyModule` ([0] trains its
+            ImageNet classifier with RMSProp, the CIFAR reference code with SGD); ``None``: SGD, lr 0.1, momentum
+            0.9, no weight decay.
+        schedule: As in :class:`CrossEntropyModule`.
 
     Raises:
         FileNotFoundError: If ``checkpoint`` does not exist.
         ValueError: If it is not a SupCon checkpoint, or its encoder differs from ``encoder`` (name, feature size,
-            input channels, weight names or shapes).
+            input channels, weight names or shapes); when run without ``checkpoint`` nor ``--ckpt_path``.
     """
 
     checkpoint_kind = "linear_probe"
+    default_lr, default_weight_decay = 0.1, 0.0  # the SGD of ``optimizer=None``
 
     def __init__(
         self,
-        checkpoint: str,
+        checkpoint: str | None = None,
         encoder: nn.Module | str = "small_cnn",
         feature_dim: int | None = None,
         in_channels: int = 3,
         num_classes: int = 10,
         train_views: TrainViews = "all",
         retrieval: bool = True,
-        optimizer: OptimizerName = "sgd",
-        lr: float = 0.1,
-        lr_scaling: ScalingRule = "none",
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        warmup_epochs: float = 0.0,
-        min_lr_ratio: float = 0.0,
-        lr_decay_epochs: list[float] | None = None,
-        lr_decay_rate: float = 0.1,
+        optimizer: OptimizerCallable | None = None,
+        schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
     ) -> None:
         super().__init__(
-            encoder=encoder,
-            feature_dim=feature_dim,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            train_views=train_views,
-            optimizer=optimizer,
-            lr=lr,
-            lr_scaling=lr_scaling,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            warmup_epochs=warmup_epochs,
-            min_lr_ratio=min_lr_ratio,
-            lr_decay_epochs=lr_decay_epochs,
-            lr_decay_rate=lr_decay_rate,
+            encoder, feature_dim, in_channels, num_classes, train_views, optimizer=optimizer, schedule=schedule
         )
-        meta, state_dict = load_encoder_checkpoint(checkpoint)
-        self._check_encoder(checkpoint, meta, state_dict)
-        self.encoder.load_state_dict(state_dict)
+        self.checkpoint = checkpoint
+        if checkpoint is not None:
+            meta, state_dict = load_encoder_checkpoint(checkpoint)
+            self._check_encoder(checkpoint, meta, state_dict)
+            self.encoder.load_state_dict(state_dict)
         self.encoder.requires_grad_(False)
         self.encoder.eval()
-        self.val_retrieval = RetrievalMetrics() if retrieval else None
-        self.test_retrieval = RetrievalMetrics() if retrieval else None
+        self.retrieval = nn.ModuleDict({stage: RetrievalMetrics() for stage in STAGES}) if retrieval else None
+
+    def _require_weights(self) -> None:
+        """Refuse to run without encoder weights: neither ``checkpoint`` nor a probe checkpoint (``--ckpt_path``).
+
+        Raises:
+            ValueError: When both are missing.
+        """
+        if self.checkpoint is None and self.trainer.ckpt_path is None:
+            raise ValueError(
+                "LinearProbeModule has no encoder weights: give `checkpoint` (the SupCon checkpoint or exported "
+                "encoder to train a probe on) or `--ckpt_path` (a trained probe's own checkpoint)."
+            )
+
+    def on_fit_start(self) -> None:
+        self._require_weights()
+        super().on_fit_start()
+
+    def on_validation_start(self) -> None:
+        self._require_weights()
+
+    def on_test_start(self) -> None:
+        self._require_weights()
+
+    def on_predict_start(self) -> None:
+        self._require_weights()
 
     def _check_encoder(self, path: str, meta: dict[str, Any], state_dict: dict[str, Tensor]) -> None:
         expected = {
@@ -139,21 +149,27 @@ class LinearProbeModule(CrossEntropyModule):
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         features = super()._eval_step(batch, stage)
-        retrieval = getattr(self, f"{stage}_retrieval")
-        if retrieval is not None:
+        if self.retrieval is not None:
+            retrieval = self.retrieval[stage]
+            assert isinstance(retrieval, RetrievalMetrics)
             retrieval.update(features.float(), batch[1])
         return features
 
     def _log_retrieval(self, stage: str) -> None:
-        retrieval = getattr(self, f"{stage}_retrieval")
-        if retrieval is None or not retrieval.update_called:
+        if self.retrieval is None:
+            return
+        retrieval = self.retrieval[stage]
+        assert isinstance(retrieval, RetrievalMetrics)
+        if not retrieval.update_called:
             return
         for name, value in retrieval.compute().items():  # already global: sync_dist averages equal values
             self.log(f"{stage}/{name}", value, sync_dist=True)
         retrieval.reset()
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         self._log_retrieval("val")
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         self._log_retrieval("test")

@@ -1,43 +1,140 @@
-"""Optimiser and schedule shared by the LightningModules: SGD/LARS/AdamW/RMSProp, warmup then cosine, per step.
+"""Optimiser and learning-rate schedule of the project's LightningModules, received as two arguments.
 
-The learning rate can be scaled by the global batch (``devices x nodes x per-device batch x accumulation``),
-linearly (Goyal et al. 2017) or by the square root, as in the SupCon/SimCLR reference recipes.
+Every LightningModule takes the same two arguments, declared here once:
+
+- ``optimizer: OptimizerCallable | None`` -- LightningCLI's own type for optimisers: any ``torch.optim`` optimiser,
+  or :class:`~lightning_supcon.optim.LARS`, chosen by ``class_path`` with its own ``init_args`` (``lr``,
+  ``momentum``, ``weight_decay``, ...). ``None``: SGD with momentum 0.9 and the module's default ``lr`` and
+  ``weight_decay`` (:func:`sgd`). Biases and normalisation parameters get no weight decay (SimCLR's rule [0]).
+- ``schedule: Schedule = Schedule()`` -- one frozen dataclass (jsonargparse nests it as a plain group, no
+  ``class_path``, and lists its fields in ``--help``) with the learning-rate scaling rule and the schedule: warmup
+  then cosine (:class:`~lightning_supcon.optim.WarmupCosine`), or step decay
+  (:class:`~lightning_supcon.optim.WarmupStepDecay`). Being frozen, the default instance is safe to share.
+
+Why a dataclass and not LightningCLI's ``LRSchedulerCallable`` for the schedule: a scheduler callable receives
+only the optimiser, but the schedule is written in epochs (turned into optimiser steps with the Trainer's epoch
+length and run length) and the learning rate is scaled by the global batch (the DataModule's ``batch_size`` x
+devices x nodes x accumulation, read from the Trainer, a common Lightning idiom). Both are known only in
+``configure_optimizers``, so :meth:`Schedule.build` does them there, in one place.
+
+In YAML::
+
+    model:
+      init_args:
+        optimizer:
+          class_path: torch.optim.SGD   # or lightning_supcon.optim.LARS, torch.optim.AdamW, ...
+          init_args: {lr: 0.5, momentum: 0.9, weight_decay: 1.0e-4}
+        schedule: {lr_scaling: linear, warmup_epochs: 10, min_lr_ratio: 0.001}
+
+- [0] Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709 (App. B.1)
+- [1] Goyal et al., Accurate, Large Minibatch SGD, 2017, https://arxiv.org/abs/1706.02677 (scaling, warmup)
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Literal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import OptimizerCallable
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
 
-from lightning_supcon.optim.schedulers import build_optimizer, scale_lr, warmup_cosine, warmup_step_decay
+from lightning_supcon.optim.lars import LARS
+from lightning_supcon.optim.schedulers import ScaleRule, scale_lr, warmup_cosine, warmup_step_decay
 
-OptimizerName = Literal["sgd", "lars", "adamw", "rmsprop"]
-ScalingRule = Literal["none", "linear", "sqrt"]
+__all__ = ["OptimizationMixin", "OptimizerCallable", "Schedule", "sgd"]
 
 
-def check_schedule(lr_decay_epochs: list[float] | None, lr_decay_rate: float, min_lr_ratio: float) -> None:
-    """Validate the schedule arguments of a LightningModule at construction.
+def sgd(lr: float, weight_decay: float, momentum: float = 0.9) -> OptimizerCallable:
+    """The default optimiser of a module: ``torch.optim.SGD`` with these settings, as an ``OptimizerCallable``.
+
+    Example:
+        >>> make = sgd(lr=0.1, weight_decay=1e-4)
+        >>> make([torch.zeros(2, requires_grad=True)]).defaults["momentum"]
+        0.9
+    """
+    return functools.partial(torch.optim.SGD, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning-rate scaling and schedule, stepped once per optimiser step.
+
+    Args:
+        lr_scaling: Scale the optimiser's learning rate by the global batch: ``"linear"``: ``lr * batch / 256``
+            [1]; ``"sqrt"``: ``lr * sqrt(batch / 256)`` [0]; ``"none"``. Extra parameter groups of a module (e.g.
+            the online probe) keep their own learning rate.
+        warmup_epochs: Linear warmup length in epochs (fractions allowed); then cosine decay, or step decay.
+        min_lr_ratio: Final learning rate of the cosine as a fraction of the peak.
+        lr_decay_epochs: Step decay instead of cosine: the learning rate is multiplied by ``lr_decay_rate`` after
+            each of these epochs (the reference code's default schedule, e.g. ``[60, 75, 90]`` with rate 0.2 for
+            the linear stage); ``None``: cosine.
+        lr_decay_rate: The factor of each step decay, in ``(0, 1]``.
 
     Raises:
         ValueError: For milestones that are negative or not ascending, a rate outside ``(0, 1]``, or a
-            ``min_lr_ratio`` (which belongs to the cosine schedule) together with step decay.
+            ``min_lr_ratio`` (which belongs to the cosine) together with step decay.
+
+    Example:
+        >>> Schedule(warmup_epochs=10, min_lr_ratio=0.001).lr_decay_epochs is None
+        True
+        >>> Schedule(lr_decay_epochs=[3, 1])
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `lr_decay_epochs` ascending and >= 0, but got [3, 1].
     """
-    if lr_decay_epochs is None:
-        return
-    if list(lr_decay_epochs) != sorted(lr_decay_epochs) or any(e < 0 for e in lr_decay_epochs):
-        raise ValueError(f"Expected `lr_decay_epochs` ascending and >= 0, but got {list(lr_decay_epochs)}.")
-    if not 0 < lr_decay_rate <= 1:
-        raise ValueError(f"Expected `lr_decay_rate` in (0, 1], but got {lr_decay_rate}.")
-    if min_lr_ratio != 0:
-        raise ValueError(
-            f"`min_lr_ratio` ({min_lr_ratio}) sets the end of the cosine schedule; with step decay "
-            f"(`lr_decay_epochs`) leave it at 0."
-        )
+
+    lr_scaling: ScaleRule = "none"
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+    lr_decay_epochs: list[float] | None = None
+    lr_decay_rate: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.warmup_epochs < 0:
+            raise ValueError(f"Expected `warmup_epochs` >= 0, but got {self.warmup_epochs}.")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"Expected `min_lr_ratio` in [0, 1], but got {self.min_lr_ratio}.")
+        if self.lr_decay_epochs is None:
+            return
+        epochs = list(self.lr_decay_epochs)
+        if epochs != sorted(epochs) or any(e < 0 for e in epochs):
+            raise ValueError(f"Expected `lr_decay_epochs` ascending and >= 0, but got {epochs}.")
+        if not 0 < self.lr_decay_rate <= 1:
+            raise ValueError(f"Expected `lr_decay_rate` in (0, 1], but got {self.lr_decay_rate}.")
+        if self.min_lr_ratio != 0:
+            raise ValueError(
+                f"`min_lr_ratio` ({self.min_lr_ratio}) sets the end of the cosine schedule; with step decay "
+                f"(`lr_decay_epochs`) leave it at 0."
+            )
+
+    def scale(self, optimizer: Optimizer, trainer: pl.Trainer) -> None:
+        """Scale the learning rate of every group of ``optimizer`` by the global batch, per ``lr_scaling``."""
+        if self.lr_scaling == "none":
+            return
+        factor = scale_lr(1.0, global_batch_size(trainer), rule=self.lr_scaling)
+        for group in optimizer.param_groups:
+            group["lr"] *= factor
+        optimizer.defaults["lr"] *= factor
+
+    def build(self, optimizer: Optimizer, trainer: pl.Trainer) -> LambdaLR:
+        """The per-step scheduler of ``optimizer`` for ``trainer``'s run: epochs turned into optimiser steps."""
+        total_steps = max(1, int(trainer.estimated_stepping_batches))
+        steps_per_epoch = optimizer_steps_per_epoch(trainer, total_steps)
+        warmup_steps = min(total_steps, math.ceil(self.warmup_epochs * steps_per_epoch))
+        if self.lr_decay_epochs is None:
+            return warmup_cosine(optimizer, warmup_steps, total_steps, min_lr_ratio=self.min_lr_ratio)
+        # milestones in epochs: the same steps whatever the run length, so a resume needs no check
+        milestones = [math.ceil(epoch * steps_per_epoch) for epoch in self.lr_decay_epochs]
+        return warmup_step_decay(optimizer, warmup_steps, milestones, rate=self.lr_decay_rate)
 
 
 def global_batch_size(trainer: pl.Trainer) -> int:
@@ -51,7 +148,7 @@ def global_batch_size(trainer: pl.Trainer) -> int:
     if not isinstance(batch, int):
         raise ValueError(
             "Scaling the learning rate by the global batch needs a DataModule with an integer `batch_size`; "
-            "use `lr_scaling: none` otherwise."
+            "use `schedule.lr_scaling: none` otherwise."
         )
     return batch * trainer.world_size * trainer.accumulate_grad_batches
 
@@ -70,57 +167,52 @@ def optimizer_steps_per_epoch(trainer: pl.Trainer, total_steps: int) -> float:
     return total_steps / max_epochs if max_epochs and max_epochs > 0 else float(total_steps)
 
 
+def decay_groups(parameters: Iterable[nn.Parameter]) -> list[dict[str, Any]]:
+    """Trainable parameters in two groups: weights (the optimiser's weight decay) and tensors with ``ndim <= 1``
+    (biases, normalisation scales and shifts: ``weight_decay=0``, and LARS leaves them unadapted) [0]."""
+    trainable = [p for p in parameters if p.requires_grad]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in trainable if p.ndim > 1]},
+        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]
+
+
 class OptimizationMixin(pl.LightningModule):
-    """``configure_optimizers`` from the hyperparameters ``optimizer``, ``lr``, ``lr_scaling``, ``momentum``,
-    ``weight_decay``, ``warmup_epochs``, ``min_lr_ratio``, ``lr_decay_epochs`` and ``lr_decay_rate``, shared by
-    the project's LightningModules: warmup, then cosine decay, or step decay when ``lr_decay_epochs`` is set."""
+    """``configure_optimizers`` from ``self.optimizer`` (an ``OptimizerCallable``) and ``self.schedule`` (a
+    :class:`Schedule`), shared by the project's LightningModules; they set both in ``__init__``."""
+
+    optimizer: OptimizerCallable
+    schedule: Schedule
 
     def optimized_parameters(self) -> list[nn.Parameter]:
-        """Parameters under the main learning rate; biases and norm layers get no weight decay (and no LARS
-        adaptation), see :func:`~lightning_supcon.optim.build_optimizer`."""
+        """Parameters under the main learning rate, split by :func:`decay_groups`."""
         return list(self.parameters())
 
     def extra_param_groups(self) -> list[dict[str, Any]]:
-        """Further parameter groups with their own settings (e.g. an online probe's learning rate)."""
+        """Further parameter groups with their own settings (e.g. an online probe's learning rate); the key
+        ``lars_exclude`` is kept for LARS only."""
         return []
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
-        hp = self.hparams
-        lr = hp["lr"]
-        if hp["lr_scaling"] != "none":
-            lr = scale_lr(lr, global_batch_size(self.trainer), rule=hp["lr_scaling"])
-        optimizer = build_optimizer(
-            self.optimized_parameters(),
-            name=hp["optimizer"],
-            lr=lr,
-            momentum=hp["momentum"],
-            weight_decay=hp["weight_decay"],
-        )
+        groups = decay_groups(self.optimized_parameters())
+        if not groups:
+            raise ValueError("Expected at least one parameter with `requires_grad=True`, but got none.")
+        optimizer = self.optimizer(groups)
+        self.schedule.scale(optimizer, self.trainer)
         for group in self.extra_param_groups():
-            if hp["optimizer"] != "lars":
+            if not isinstance(optimizer, LARS):
                 group = {key: value for key, value in group.items() if key != "lars_exclude"}
             optimizer.add_param_group(group)
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = optimizer_steps_per_epoch(self.trainer, total_steps)
-        warmup_steps = min(total_steps, math.ceil(hp["warmup_epochs"] * steps_per_epoch))
-        decay_epochs = hp.get("lr_decay_epochs")
-        self._planned_total_steps: int | None = None
-        if decay_epochs is None:
-            scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, min_lr_ratio=hp["min_lr_ratio"])
-            self._planned_total_steps = total_steps
-        else:  # milestones in epochs: the same steps whatever the run length, so a resume needs no check
-            milestones = [math.ceil(epoch * steps_per_epoch) for epoch in decay_epochs]
-            scheduler = warmup_step_decay(optimizer, warmup_steps, milestones, rate=hp["lr_decay_rate"])
+        scheduler = self.schedule.build(optimizer, self.trainer)
+        self._planned_total_steps = getattr(scheduler.lr_lambdas[0], "total_steps", None)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_start(self) -> None:
         """Refuse PyTorch's ``SyncBatchNorm`` on CPU before the first step, with the fix (it raises mid-step)."""
-        if self.device.type == "cpu" and any(isinstance(m, nn.SyncBatchNorm) and m.training for m in self.modules()):
-            raise ValueError(
-                "`sync_batchnorm: true` converts BatchNorm layers to PyTorch's SyncBatchNorm, which runs on GPUs "
-                "only. On CPU processes set `sync_batchnorm: false` and add the plugin "
-                "`lightning_supcon.plugins.GlobalBatchNormSync` (as configs/trainer/ddp_cpu.yaml does)."
-            )
+        from lightning_supcon.plugins import refuse_sync_batchnorm_on_cpu  # plugins imports models/: no cycle
+
+        refuse_sync_batchnorm_on_cpu(self)
 
     def on_train_start(self) -> None:
         """Warn when a resumed schedule was planned for another run length (e.g. a larger ``max_epochs``): the

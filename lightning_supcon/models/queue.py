@@ -1,9 +1,11 @@
-"""A first-in first-out memory of past projections and their labels (MoCo-style queue, He et al. 2020).
+"""A first-in first-out memory of past projections and their labels, and the momentum encoder that fills it (MoCo).
 
 - [0] He et al., Momentum Contrast, CVPR 2020, https://arxiv.org/abs/1911.05722
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import Tensor, nn
@@ -57,3 +59,50 @@ class MemoryQueue(nn.Module):
         self.labels[index] = labels.to(self.labels.dtype)
         self.ptr.copy_((self.ptr + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
+
+
+class MomentumEncoder(nn.Module):
+    """A frozen copy of an encoder and its head, moved towards them by an exponential moving average (MoCo [0]).
+
+    It encodes the keys a :class:`MemoryQueue` holds, so the queue fills with slowly changing features.
+
+    Args:
+        encoder: The online encoder (copied).
+        head: The online projection head (copied).
+        momentum: EMA factor in ``[0, 1)``: ``ema <- momentum * ema + (1 - momentum) * online`` after each step.
+
+    Raises:
+        ValueError: For a momentum outside ``[0, 1)``.
+
+    Example:
+        >>> online = nn.Linear(2, 2)
+        >>> ema = MomentumEncoder(online, nn.Identity(), momentum=0.5)
+        >>> with torch.no_grad():
+        ...     _ = online.weight.add_(1.0)
+        >>> ema.update(online, nn.Identity())
+        >>> bool(torch.allclose(ema.encoder.weight, online.weight - 0.5))
+        True
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, momentum: float) -> None:
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"Expected `momentum` in [0, 1), but got {momentum}.")
+        self.momentum = momentum
+        self.encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.head = copy.deepcopy(head).requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Keys ``(batch, projection_dim)`` of inputs ``(batch, *input_shape)``."""
+        keys: Tensor = self.head(self.encoder(inputs))
+        return keys
+
+    @torch.no_grad()
+    def update(self, encoder: nn.Module, head: nn.Module) -> None:
+        """Move the parameters towards the online ``encoder`` and ``head``; copy their buffers (BN statistics)."""
+        for online, ema in ((encoder, self.encoder), (head, self.head)):
+            for p, p_ema in zip(online.parameters(), ema.parameters(), strict=True):
+                p_ema.mul_(self.momentum).add_(p.detach(), alpha=1.0 - self.momentum)
+            for b, b_ema in zip(online.buffers(), ema.buffers(), strict=True):
+                b_ema.copy_(b)

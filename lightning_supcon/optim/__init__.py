@@ -3,6 +3,8 @@ factory."""
 
 from lightning_supcon.optim.lars import LARS
 from lightning_supcon.optim.schedulers import (
+    OptimizerName,
+    ScaleRule,
     WarmupCosine,
     WarmupStepDecay,
     build_optimizer,
@@ -13,6 +15,8 @@ from lightning_supcon.optim.schedulers import (
 
 __all__ = [
     "LARS",
+    "OptimizerName",
+    "ScaleRule",
     "WarmupCosine",
     "WarmupStepDecay",
     "build_optimizer",

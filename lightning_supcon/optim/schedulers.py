@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -23,8 +23,8 @@ from lightning_supcon.optim.lars import LARS
 
 ScaleRule = Literal["linear", "sqrt", "none"]
 OptimizerName = Literal["sgd", "lars", "adamw", "rmsprop"]
-_SCALE_RULES = ("linear", "sqrt", "none")
-_OPTIMIZERS = ("sgd", "lars", "adamw", "rmsprop")
+_SCALE_RULES: tuple[str, ...] = get_args(ScaleRule)
+_OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 
 
 class WarmupCosine:

@@ -282,3 +282,27 @@ class TestQueue:
     def test_queue_feature_size(self) -> None:
         with pytest.raises(ValueError, match="queue"):
             supcon_loss(_features(6, 2), queue=torch.randn(4, 3, dtype=torch.float64))
+
+
+class TestValidatedOnce:
+    """The options are checked once per SupConLoss (at construction) and at each call of the functional form."""
+
+    def test_module_forward_does_not_recheck_its_options(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import lightning_supcon.losses.functional as functional
+
+        calls: list[dict] = []
+        check = functional.check_options
+        monkeypatch.setattr(functional, "check_options", lambda **kw: calls.append(kw) or check(**kw))
+        loss = SupConLoss(temperature=0.2)
+        for _ in range(3):
+            loss(_features(6, 2), LABELS)
+        assert calls == []
+        supcon_loss(_features(6, 2), LABELS)
+        assert len(calls) == 1
+
+    def test_gather_override_and_plain_options(self) -> None:
+        loss = SupConLoss(temperature=0.2, chunk_size=4)
+        feats = _features(6, 2)
+        torch.testing.assert_close(loss(feats, LABELS, gather_distributed=False), loss(feats, LABELS))
+        assert loss.init_args()["temperature"] == 0.2 and loss.init_args()["chunk_size"] == 4
+        assert SupConLoss(**loss.init_args()).init_args() == loss.init_args()

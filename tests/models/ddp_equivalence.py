@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import SupConModule
+from lightning_supcon import SupConLoss, SupConModule
+from lightning_supcon.models.optimization import sgd
 from lightning_supcon.plugins import GlobalBatchNormSync
 
 SAMPLES = 16
@@ -52,9 +53,8 @@ def main(devices: int, out: str, local: bool, queue: bool, batchnorm: str | None
         feature_dim=16,
         num_classes=4,
         knn_k=0,
-        lr=0.2,
-        weight_decay=1e-4,
-        contrast_global=not local,
+        loss=SupConLoss(gather_distributed=not local),
+        optimizer=sgd(lr=0.2, weight_decay=1e-4),
         queue_size=64 if queue else 0,
     )
     during_fit: set[str] = set()

@@ -31,7 +31,7 @@ def main(devices: int, out: str) -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    results = trainer.validate(model, datamodule=datamodule, verbose=False)  # one dict per loader (val, kNN bank)
+    results = trainer.validate(model, datamodule=datamodule, verbose=False)  # one dict: the kNN bank is no loader
     metrics = {key: value for result in results for key, value in result.items()}
     if trainer.global_rank == 0:
         torch.save({"metrics": metrics, "val_size": len(datamodule.val_dataset())}, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon import DigitsDataModule
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
+from lightning_supcon.models.optimization import sgd
 from tests.helpers import cpu_trainer
 
 
@@ -56,7 +58,7 @@ class RecordBatchSizes(pl.Callback):
 
 class TestCrossEntropyModule:
     def test_training_lowers_the_loss(self, tmp_path: Path) -> None:
-        model = CrossEntropyModule(encoder=MLP(), num_classes=4, lr=0.1, weight_decay=0.0)
+        model = CrossEntropyModule(encoder=MLP(), num_classes=4, optimizer=sgd(lr=0.1, weight_decay=0.0))
         data = _clusters()
         views, labels = data.tensors
         before = F.cross_entropy(model(views[:, 0]), labels).item()
@@ -89,7 +91,7 @@ class TestCrossEntropyModule:
         assert {"train/loss", "train/top1", "val/loss", "val/top1", "val/top5"} <= set(trainer.callback_metrics)
         results = trainer.test(model, datamodule=dm, verbose=False)[0]
         assert 0.0 <= results["test/top1"] <= results["test/top5"] <= 1.0
-        assert not model.wants_train_bank
+        assert not any("knn" in key for key in trainer.callback_metrics)  # knn_k=0: no kNN, no bank pass
 
     def test_predict_returns_features_logits_labels(self, tmp_path: Path) -> None:
         model = CrossEntropyModule(encoder=MLP(), num_classes=4)
@@ -109,7 +111,9 @@ class TestCrossEntropyModule:
         }
 
     def test_optimizes_every_parameter(self, tmp_path: Path) -> None:
-        model = CrossEntropyModule(encoder=MLP(), num_classes=4, optimizer="rmsprop", lr=0.01)
+        model = CrossEntropyModule(
+            encoder=MLP(), num_classes=4, optimizer=functools.partial(torch.optim.RMSprop, lr=0.01, momentum=0.9)
+        )
         trainer = cpu_trainer(tmp_path, fast_dev_run=True)
         trainer.fit(model, DataLoader(_clusters(), batch_size=8))
         optimizer = trainer.optimizers[0]

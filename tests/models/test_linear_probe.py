@@ -14,6 +14,7 @@ from lightning_supcon import DigitsDataModule, SupConModule
 from lightning_supcon.models.checkpoint import export_encoder, load_encoder_checkpoint, save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.linear_probe import LinearProbeModule
+from lightning_supcon.models.optimization import sgd
 from tests.helpers import cpu_trainer
 
 
@@ -70,7 +71,7 @@ class TestLinearProbeModule:
         assert expected["features.1.num_batches_tracked"].item() == 2  # really trained: BN statistics moved
 
     def test_fit_leaves_the_encoder_unchanged(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
-        probe = _probe(supcon_checkpoint, lr=0.5)
+        probe = _probe(supcon_checkpoint, optimizer=sgd(lr=0.5, weight_decay=0.0))
         encoder_before = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
         classifier_before = probe.classifier.weight.detach().clone()
         modes: list[bool] = []
@@ -109,6 +110,24 @@ class TestLinearProbeModule:
         without = _probe(supcon_checkpoint, retrieval=False)
         metrics = cpu_trainer(tmp_path, limit_val_batches=1).validate(without, datamodule=dm, verbose=False)[0]
         assert "val/map_at_r" not in metrics and "val/top1" in metrics
+
+    def test_restored_from_its_own_checkpoint_without_the_supcon_file(
+        self, supcon_checkpoint: Path, tmp_path: Path
+    ) -> None:
+        dm = DigitsDataModule(batch_size=64, n_views=1)
+        trained = _probe(supcon_checkpoint, optimizer=sgd(lr=0.5, weight_decay=0.0), retrieval=False)
+        trainer = cpu_trainer(tmp_path, max_steps=3, limit_val_batches=0, limit_test_batches=2)
+        trainer.fit(trained, datamodule=dm)
+        trainer.save_checkpoint(tmp_path / "probe.ckpt")
+        expected = trainer.test(trained, datamodule=dm, verbose=False)[0]
+        restored = LinearProbeModule(encoder="small_cnn", in_channels=1, num_classes=10, retrieval=False)
+        tester = cpu_trainer(tmp_path, limit_test_batches=2)
+        assert tester.test(restored, datamodule=dm, ckpt_path=tmp_path / "probe.ckpt", verbose=False)[0] == expected
+
+    def test_no_weights_at_all_is_an_error(self, tmp_path: Path) -> None:
+        probe = LinearProbeModule(encoder="small_cnn", in_channels=1, num_classes=10)
+        with pytest.raises(ValueError, match=r"no encoder weights: give `checkpoint`.*`--ckpt_path`"):
+            cpu_trainer(tmp_path, limit_test_batches=1).test(probe, datamodule=DigitsDataModule(), verbose=False)
 
     def test_exported_encoder_round_trip(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
         exported = export_encoder(supcon_checkpoint, tmp_path / "nested" / "encoder.pt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -11,8 +12,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import DigitsDataModule, SupConModule
-from tests.helpers import cli_error, cpu_trainer, fit_args, one_error_line
+from lightning_supcon import DigitsDataModule, Schedule, SupConLoss, SupConModule
+from lightning_supcon.cli import cli
+from lightning_supcon.models.optimization import sgd
+from lightning_supcon.optim import LARS, ScaleRule
+from tests.helpers import DIGITS, cli_error, cpu_trainer, fit_args, one_error_line
 
 
 class MLP(nn.Module):
@@ -49,7 +53,9 @@ class TestSupConModule:
 
     def test_training_lowers_the_loss(self, tmp_path: Path) -> None:
         torch.manual_seed(0)
-        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0, probe=False, lr=0.5, feature_dim=16)
+        model = SupConModule(
+            encoder=MLP(), num_classes=4, knn_k=0, probe=False, optimizer=sgd(lr=0.5, weight_decay=1e-4), feature_dim=16
+        )
         loader = _views_loader(batch=32, n=32)
         views, labels = next(iter(loader))
         before = model.criterion(model.project(model(views.flatten(0, 1))).view(32, 2, -1), labels).item()
@@ -83,25 +89,28 @@ class TestSupConModule:
         assert out[0]["features"].shape == (3, 16) and out[0]["projections"].shape == (3, 8)
         torch.testing.assert_close(out[0]["projections"].norm(dim=1), torch.ones(3))
 
-    @pytest.mark.parametrize(("optimizer", "lr_scaling"), [("lars", "sqrt"), ("adamw", "linear"), ("rmsprop", "none")])
-    def test_optimizers_and_lr_scaling(self, tmp_path: Path, optimizer: str, lr_scaling: str) -> None:
+    @pytest.mark.parametrize(
+        ("optimizer", "lr_scaling"),
+        [(LARS, "sqrt"), (torch.optim.AdamW, "linear"), (torch.optim.RMSprop, "none"), (torch.optim.NAdam, "none")],
+    )
+    def test_optimizers_and_lr_scaling(self, tmp_path: Path, optimizer: type, lr_scaling: ScaleRule) -> None:
         model = SupConModule(
             encoder="small_cnn",
             in_channels=1,
             num_classes=10,
             knn_k=0,
-            optimizer=optimizer,  # type: ignore[arg-type]
-            lr=0.1,
-            lr_scaling=lr_scaling,
-            warmup_epochs=1,  # type: ignore[arg-type]
+            optimizer=functools.partial(optimizer, lr=0.1, weight_decay=1e-4),
+            schedule=Schedule(lr_scaling=lr_scaling, warmup_epochs=1),
         )
         trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=64))
         optim = trainer.optimizers[0]
-        assert type(optim).__name__.lower() == optimizer
+        assert type(optim) is optimizer
         expected = {"linear": 0.1 * 64 / 256, "sqrt": 0.1 * (64 / 256) ** 0.5, "none": 0.1}[lr_scaling]
         assert optim.param_groups[0]["initial_lr"] == pytest.approx(expected)
         assert optim.param_groups[-1]["initial_lr"] == pytest.approx(0.1)  # the probe keeps probe_lr
+        decays = [(group["weight_decay"], min(p.ndim for p in group["params"])) for group in optim.param_groups]
+        assert decays == [(1e-4, 2), (0.0, 1), (0.0, 1)]  # weights; biases and norms; the probe
 
 
 class TestMemoryQueue:
@@ -153,13 +162,15 @@ class TestSupConModuleErrors:
         [
             ({"num_classes": 1}, "num_classes"),
             ({"knn_k": -1}, "knn_k"),
-            ({"lr_decay_epochs": [3, 1]}, r"`lr_decay_epochs` ascending and >= 0, but got \[3, 1\]"),
-            ({"lr_decay_epochs": [1], "lr_decay_rate": 0.0}, r"`lr_decay_rate` in \(0, 1\], but got 0.0"),
-            ({"lr_decay_epochs": [1], "min_lr_ratio": 0.1}, "with step decay .* leave it at 0"),
+            ({"schedule": {"lr_decay_epochs": [3, 1]}}, r"`lr_decay_epochs` ascending and >= 0, but got \[3, 1\]"),
+            ({"schedule": {"lr_decay_epochs": [1], "lr_decay_rate": 0.0}}, r"`lr_decay_rate` in \(0, 1\], but got 0.0"),
+            ({"schedule": {"lr_decay_epochs": [1], "min_lr_ratio": 0.1}}, "with step decay .* leave it at 0"),
         ],
     )
     def test_bad_arguments(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
+            if "schedule" in kwargs:  # validated where it is declared, once for every module
+                kwargs = {"schedule": Schedule(**kwargs["schedule"])}
             SupConModule(encoder=MLP(), feature_dim=16, **kwargs)
 
     def test_labels_outside_num_classes(self, tmp_path: Path) -> None:
@@ -193,10 +204,8 @@ class TestStepDecay:
             num_classes=4,
             knn_k=0,
             probe=False,
-            lr=0.5,
-            warmup_epochs=1,
-            lr_decay_epochs=[2, 3],
-            lr_decay_rate=0.2,
+            optimizer=sgd(lr=0.5, weight_decay=1e-4),
+            schedule=Schedule(warmup_epochs=1, lr_decay_epochs=[2, 3], lr_decay_rate=0.2),
         )
         cpu_trainer(tmp_path, max_epochs=4, callbacks=[record]).fit(model, train_dataloaders=_views_loader())
         expected = [0.5 * (s + 1) / 4 for s in range(4)] + [0.5] * 4 + [0.1] * 4 + [0.02] * 4
@@ -209,7 +218,13 @@ class TestStepDecay:
             on_train_batch_start=lambda trainer, *_: lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
         )
         model = SupConModule(
-            encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, probe=False, lr=0.4, warmup_epochs=1
+            encoder=MLP(),
+            feature_dim=16,
+            num_classes=4,
+            knn_k=0,
+            probe=False,
+            optimizer=sgd(lr=0.4, weight_decay=1e-4),
+            schedule=Schedule(warmup_epochs=1),
         )
         trainer = cpu_trainer(tmp_path, max_epochs=10, max_steps=6, callbacks=[record])
         trainer.fit(model, train_dataloaders=_views_loader())
@@ -219,11 +234,11 @@ class TestStepDecay:
 
 class TestResumeSchedule:
     def test_warns_when_resuming_into_a_longer_run(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, warmup_epochs=1)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, schedule=Schedule(warmup_epochs=1))
         trainer = cpu_trainer(tmp_path, max_epochs=1)
         trainer.fit(model, train_dataloaders=_views_loader())
         trainer.save_checkpoint(tmp_path / "one.ckpt")
-        longer = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, warmup_epochs=1)
+        longer = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, schedule=Schedule(warmup_epochs=1))
         with pytest.warns(UserWarning, match="schedule restored from the checkpoint spans 4 steps, but this run has 8"):
             cpu_trainer(tmp_path, max_epochs=2).fit(
                 longer, train_dataloaders=_views_loader(), ckpt_path=tmp_path / "one.ckpt"
@@ -274,3 +289,64 @@ class TestNoPositives:
         args = fit_args("--data.init_args.n_views=1", "--model.init_args.supervised=false", "--model.init_args.knn_k=0")
         line = one_error_line(cli_error(capsys, args, workdir))
         assert "n_views" in line
+
+
+class TestInjectedLoss:
+    def test_the_module_uses_the_loss_it_is_given(self) -> None:
+        loss = SupConLoss(temperature=0.2, summation="in")
+        model = SupConModule(encoder=MLP(), feature_dim=16, loss=loss)
+        assert model.criterion is loss
+        assert model.hparams["loss"]["init_args"]["temperature"] == 0.2  # plain data, not a pickled module
+        assert SupConModule(encoder=MLP(), feature_dim=16).criterion.gather_distributed  # the default: global batch
+
+    def test_temperature_from_the_config_reaches_the_loss(self) -> None:
+        app = cli(["--config", DIGITS, "--model.init_args.loss.init_args.temperature=0.3"], run=False)
+        assert isinstance(app.model, SupConModule) and app.model.criterion.temperature == 0.3
+
+    def test_the_old_flat_loss_options_are_gone(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        lines = cli_error(capsys, fit_args("--model.init_args.temperature=0.3"), workdir)
+        assert any("'temperature' is not accepted" in line for line in lines)
+
+    def test_evaluation_uses_the_loss_without_the_gather(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        calls: list[bool | None] = []
+        forward = model.criterion.forward
+
+        def spy(*args: object, gather_distributed: bool | None = None, **kwargs: object) -> torch.Tensor:
+            calls.append(gather_distributed)
+            return forward(*args, gather_distributed=gather_distributed, **kwargs)  # type: ignore[arg-type]
+
+        model.criterion.forward = spy  # type: ignore[method-assign]
+        loader = DataLoader(TensorDataset(torch.randn(8, 12), torch.arange(8) % 4), batch_size=4)
+        cpu_trainer(tmp_path).validate(model, loader, verbose=False)
+        assert calls == [False, False]
+
+
+class TestEvaluationReports:
+    def test_test_stage_reports_knn_like_validation(self, tmp_path: Path) -> None:
+        dm = DigitsDataModule(batch_size=64)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        trainer = cpu_trainer(tmp_path, limit_val_batches=2, limit_test_batches=2)
+        validated = trainer.validate(model, datamodule=dm, verbose=False)
+        tested = trainer.test(model, datamodule=dm, verbose=False)
+        assert {key.replace("val/", "test/") for key in validated[0]} == set(tested[0])
+        assert {"test/knn_top1", "test/knn_top5", "test/probe_top1", "test/loss"} <= set(tested[0])
+
+    def test_validate_reports_each_metric_once(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        dm = DigitsDataModule(batch_size=64)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        results = cpu_trainer(tmp_path, limit_val_batches=2).validate(model, datamodule=dm)
+        assert len(results) == 1 and "val/knn_top1" in results[0]
+        out = capsys.readouterr().out
+        assert "DataLoader 0" in out and "DataLoader 1" not in out
+
+    def test_the_bank_follows_the_trainer_limits(self, tmp_path: Path) -> None:
+        dm = DigitsDataModule(batch_size=64, eval_batch_size=100)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        seen: list[int] = []
+        fill = model.online.fill_bank
+        model.online.fill_bank = lambda encode, batches: fill(  # type: ignore[method-assign]
+            encode, [seen.append(len(b[1])) or b for b in batches]
+        )
+        cpu_trainer(tmp_path, limit_val_batches=3).validate(model, datamodule=dm, verbose=False)
+        assert seen == [100, 100, 100]

@@ -219,3 +219,26 @@ class TestBuildOptimizer:
     def test_rejects_nothing_trainable(self) -> None:
         with pytest.raises(ValueError, match="at least one parameter with `requires_grad=True`"):
             build_optimizer(_model().requires_grad_(False), "sgd")
+
+
+def test_choice_lists_have_one_source() -> None:
+    """One ``Literal`` per choice list; the tuples checked at run time are derived from it (``typing.get_args``)."""
+    from typing import get_args
+
+    from lightning_supcon.losses import options
+    from lightning_supcon.models import cross_entropy, optimization, resnet
+    from lightning_supcon.optim import schedulers
+
+    assert get_args(schedulers.ScaleRule) == schedulers._SCALE_RULES
+    assert get_args(schedulers.OptimizerName) == schedulers._OPTIMIZERS
+    assert optimization.Schedule.__dataclass_fields__["lr_scaling"].type == "ScaleRule"
+    assert not hasattr(optimization, "ScalingRule") and not hasattr(optimization, "OptimizerName")
+    assert get_args(cross_entropy.TrainViews) == cross_entropy.TRAIN_VIEWS
+    assert get_args(resnet.Stem) == resnet._STEMS
+    for values, literal in [
+        (options.CONTRAST_MODES, options.ContrastMode),
+        (options.SUMMATIONS, options.Summation),
+        (options.DENOMINATORS, options.Denominator),
+        (options.REDUCTIONS, options.Reduction),
+    ]:
+        assert values == get_args(literal)

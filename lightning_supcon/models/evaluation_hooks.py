@@ -1,0 +1,52 @@
+"""Lightning hooks shared by the modules that own an :class:`~lightning_supcon.models.online_eval.OnlineEvaluation`.
+
+At the end of each validation and test epoch the kNN bank (the DataModule's clean training set, see
+:mod:`lightning_supcon.utils.bank`) is encoded and ``{stage}/knn_*`` logged; ``predict_step`` returns the encoder
+features, the module's own heads (:meth:`OnlineEvaluationHooks.prediction_heads`) and the labels when given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from torch import Tensor
+
+from lightning_supcon.models.online_eval import OnlineEvaluation
+from lightning_supcon.utils.bank import bank_batches
+
+
+class OnlineEvaluationHooks(pl.LightningModule):
+    """Epoch-end kNN logging and the prediction output; the module sets ``self.online`` and defines the two
+    methods below."""
+
+    online: OnlineEvaluation
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Encoder features ``(batch, feature_dim)`` of images ``(batch, *input_shape)``."""
+        raise NotImplementedError
+
+    def prediction_heads(self, features: Tensor) -> dict[str, Tensor]:
+        """What ``predict_step`` returns beside the features, e.g. ``{"logits": ...}``."""
+        raise NotImplementedError
+
+    def _log_knn(self, stage: str) -> None:
+        """Encode the kNN bank, then log ``{stage}/knn_*`` (nothing when the kNN is off or there is no bank)."""
+        self.online.fill_bank(self.encode, bank_batches(self.trainer))
+        for name, value in self.online.knn_results(stage).items():  # already global: sync_dist averages equals
+            self.log(name, value, prog_bar=name.endswith("top1"), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_knn("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_knn("test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """``{"features", <prediction_heads>, "labels"}`` of a batch ``images`` or ``(images, labels)``."""
+        images, labels = batch if isinstance(batch, list | tuple) else (batch, None)
+        features = self.encode(images)
+        out = {"features": features, **self.prediction_heads(features)}
+        if labels is not None:
+            out["labels"] = labels
+        return out

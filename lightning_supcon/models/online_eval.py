@@ -1,0 +1,139 @@
+"""Online evaluation of an encoder while it trains: a linear probe on detached features and a weighted kNN.
+
+- [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362 (linear
+  evaluation of the frozen encoder)
+- [1] Wu et al., Unsupervised Feature Learning via Non-Parametric Instance Discrimination, CVPR 2018,
+  https://arxiv.org/abs/1805.01978 (weighted kNN)
+
+A plain ``nn.Module`` holding the probe, its metrics and the kNN metric; the LightningModule that owns it calls
+its steps and logs what they return. The kNN bank is the clean training set, encoded at the end of each
+evaluation epoch (:func:`~lightning_supcon.utils.bank.bank_batches` reads it from the DataModule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_supcon.metrics.knn import KNNAccuracy
+
+STAGES = ("val", "test")
+
+
+def accuracy_metrics(num_classes: int, top5: bool = True) -> MetricCollection:
+    """Micro-averaged top-1 (and top-5, or top-``num_classes`` when fewer) accuracy, as ``{"top1", "top5"}``.
+
+    Example:
+        >>> sorted(accuracy_metrics(10).clone(prefix="val/").keys(keep_base=False))
+        ['val/top1', 'val/top5']
+    """
+    metrics: dict[str, Any] = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if top5:
+        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+    return MetricCollection(metrics)
+
+
+class OnlineEvaluation(nn.Module):
+    """A linear probe on detached features and a weighted kNN classifier, with their metrics.
+
+    Logged names (by the owning module): ``train/probe_loss``, ``train/probe_top1``, ``{stage}/probe_top1``,
+    ``{stage}/probe_top5`` and ``{stage}/knn_top1``, ``{stage}/knn_top5`` for ``stage`` in ``val``, ``test``.
+
+    Args:
+        feature_dim: Size of the encoder features.
+        num_classes: Number of classes.
+        probe: Train a linear probe (its own parameter group, learning rate ``probe_lr``, no weight decay).
+        probe_lr: Learning rate of the probe.
+        knn_k: Neighbours of the kNN; 0 turns it off (and the clean training pass with it).
+        knn_temperature: Temperature of the kNN vote weights.
+
+    Raises:
+        ValueError: For ``num_classes < 2`` or ``knn_k < 0``.
+
+    Example:
+        >>> import torch
+        >>> online = OnlineEvaluation(feature_dim=4, num_classes=3, knn_k=2)
+        >>> loss = online.training_step(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]))
+        >>> _ = online.eval_step(torch.randn(3, 4), torch.tensor([0, 1, 2]), "val")
+        >>> online.fill_bank(lambda images: images, [(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]))])
+        >>> sorted(online.knn_results("val")), loss.shape
+        (['val/knn_top1'], torch.Size([]))
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        num_classes: int,
+        probe: bool = True,
+        probe_lr: float = 0.1,
+        knn_k: int = 200,
+        knn_temperature: float = 0.07,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"Expected `num_classes` >= 2, but got {num_classes}.")
+        if knn_k < 0:
+            raise ValueError(f"Expected `knn_k` >= 0 (0 turns kNN off), but got {knn_k}.")
+        self.probe_lr = probe_lr
+        self.probe = nn.Linear(feature_dim, num_classes) if probe else None
+        self.train_metrics = accuracy_metrics(num_classes, top5=False).clone(prefix="train/probe_")
+        self.eval_metrics = nn.ModuleDict(
+            {stage: accuracy_metrics(num_classes).clone(prefix=f"{stage}/probe_") for stage in STAGES}
+        )
+        self.knn = KNNAccuracy(num_classes, k=knn_k, temperature=knn_temperature) if knn_k > 0 else None
+
+    def training_step(self, features: Tensor, labels: Tensor) -> Tensor | None:
+        """The probe's cross-entropy on detached ``features`` ``(N, feature_dim)`` with ``labels`` ``(N,)``, and
+        an update of ``train_metrics``; ``None`` without a probe."""
+        if self.probe is None:
+            return None
+        logits = self.probe(features.detach())
+        self.train_metrics(logits, labels)  # forward: the batch value for on_step logging, and accumulate
+        return F.cross_entropy(logits, labels)
+
+    def eval_step(self, features: Tensor, labels: Tensor, stage: str) -> MetricCollection | None:
+        """Update the kNN queries and the probe's ``stage`` metrics with one evaluation batch.
+
+        Returns:
+            The probe metrics to log for this batch, or ``None`` without a probe.
+        """
+        if self.knn is not None:
+            self.knn.update(F.normalize(features, dim=1), labels, bank=False)
+        if self.probe is None:
+            return None
+        metrics = self.eval_metrics[stage]
+        assert isinstance(metrics, MetricCollection)
+        metrics(self.probe(features), labels)
+        return metrics
+
+    @torch.no_grad()
+    def fill_bank(self, encode: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """Add the features ``encode(images)`` of the clean training ``batches`` to the kNN bank (no-op when off)."""
+        if self.knn is None:
+            return
+        for images, labels in batches:
+            self.knn.update(F.normalize(encode(images), dim=1), labels, bank=True)
+
+    def knn_results(self, stage: str) -> dict[str, Tensor]:
+        """``{"{stage}/knn_top1": ..., "{stage}/knn_top5": ...}`` over every rank's samples, then reset; empty when
+        the kNN is off or saw no bank or no query."""
+        if self.knn is None:
+            return {}
+        results: dict[str, Tensor] = {}
+        if self.knn.bank_features and self.knn.query_features:
+            results = {f"{stage}/knn_{name}": value for name, value in self.knn.compute().items()}
+        self.knn.reset()
+        return results
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The probe's parameter group: its own learning rate, no weight decay, no LARS adaptation."""
+        if self.probe is None:
+            return []
+        params = list(self.probe.parameters())
+        return [{"params": params, "lr": self.probe_lr, "weight_decay": 0.0, "lars_exclude": True}]

@@ -1,0 +1,72 @@
+"""OnlineEvaluation: probe and kNN as one component, used by SupConModule and CrossEntropyModule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchmetrics import MetricCollection
+
+from lightning_supcon import CrossEntropyModule, DigitsDataModule
+from lightning_supcon.models.online_eval import OnlineEvaluation
+from tests.helpers import cpu_trainer
+
+
+def _clusters(n: int = 40, classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % classes
+    return torch.eye(classes, 8)[labels] * 3 + 0.1 * torch.randn(n, 8, generator=gen), labels
+
+
+class TestOnlineEvaluation:
+    def test_knn_of_separable_clusters_is_exact(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, probe=False, knn_k=3)
+        features, labels = _clusters()
+        online.eval_step(features[:20], labels[:20], "val")
+        online.fill_bank(lambda x: x, [(features[20:], labels[20:])])
+        assert online.knn_results("val") == {"val/knn_top1": torch.tensor(1.0)}
+        assert online.knn_results("val") == {}  # reset after compute
+
+    def test_probe_metrics_per_stage_are_collections(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=10, knn_k=0)
+        features, labels = _clusters(classes=8)
+        metrics = online.eval_step(features, labels, "test")
+        assert isinstance(metrics, MetricCollection)
+        assert sorted(metrics.keys(keep_base=False)) == ["test/probe_top1", "test/probe_top5"]
+        loss = online.training_step(features, labels)
+        assert loss is not None and loss.requires_grad
+        assert sorted(online.train_metrics.keys(keep_base=False)) == ["train/probe_top1"]
+
+    def test_probe_group_and_detached_features(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, probe_lr=0.3)
+        (group,) = online.param_groups()
+        assert group["lr"] == 0.3 and group["weight_decay"] == 0.0 and len(group["params"]) == 2
+        features = torch.randn(4, 8, requires_grad=True)
+        loss = online.training_step(features, torch.arange(4))
+        assert loss is not None
+        loss.backward()
+        assert features.grad is None  # the probe never trains the encoder
+
+    def test_off(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, probe=False, knn_k=0)
+        features, labels = _clusters()
+        assert online.training_step(features, labels) is None
+        assert online.eval_step(features, labels, "val") is None
+        online.fill_bank(lambda x: x, [(features, labels)])
+        assert online.knn_results("val") == {} and online.param_groups() == []
+
+    @pytest.mark.parametrize(("kwargs", "match"), [({"num_classes": 1}, "num_classes"), ({"knn_k": -1}, "knn_k")])
+    def test_bad_arguments(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            OnlineEvaluation(**({"feature_dim": 8, "num_classes": 4} | kwargs))
+
+
+def test_cross_entropy_module_uses_the_online_knn(tmp_path: Path) -> None:
+    dm = DigitsDataModule(batch_size=64, n_views=1)
+    model = CrossEntropyModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=10)
+    trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2, limit_test_batches=2)
+    trainer.fit(model, datamodule=dm)
+    assert {"val/knn_top1", "val/knn_top5", "val/top1"} <= set(trainer.callback_metrics)
+    results = trainer.test(model, datamodule=dm, verbose=False)
+    assert len(results) == 1 and {"test/knn_top1", "test/top1"} <= set(results[0])

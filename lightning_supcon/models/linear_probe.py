@@ -35,8 +35,8 @@ class LinearProbeModule(CrossEntropyModule):
     score the frozen representation itself, so they do not change while the probe trains.
 
     Args:
-        checkpoint: Path of a SupConModule Lightning checkpoint (fully unpickled: only load files you trust) or of
-            an exported encoder (``weights_only``; see :func:`~lightning_supcon.models.checkpoint.export_encoder`).
+        checkpoint: Path of a SupConModule Lightning checkpoint or of an exported encoder (see
+            :func:`~lightning_supcon.models.checkpoint.export_encoder`), read with ``torch.load(weights_only=True)``.
             ``None``: no encoder weights here; restore a trained probe (encoder included) with ``--ckpt_path``.
         encoder: The encoder's architecture: the name or module the SupCon model was built with.
         feature_dim: Size of its features (inferred for built-ins).
@@ -48,11 +48,14 @@ class LinearProbeModule(CrossEntropyModule):
             ImageNet classifier with RMSProp, the CIFAR reference code with SGD); ``None``: SGD, lr 0.1, momentum
             0.9, no weight decay.
         schedule: As in :class:`CrossEntropyModule`.
+        trust_checkpoint: Unpickle a ``checkpoint`` that needs it in full, which can run code stored in the file:
+            only for files you trust. ``False`` (default): such a file is refused with one error.
 
     Raises:
         FileNotFoundError: If ``checkpoint`` does not exist.
         ValueError: If it is not a SupCon checkpoint, or its encoder differs from ``encoder`` (name, feature size,
-            input channels, weight names or shapes); when run without ``checkpoint`` nor ``--ckpt_path``.
+            input channels, weight names or shapes); if it is unreadable (empty, truncated, not a torch file) or needs
+            full unpickling without ``trust_checkpoint``; when run without ``checkpoint`` nor ``--ckpt_path``.
     """
 
     checkpoint_kind = "linear_probe"
@@ -69,13 +72,14 @@ class LinearProbeModule(CrossEntropyModule):
         retrieval: bool = True,
         optimizer: OptimizerCallable | None = None,
         schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
+        trust_checkpoint: bool = False,
     ) -> None:
         super().__init__(
             encoder, feature_dim, in_channels, num_classes, train_views, optimizer=optimizer, schedule=schedule
         )
         self.checkpoint = checkpoint
         if checkpoint is not None:
-            meta, state_dict = load_encoder_checkpoint(checkpoint)
+            meta, state_dict = load_encoder_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)
             self._check_encoder(checkpoint, meta, state_dict)
             self.encoder.load_state_dict(state_dict)
         self.encoder.requires_grad_(False)

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_supcon.metrics.knn import KNNAccuracy
+from lightning_supcon.metrics.topk import TopKAccuracy
+from lightning_supcon.utils.numerics import l2_normalize
 
 STAGES = ("val", "test")
 
@@ -29,13 +30,16 @@ STAGES = ("val", "test")
 def accuracy_metrics(num_classes: int, top5: bool = True) -> MetricCollection:
     """Micro-averaged top-1 (and top-5, or top-``num_classes`` when fewer) accuracy, as ``{"top1", "top5"}``.
 
+    Ties between scores go to the lower class index in every top-k (:class:`~lightning_supcon.metrics.TopKAccuracy`;
+    torchmetrics' ``MulticlassAccuracy`` can credit a sample in top-1 and not in top-5).
+
     Example:
         >>> sorted(accuracy_metrics(10).clone(prefix="val/").keys(keep_base=False))
         ['val/top1', 'val/top5']
     """
-    metrics: dict[str, Any] = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    metrics: dict[str, Any] = {"top1": TopKAccuracy(num_classes, top_k=1)}
     if top5:
-        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        metrics["top5"] = TopKAccuracy(num_classes, top_k=min(5, num_classes))
     return MetricCollection(metrics)
 
 
@@ -104,7 +108,7 @@ class OnlineEvaluation(nn.Module):
             The probe metrics to log for this batch, or ``None`` without a probe.
         """
         if self.knn is not None:
-            self.knn.update(F.normalize(features, dim=1), labels, bank=False)
+            self.knn.update(l2_normalize(features, dim=1), labels, bank=False)
         if self.probe is None:
             return None
         metrics = self.eval_metrics[stage]
@@ -118,7 +122,7 @@ class OnlineEvaluation(nn.Module):
         if self.knn is None:
             return
         for images, labels in batches:
-            self.knn.update(F.normalize(encode(images), dim=1), labels, bank=True)
+            self.knn.update(l2_normalize(encode(images), dim=1), labels, bank=True)
 
     def knn_results(self, stage: str) -> dict[str, Tensor]:
         """``{"{stage}/knn_top1": ..., "{stage}/knn_top5": ...}`` over every rank's samples, then reset; empty when

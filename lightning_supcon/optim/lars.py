@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lightning_supcon.utils.numerics import compute_dtype
+
 
 class LARS(Optimizer):
     """Layer-wise Adaptive Rate Scaling of [0], in the form used by SimCLR [1] and SupCon [2].
@@ -123,10 +125,16 @@ class LARS(Optimizer):
 
     @staticmethod
     def _adapted_update(param: Tensor, group: dict[str, Any]) -> Tensor:
-        """``eta * ||w|| / (||u|| + eps) * u`` with ``u = g + beta * w`` (ratio 1 where a norm is 0)."""
+        """``eta * ||w|| / (||u|| + eps) * u`` with ``u = g + beta * w`` (ratio 1 where a norm is 0).
+
+        The norms and the ratio are computed in at least float32: in float16 ``eps=1e-8`` is 0 and a norm can
+        overflow, which made the ratio inf or NaN for half-precision parameters.
+        """
         assert param.grad is not None
         update = param.grad.add(param, alpha=group["weight_decay"])
-        param_norm, update_norm = torch.linalg.vector_norm(param), torch.linalg.vector_norm(update)
+        dtype = compute_dtype(update.dtype)
+        param_norm = torch.linalg.vector_norm(param, dtype=dtype)
+        update_norm = torch.linalg.vector_norm(update, dtype=dtype)
         ratio = group["trust_coefficient"] * param_norm / (update_norm + group["eps"])
         ratio = torch.where((param_norm > 0) & (update_norm > 0), ratio, torch.ones_like(ratio))
-        return update.mul(ratio)
+        return update.to(dtype).mul(ratio).to(update.dtype)

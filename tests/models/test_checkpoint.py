@@ -84,6 +84,13 @@ class TestNoCodeRunsUnlessTrusted:
             LinearProbeModule(str(path), encoder="small_cnn", in_channels=1, num_classes=10)
         assert not marker.exists()
 
+    def test_linear_probe_opt_in_loads_it(self, crafted: tuple[Path, Path], encoder_file: Path) -> None:
+        path, marker = crafted
+        probe = LinearProbeModule(str(path), encoder="small_cnn", in_channels=1, num_classes=10, trust_checkpoint=True)
+        assert marker.exists()
+        _, expected = load_encoder_checkpoint(encoder_file)
+        assert all(torch.equal(probe.encoder.state_dict()[k], v) for k, v in expected.items())
+
     def test_the_opt_in_loads_it(self, crafted: tuple[Path, Path], encoder_file: Path) -> None:
         path, marker = crafted
         meta, weights = load_encoder_checkpoint(path, trust_checkpoint=True)

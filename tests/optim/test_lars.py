@@ -158,6 +158,19 @@ class TestLARS:
         LARS([weight], lr=0.5, weight_decay=0.1).step()
         torch.testing.assert_close(weight.detach(), -0.5 * torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
 
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+    def test_half_precision_step_is_finite_and_follows_float32(self, dtype: torch.dtype) -> None:
+        # A tiny update against a large weight: the trust ratio (~1e7) overflows float16, and inf * 0 gave NaN.
+        weight = nn.Parameter(torch.full((4, 4), 300.0, dtype=dtype))
+        weight.grad = torch.zeros(4, 4, dtype=dtype)
+        weight.grad[0, 0] = 1e-7
+        reference = nn.Parameter(weight.detach().float())
+        reference.grad = weight.grad.float()
+        LARS([weight], lr=0.1).step()
+        LARS([reference], lr=0.1).step()
+        assert torch.isfinite(weight).all()
+        torch.testing.assert_close(weight.detach().float(), reference.detach().to(dtype).float())
+
     def test_hand_computed_two_steps(self) -> None:
         # w = [3, 4] (norm 5), g = [0.6, 0.8] (norm 1), eta = 0.1: ratio 0.5, u = [0.3, 0.4], v = lr u.
         weight = nn.Parameter(torch.tensor([[3.0, 4.0]]))

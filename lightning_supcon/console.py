@@ -40,7 +40,8 @@ def user_message(err: BaseException) -> str:
         current = current.__cause__ or current.__context__
     for inner in reversed(chain):
         if isinstance(inner, USER_ERRORS) and "Does not validate" not in str(inner):
-            return " ".join(str(inner).split())
+            where = "Trainer: " if isinstance(inner, MisconfigurationException) else ""
+            return where + " ".join(str(inner).split())
     return parse_error_line(str(err))
 
 
@@ -100,10 +101,16 @@ def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
     if unrecognized:
         flag = unrecognized.group(1)
         return f"unrecognized option {flag}{closest(flag, options)}"
-    lines = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
-    reasons = [line for line in lines if not line.startswith("Expected a <class 'NoneType'>")]
-    text = reasons[0] if reasons else message
-    return " ".join(text.split())
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("- ") and not line.startswith("- Expected a <class 'NoneType'>"):
+            detail = [line[2:]]
+            for more in lines[i + 1 :]:  # the nested lines of this reason, up to the next one
+                if more.startswith(("- ", "Given value")):
+                    break
+                detail.append(more)
+            return " ".join(" ".join(detail).split())
+    return " ".join(message.split())
 
 
 def _architecture(hparams: Any) -> str:

@@ -204,3 +204,36 @@ def test_fast_dev_run(path: Path, tmp_path: Path) -> None:
     for key, value in _load(path)["model"]["init_args"].items():  # the config's values reached the model
         if key not in ("encoder", "checkpoint"):
             assert app.model.hparams[key] == value, key
+
+
+# ---- the command line's bad-input matrix over every shipped config: one error line, or no conflict at all ----
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert "Traceback" not in "\n".join(lines)
+    errors = [line for line in lines if line.startswith("lightning-supcon: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    return errors[0]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+class TestBadFlags:
+    def test_gpu_accelerator_without_gpu_is_one_line(
+        self, path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        line = _error_line(capsys, ["fit", *_run_args(path, tmp_path), "--trainer.accelerator=gpu"])
+        assert "gpu" in line.lower()
+
+    def test_no_progress_bar(self, path: Path, tmp_path: Path) -> None:
+        app = cli([*_run_args(path, tmp_path), "--trainer.enable_progress_bar=false"], run=False)
+        assert app.trainer.progress_bar_callback is None
+
+    def test_misspelt_key_names_the_closest(
+        self, path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        line = _error_line(capsys, ["fit", "--config", str(path), "--model.init_args.weight_decai=0.1"])  # at parsing
+        assert "'weight_decai'" in line and "did you mean 'weight_decay'" in line

@@ -23,7 +23,7 @@ from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCL
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_supcon import console, runs
-from lightning_supcon.callbacks import MetricsSummary, PreemptionCheckpoint, RunCheckpoint
+from lightning_supcon.callbacks import MetricsSummary, PreemptionCheckpoint, RunCheckpoint, ValidateLastEpoch
 from lightning_supcon.callbacks.save_config import SaveConfigToLoggers
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class SupConCLI(LightningCLI):
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
         parser.add_lightning_class_args(MetricsSummary, "summary")
+        parser.add_lightning_class_args(ValidateLastEpoch, "last_validation")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -107,7 +108,9 @@ class SupConCLI(LightningCLI):
             same_root = resumed is not None and resumed.parent.resolve() == root.resolve()
             config.trainer.logger = Namespace(
                 class_path="lightning_supcon.loggers.RunLogger",
-                init_args=Namespace(save_dir=str(root), name="", version=runs.run_version(resumed) if same_root else None),
+                init_args=Namespace(
+                    save_dir=str(root), name="", version=runs.run_version(resumed) if same_root else None
+                ),
             )
         elif resumed is not None and config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(resumed / "checkpoints")  # the resumed run continues its own folder

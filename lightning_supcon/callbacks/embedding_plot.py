@@ -213,6 +213,7 @@ class EmbeddingPlot(pl.Callback):
         self._next_epoch = every_n_epochs  # plot when current_epoch + 1 reaches it
         self._reset()
         self._pending: tuple[Tensor, Tensor, int] | None = None  # gathered on rank zero, not yet plotted
+        self._loaded_epoch: int | None = None  # the epoch of the checkpoint a validate / test run loaded
 
     def _reset(self) -> None:
         self._keys = torch.empty(0)
@@ -229,6 +230,10 @@ class EmbeddingPlot(pl.Callback):
         if ckpt_dir:
             return Path(ckpt_dir).parent
         return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """``validate`` / ``test`` from a checkpoint: label the picture with the checkpoint's epoch, not 0."""
+        self._loaded_epoch = checkpoint.get("epoch")
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._dir = self._output_dir(trainer)
@@ -279,8 +284,9 @@ class EmbeddingPlot(pl.Callback):
         if not trainer.is_global_zero:
             return
         _, features, labels = keep_random_subset(keys, features, labels, size=self.max_points)
-        self._pending = (features, labels, trainer.current_epoch)
         fitting = trainer.state.fn == TrainerFn.FITTING
+        epoch = trainer.current_epoch if fitting or self._loaded_epoch is None else self._loaded_epoch
+        self._pending = (features, labels, epoch)
         if not fitting or trainer.current_epoch + 1 >= self._next_epoch:
             self._plot(trainer)
             self._next_epoch = trainer.current_epoch + 1 + self.every_n_epochs

@@ -97,12 +97,20 @@ class SupConCLI(LightningCLI):
         parser.add_lightning_class_args(MetricsSummary, "summary")
         parser.add_lightning_class_args(ValidateLastEpoch, "last_validation")
 
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``--ckpt_path last`` and check that a named file can be read, before Lightning reads it."""
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            config = self.config[subcommand]
+            root = Path(config.trainer.default_root_dir or os.getcwd())
+            checkpoint = resolve_ckpt_path(config.get("ckpt_path"), root)
+            config.ckpt_path = None if checkpoint is None else str(checkpoint)
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(config.trainer.default_root_dir or os.getcwd())
-        checkpoint = resolve_ckpt_path(config.get("ckpt_path"), root)
-        if self.subcommand:
-            config.ckpt_path = None if checkpoint is None else str(checkpoint)
+        checkpoint = config.get("ckpt_path")
         resumed = runs.run_folder(checkpoint) if checkpoint is not None and self.subcommand == "fit" else None
         if config.trainer.logger is None or config.trainer.logger is True:
             same_root = resumed is not None and resumed.parent.resolve() == root.resolve()

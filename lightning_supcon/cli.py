@@ -77,6 +77,17 @@ class SupConArgumentParser(LightningArgumentParser):
         prog = self.prog.replace(" [options]", "")
         print(f"usage: {prog} [-h] [-c CONFIG] [--print_config] [options]", file=file or sys.stderr)
 
+    def format_help(self) -> str:
+        """The help with a one-line usage (the options follow; argparse's usage lists all of them again)."""
+        text = super().format_help()
+        if not text.startswith("usage:"):
+            return text
+        usage, _, rest = text.partition("\n\n")
+        if usage.count("\n") < 3:
+            return text
+        prog = self.prog.replace(" [options]", "")
+        return f"usage: {prog} [-h] [-c CONFIG] [--print_config] [options]\n\n{rest}"
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or os.environ.get("LIGHTNING_SUPCON_DEBUG"):
             super().error(message, ex)
@@ -184,7 +195,7 @@ def cli(args: ArgsType = None, run: bool = True) -> SupConCLI:
         save_config_callback=SaveConfigToLoggers,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
-        parser_kwargs={"description": DESCRIPTION}
+        parser_kwargs={"description": DESCRIPTION, "prog": "lightning-supcon"}
         | {cmd: {"description": OPTIONS_HINT.format(cmd=cmd)} for cmd in subcommands},
         args=args,
         run=run,

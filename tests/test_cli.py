@@ -71,6 +71,21 @@ class TestCLI:
         assert "val/probe_top1" in capsys.readouterr().out
         main(["test", "--config", DIGITS, *_fast(tmp_path)])
 
+    def test_help_says_what_the_tool_is_and_where_the_options_are(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert "Supervised Contrastive Learning" in " ".join(capsys.readouterr().out.splitlines()[:10])
+        with pytest.raises(SystemExit):
+            main(["fit", "--help"])
+        assert "--model.help lightning_supcon.SupConModule" in " ".join(capsys.readouterr().out.splitlines()[:10])
+
+    def test_model_help_lists_the_projects_options_not_torch_nn(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            main(["fit", "--model.help", "lightning_supcon.SupConModule"])
+        out = capsys.readouterr().out
+        assert "--model.encoder" in out and "lightning_supcon.SupConModule" in out
+        assert "torch.nn.Linear," not in out and len(out.splitlines()) < 300
+
     def test_module_entry_point(self) -> None:
         out = subprocess.run(
             [sys.executable, "-m", "lightning_supcon", "--help"], capture_output=True, text=True, check=True

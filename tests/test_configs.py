@@ -44,8 +44,14 @@ def _cpu_one_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 def _load(path: Path) -> dict[str, Any]:
+    """A config with its ``model:`` / ``data:`` pieces read in (a string there is a piece's path, relative to the
+    config's folder, as jsonargparse reads it)."""
     loaded = yaml.safe_load(path.read_text())
-    return loaded if isinstance(loaded, dict) else {}
+    config = loaded if isinstance(loaded, dict) else {}
+    for key in ("model", "data"):
+        if isinstance(config.get(key), str):
+            config[key] = _load(path.parent / config[key])
+    return config
 
 
 def _keys(tree: Any) -> set[str]:
@@ -115,7 +121,7 @@ def _run_args(path: Path, root: Path) -> list[str]:
         f"--trainer.default_root_dir={root}",
         *_data_overrides(config, root / "data", batch_size),
     ]
-    if "checkpoint" in config["model"]["init_args"]:
+    if config["model"]["class_path"].endswith("LinearProbeModule"):
         args += [f"--model.init_args.checkpoint={_encoder_file(config, root)}"]
     return args
 
@@ -237,3 +243,36 @@ class TestBadFlags:
     ) -> None:
         line = _error_line(capsys, ["fit", "--config", str(path), "--model.init_args.weight_decai=0.1"])  # at parsing
         assert "'weight_decai'" in line and "did you mean 'weight_decay'" in line
+
+
+# ---- experiment configs compose: pieces by reference, the standard callbacks from the CLI, the run name once ----
+
+STANDARD_CALLBACKS = ("ModelCheckpoint", "RunCheckpoint", "PreemptionCheckpoint", "MetricsSummary", "RichProgressBar")
+
+
+class TestComposition:
+    @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+    def test_experiment_holds_only_its_deltas(self, path: Path) -> None:
+        raw = yaml.safe_load(path.read_text())
+        listed = [item["class_path"] for item in raw["trainer"].get("callbacks", [])]
+        assert not [c for c in listed if c.rsplit(".", 1)[-1] in STANDARD_CALLBACKS], listed
+        assert raw["trainer"]["default_root_dir"] == f"outputs/{path.stem}"
+        body = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+        assert sum(f"outputs/{path.stem}" in line.split("#")[0] for line in body) == 1  # the run name, once
+
+    def test_no_experiment_repeats_a_model_block(self) -> None:
+        blocks = [yaml.safe_load(p.read_text())["model"] for p in EXPERIMENTS]
+        written = [yaml.safe_dump(b, sort_keys=True) for b in blocks if isinstance(b, dict)]
+        assert len(written) == len(set(written))
+        pieces = {yaml.safe_dump(_load(p), sort_keys=True) for p in PIECES if p.parent.name == "model"}
+        assert not pieces & set(written)  # a block equal to a piece is written as the piece's path
+
+    @pytest.mark.parametrize(
+        "path", [p for p in EXPERIMENTS if isinstance(yaml.safe_load(p.read_text())["model"], str)], ids=lambda p: p.name
+    )
+    def test_piece_reference_composes_to_the_piece(self, path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        piece = _load(path.parent / yaml.safe_load(path.read_text())["model"])
+        printed = _print_config(capsys, ["--config", str(path)])
+        assert _contains(printed["model"], piece)
+        for key in ("checkpoint", "preemption", "summary"):
+            assert key in printed  # the standard callbacks, from the CLI

@@ -137,15 +137,6 @@ class SupConCLI(LightningCLI):
     def before_fit(self) -> None:
         explain_frozen_modules(self.model)
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        try:
-            super()._run_subcommand(subcommand)
-        except RuntimeError as err:
-            if "Error(s) in loading state_dict" not in str(err):
-                raise
-            path = self.config_init[subcommand].get("ckpt_path")
-            raise ValueError(console.mismatch_message(path, self.model, str(err))) from err
-
 
 def resolve_ckpt_path(value: str | None, root: Path) -> Path | str | None:
     """``--ckpt_path``: ``"last"`` -> the newest readable checkpoint under ``root`` (one line per newer file skipped;

@@ -1,7 +1,7 @@
 """What the ``lightning-supcon`` command prints: every user error as one line, and no noise from Lightning.
 
 A user error (a bad path or value, an unknown or misspelt option, a Trainer flag Lightning rejects, an unreadable or
-mismatched checkpoint) ends as ``lightning-supcon: error: <one line>`` with exit status 2; set
+damaged checkpoint) ends as ``lightning-supcon: error: <one line>`` with exit status 2; set
 ``LIGHTNING_SUPCON_DEBUG=1`` for the traceback. :func:`quiet_lightning` removes the lines that tell a user nothing
 they can act on (a TensorBoard install hint, an advertisement, a deprecation inside Lightning).
 """
@@ -15,9 +15,6 @@ import logging
 import re
 import warnings
 from collections.abc import Iterable
-from typing import Any
-
-import torch
 
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 
@@ -31,7 +28,7 @@ _UNRECOGNIZED = re.compile(r"unrecognized arguments: (--[\w.+-]+)")
 def user_message(err: BaseException) -> str:
     """The message a user needs: the innermost of our own errors when jsonargparse wrapped it (an error raised in a
     model's or DataModule's constructor arrives as a multi-line "Does not validate against any of the Union
-    subtypes" report), and a mismatched checkpoint in one sentence."""
+    subtypes" report); a Trainer configuration error is marked as one."""
     chain, seen = [], set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
@@ -87,8 +84,9 @@ def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
         ...     "    - Problem with given class_path 'lightning_supcon.SupConModule':\\n"
         ...     "        Option 'temprature' is not accepted\\n    - Expected a <class 'NoneType'>"
         ... )
-        >>> parse_error_line(report)
-        "--model.init_args.temprature: 'temprature' is not accepted by lightning_supcon.SupConModule (did you mean 'temperature'?)"
+        >>> print(parse_error_line(report).replace(" (did", "\\n(did"))
+        --model.init_args.temprature: 'temprature' is not accepted by lightning_supcon.SupConModule
+        (did you mean 'temperature'?)
     """
     unknown = _UNKNOWN_OPTION.search(message)
     if unknown:
@@ -113,29 +111,6 @@ def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
     return " ".join(message.split())
 
 
-def _architecture(hparams: Any) -> str:
-    encoder = hparams.get("encoder") if hasattr(hparams, "get") else None
-    if isinstance(encoder, str):
-        return f"encoder {encoder!r}"
-    return f"encoder {type(encoder).__name__}" if encoder is not None else "an unknown encoder"
-
-
-def mismatch_message(path: str | None, model: Any, error: str) -> str:
-    """One line for a checkpoint whose weights do not fit the model: both architectures and the first bad key."""
-    saved = "an unknown encoder"
-    if path:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            saved = _architecture(checkpoint.get("hyper_parameters", {}))
-        except Exception:  # noqa: BLE001 - only for the message
-            pass
-    detail = next((line.strip() for line in error.splitlines()[1:] if line.strip()), "")
-    return (
-        f"The checkpoint {path} does not fit the model: it holds a {type(model).__name__} with {saved}, the config "
-        f"builds a {type(model).__name__} with {_architecture(getattr(model, 'hparams', {}))} ({detail[:160]})"
-    )
-
-
 class _DropMessages(logging.Filter):
     def __init__(self, *starts: str) -> None:
         super().__init__()
@@ -156,5 +131,7 @@ def quiet_lightning() -> None:
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropMessages("\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging"))
     warnings.filterwarnings("ignore", message=r"Starting from v1\.9\.0, `tensorboardX` has been removed")
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

@@ -17,8 +17,8 @@ its version, where ``CSVLogger`` would delete the file.
 from __future__ import annotations
 
 import configparser
-import csv
 import contextlib
+import csv
 import netrc
 import os
 from collections.abc import Mapping

@@ -247,6 +247,11 @@ class TestBadFlags:
 
 # ---- experiment configs compose: pieces by reference, the standard callbacks from the CLI, the run name once ----
 
+
+def _model_is_a_piece(path: Path) -> bool:
+    return isinstance(yaml.safe_load(path.read_text())["model"], str)
+
+
 STANDARD_CALLBACKS = ("ModelCheckpoint", "RunCheckpoint", "PreemptionCheckpoint", "MetricsSummary", "RichProgressBar")
 
 
@@ -268,7 +273,9 @@ class TestComposition:
         assert not pieces & set(written)  # a block equal to a piece is written as the piece's path
 
     @pytest.mark.parametrize(
-        "path", [p for p in EXPERIMENTS if isinstance(yaml.safe_load(p.read_text())["model"], str)], ids=lambda p: p.name
+        "path",
+        [p for p in EXPERIMENTS if isinstance(yaml.safe_load(p.read_text())["model"], str)],
+        ids=lambda p: p.name,
     )
     def test_piece_reference_composes_to_the_piece(self, path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         piece = _load(path.parent / yaml.safe_load(path.read_text())["model"])

@@ -77,9 +77,9 @@ class SupConArgumentParser(LightningArgumentParser):
         prog = self.prog.replace(" [options]", "")
         print(f"usage: {prog} [-h] [-c CONFIG] [--print_config] [options]", file=file or sys.stderr)
 
-    def format_help(self) -> str:
+    def format_help(self, formatter: Any = None) -> str:
         """The help with a one-line usage (the options follow; argparse's usage lists all of them again)."""
-        text = super().format_help()
+        text = super().format_help(formatter) if formatter is not None else super().format_help()
         if not text.startswith("usage:"):
             return text
         usage, _, rest = text.partition("\n\n")
@@ -124,12 +124,12 @@ class SupConCLI(LightningCLI):
         checkpoint = config.get("ckpt_path")
         resumed = runs.run_folder(checkpoint) if checkpoint is not None and self.subcommand == "fit" else None
         if config.trainer.logger is None or config.trainer.logger is True:
-            same_root = resumed is not None and resumed.parent.resolve() == root.resolve()
+            version = None
+            if resumed is not None and resumed.parent.resolve() == root.resolve():
+                version = runs.run_version(resumed)
             config.trainer.logger = Namespace(
                 class_path="lightning_supcon.loggers.RunLogger",
-                init_args=Namespace(
-                    save_dir=str(root), name="", version=runs.run_version(resumed) if same_root else None
-                ),
+                init_args=Namespace(save_dir=str(root), name="", version=version),
             )
         elif resumed is not None and config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(resumed / "checkpoints")  # the resumed run continues its own folder

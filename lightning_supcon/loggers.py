@@ -266,7 +266,7 @@ class RunLogger(CSVLogger):
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         """The writer, created on first use on rank zero (a dummy elsewhere)."""
-        if self._experiment is None:
+        if not isinstance(self._experiment, ExperimentWriter):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment

@@ -51,6 +51,13 @@ class RunCheckpoint(ModelCheckpoint):
             warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             super().setup(trainer, pl_module, stage)  # broadcasts rank zero's folder
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        with warnings.catch_warnings():
+            # A checkpoint of another run folder (validate / test / predict, or a new fit from it) is expected to
+            # come from another folder: only its best path is kept, as Lightning does, without the warning.
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+            super().load_state_dict(state_dict)
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero and Path(filepath).name == self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION:

@@ -3,6 +3,7 @@ on its last epoch (metrics and the embedding picture); ``validate`` labels the p
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,10 @@ def test_two_epochs_with_an_interval_of_five_validate_at_the_end(workdir: Path) 
     assert app.trainer.check_val_every_n_epoch == 5  # put back after the run
     assert {"val/knn_top1", "val/probe_top1"} <= app.trainer.callback_metrics.keys()
     assert (workdir / "outputs/digits/version_0/embeddings/epoch_001.png").is_file()
-    app = cli(["validate", *SMALL, "--ckpt_path", "last"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        app = cli(["validate", *SMALL, "--ckpt_path", "last"])
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]  # another run's folder: expected
     assert app.trainer.current_epoch == 0  # Lightning restores weights only: the picture must not say epoch 0
     assert (workdir / "outputs/digits/version_1/embeddings/epoch_001.png").is_file()
     assert not (workdir / "outputs/digits/version_1/embeddings/epoch_000.png").exists()

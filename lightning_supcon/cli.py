@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytorch_lightning as pl
 from jsonargparse import DefaultHelpFormatter, Namespace
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -122,7 +123,7 @@ class SupConCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = Path(config.trainer.default_root_dir or os.getcwd())
         checkpoint = config.get("ckpt_path")
-        resumed = runs.run_folder(checkpoint) if checkpoint is not None and self.subcommand == "fit" else None
+        resumed = resumed_folder(checkpoint, root) if self.subcommand == "fit" else None
         if config.trainer.logger is None or config.trainer.logger is True:
             version = None
             if resumed is not None and resumed.parent.resolve() == root.resolve():
@@ -136,6 +137,14 @@ class SupConCLI(LightningCLI):
 
     def before_fit(self) -> None:
         explain_frozen_modules(self.model)
+
+
+def resumed_folder(checkpoint: str | None, root: Path) -> Path | None:
+    """The run folder a ``fit`` continues: that of its checkpoint, or on SLURM without one, that of the
+    ``hpc_ckpt_N.ckpt`` Lightning will resume from by itself (a requeued job)."""
+    if checkpoint == "hpc" or (checkpoint is None and SLURMEnvironment.detect()):
+        return runs.hpc_run_folder(root)
+    return runs.run_folder(checkpoint) if checkpoint is not None else None
 
 
 def resolve_ckpt_path(value: str | None, root: Path) -> Path | str | None:

@@ -18,10 +18,13 @@ A checkpoint is *readable* when it is a complete zip archive of ``torch.save`` (
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import zipfile
 from pathlib import Path
+
+import torch
 
 LAST = "last.ckpt"
 _VERSION = re.compile(r"^version_(\d+)$")
@@ -146,6 +149,25 @@ def run_folder(checkpoint: str | Path) -> Path | None:
     parent = Path(checkpoint).parent
     if parent.name == "checkpoints" and _VERSION.match(parent.parent.name):
         return parent.parent
+    return None
+
+
+def hpc_run_folder(root: str | Path) -> Path | None:
+    """The run folder of the newest ``<root>/hpc_ckpt_N.ckpt`` (what SLURM's requeued job resumes from), read from
+    the checkpoint callback's ``dirpath`` saved in it; ``None`` without such a file or folder."""
+    files = [p for p in Path(root).glob("hpc_ckpt_*.ckpt") if p.stem.rpartition("_")[2].isdigit()]
+    if not files:
+        return None
+    newest = max(files, key=lambda p: int(p.stem.rpartition("_")[2]))
+    try:
+        state = torch.load(check_readable(newest), map_location="cpu", weights_only=True, mmap=True)
+    except (CheckpointError, RuntimeError, pickle.UnpicklingError):
+        return None
+    for value in (state.get("callbacks") or {}).values():
+        if isinstance(value, dict) and isinstance(value.get("dirpath"), str):
+            folder = run_folder(Path(value["dirpath"]) / LAST)
+            if folder is not None:
+                return folder
     return None
 
 

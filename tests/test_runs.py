@@ -71,3 +71,20 @@ def test_run_folder_and_versions(tmp_path: Path) -> None:
     (tmp_path / "version_0").mkdir()
     (tmp_path / "version_4").mkdir()
     assert runs.next_version(tmp_path) == 5
+
+
+def test_a_requeued_slurm_job_continues_the_folder_of_its_hpc_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_supcon.cli import resumed_folder
+
+    state = {"callbacks": {"RunCheckpoint{'monitor': None}": {"dirpath": str(tmp_path / "version_3/checkpoints")}}}
+    torch.save(state, tmp_path / "hpc_ckpt_2.ckpt")
+    torch.save({"callbacks": {}}, tmp_path / "hpc_ckpt_1.ckpt")
+    assert runs.hpc_run_folder(tmp_path) == tmp_path / "version_3"
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert resumed_folder(None, tmp_path) is None  # not on SLURM: a new run
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "supcon")
+    assert resumed_folder(None, tmp_path) == tmp_path / "version_3"
+    assert resumed_folder(str(tmp_path / "version_1/checkpoints/last.ckpt"), tmp_path) == tmp_path / "version_1"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -175,8 +176,6 @@ def explain_frozen_modules(model: pl.LightningModule) -> None:
         return
     frozen = sum(1 for module in encoder.modules() if not module.training)
     if frozen:
-        import warnings
-
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         print(f"The frozen encoder's {frozen} modules stay in eval mode while the classifier trains (intended).")
 

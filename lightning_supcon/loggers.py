@@ -8,12 +8,17 @@ later with ``wandb sync``. ``WANDB_MODE=offline`` / ``disabled`` are honoured. W
 
 Use it from the command line with ``--trainer.logger configs/logger/wandb.yaml`` (or the class path
 ``lightning_supcon.loggers.SupConWandbLogger``).
+
+``RunLogger`` is the command's default logger: Lightning's ``CSVLogger`` writing ``<default_root_dir>/version_N/``
+(the run folder of :mod:`lightning_supcon.runs`) that appends to its ``metrics.csv`` when a resumed run continues
+its version, where ``CSVLogger`` would delete the file.
 """
 
 from __future__ import annotations
 
 import configparser
 import contextlib
+import csv
 import netrc
 import os
 from collections.abc import Mapping
@@ -21,7 +26,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_info
 
 Mode = Literal["auto", "online", "offline", "disabled"]
@@ -221,3 +228,45 @@ class SupConWandbLogger(WandbLogger):
             )
         elif self.mode == "online":
             rank_zero_info(f"W&B: logging online to {getattr(self._experiment, 'url', None) or self.name}")
+
+
+class _AppendingWriter(ExperimentWriter):
+    """``CSVLogger``'s writer that keeps an existing ``metrics.csv`` (and its columns) and appends to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = next(csv.reader(file), [])
+            self.metrics_keys = sorted(set(header))
+
+
+class RunLogger(CSVLogger):
+    """``CSVLogger`` into the run folders ``<save_dir>/version_N`` (``name=""``) that continues a given version.
+
+    With ``version`` naming an existing run folder (the CLI sets it when ``fit`` resumes from a checkpoint of that
+    folder), the metrics of the resumed run are appended to the folder's ``metrics.csv``: one run, one log.
+
+    Args:
+        save_dir: The experiment folder (the CLI passes ``trainer.default_root_dir``).
+        name: Sub-folder between ``save_dir`` and the versions; ``""``: none.
+        version: ``None``: the next free version; an int or a folder name: that one (continued if it exists).
+        **kwargs: The other arguments of ``CSVLogger``.
+
+    Example:
+        >>> import tempfile
+        >>> logger = RunLogger(tempfile.mkdtemp())
+        >>> Path(logger.log_dir).name
+        'version_0'
+    """
+
+    def __init__(self, save_dir: str, name: str = "", version: int | str | None = None, **kwargs: Any) -> None:
+        super().__init__(save_dir, name=name, version=version, **kwargs)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        """The writer, created on first use on rank zero (a dummy elsewhere)."""
+        if not isinstance(self._experiment, ExperimentWriter):
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

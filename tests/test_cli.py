@@ -71,6 +71,21 @@ class TestCLI:
         assert "val/probe_top1" in capsys.readouterr().out
         main(["test", "--config", DIGITS, *_fast(tmp_path)])
 
+    def test_help_says_what_the_tool_is_and_where_the_options_are(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert "Supervised Contrastive Learning" in " ".join(capsys.readouterr().out.splitlines()[:10])
+        with pytest.raises(SystemExit):
+            main(["fit", "--help"])
+        assert "--model.help lightning_supcon.SupConModule" in " ".join(capsys.readouterr().out.splitlines()[:10])
+
+    def test_model_help_lists_the_projects_options_not_torch_nn(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            main(["fit", "--model.help", "lightning_supcon.SupConModule"])
+        out = capsys.readouterr().out
+        assert "--model.encoder" in out and "lightning_supcon.SupConModule" in out
+        assert "torch.nn.Linear," not in out and len(out.splitlines()) < 300
+
     def test_module_entry_point(self) -> None:
         out = subprocess.run(
             [sys.executable, "-m", "lightning_supcon", "--help"], capture_output=True, text=True, check=True
@@ -156,3 +171,59 @@ class TestBadInputs:
         views, labels = torch.randn(4, 2, 1, 8, 8), torch.tensor([0, 1, 2, 3])
         with pytest.raises(ValueError, match=r"Labels must lie in \[0, num_classes=3\), but got values in \[0, 3\]"):
             model.training_step((views, labels), 0)
+
+
+# ---- checkpoints: damaged files, the newest readable one, a clean console ----
+
+
+def _damaged(path: Path, kind: str) -> Path:
+    torch.save({"state_dict": {"w": torch.zeros(256)}}, path)
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "not-torch": b"epoch,loss\n0,1.0\n"}[kind])
+    return path
+
+
+class TestDamagedCheckpoints:
+    @pytest.mark.parametrize("kind", ["empty", "truncated", "not-torch"])
+    def test_explicit_unreadable_file_is_one_line(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str], kind: str
+    ) -> None:
+        path = _damaged(workdir / f"{kind}.ckpt", kind)
+        line = one_error_line(cli_error(capsys, fit_args("--ckpt_path", str(path)), workdir))
+        assert f"{kind}.ckpt" in line
+
+    def test_last_skips_a_truncated_newest_file_with_one_warning(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        small = ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1", "--trainer.callbacks=[]",
+                 "--trainer.enable_progress_bar=false", "--data.init_args.batch_size=32"]  # fmt: skip
+        main(["fit", "--config", DIGITS, "--trainer.max_epochs=1", *small])
+        last = tmp_path / "outputs/digits/version_0/checkpoints/last.ckpt"
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+        capsys.readouterr()
+        main(["fit", "--config", DIGITS, "--trainer.max_epochs=2", "--ckpt_path=last", *small])
+        out, err = capsys.readouterr()
+        warnings = [line for line in err.splitlines() if "skipped" in line]
+        assert len(warnings) == 1 and "last.ckpt" in warnings[0]
+        assert "Final metrics after 2 epochs (4 steps)" in out  # resumed from epoch=0-step=2.ckpt
+
+
+def test_fast_dev_run_console_is_clean(tmp_path: Path) -> None:
+    """No TensorBoard install paragraph, no LitLogger tip, no Lightning-internal deprecation, no "directory exists"
+    on a rerun; stage 2 explains its frozen encoder's eval-mode modules in one line instead of Lightning's warning."""
+    save_encoder(SupConModule(encoder="small_cnn", in_channels=1, knn_k=0), tmp_path / "encoder.pt")
+    command = [sys.executable, "-m", "lightning_supcon", "fit", "--trainer.fast_dev_run=true"]
+    outputs = []
+    for extra in (
+        ["--config", DIGITS],
+        ["--config", DIGITS],
+        ["--config", DIGITS_LINEAR, "--model.init_args.checkpoint=encoder.pt"],
+    ):
+        result = subprocess.run([*command, *extra], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(result.stdout + result.stderr)
+    noise = ("tensorboardX", "litlogger", "is deprecated", "exists and is not empty", "module(s) in eval mode")
+    for output in outputs:
+        assert not [word for word in noise if word in output], output[-3000:]
+    assert "frozen encoder" in outputs[2]

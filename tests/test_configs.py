@@ -44,8 +44,14 @@ def _cpu_one_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 def _load(path: Path) -> dict[str, Any]:
+    """A config with its ``model:`` / ``data:`` pieces read in (a string there is a piece's path, relative to the
+    config's folder, as jsonargparse reads it)."""
     loaded = yaml.safe_load(path.read_text())
-    return loaded if isinstance(loaded, dict) else {}
+    config = loaded if isinstance(loaded, dict) else {}
+    for key in ("model", "data"):
+        if isinstance(config.get(key), str):
+            config[key] = _load(path.parent / config[key])
+    return config
 
 
 def _keys(tree: Any) -> set[str]:
@@ -115,7 +121,7 @@ def _run_args(path: Path, root: Path) -> list[str]:
         f"--trainer.default_root_dir={root}",
         *_data_overrides(config, root / "data", batch_size),
     ]
-    if "checkpoint" in config["model"]["init_args"]:
+    if config["model"]["class_path"].endswith("LinearProbeModule"):
         args += [f"--model.init_args.checkpoint={_encoder_file(config, root)}"]
     return args
 
@@ -204,3 +210,76 @@ def test_fast_dev_run(path: Path, tmp_path: Path) -> None:
     for key, value in _load(path)["model"]["init_args"].items():  # the config's values reached the model
         if key not in ("encoder", "checkpoint"):
             assert _contains(app.model.hparams[key], value), key
+
+
+# ---- the command line's bad-input matrix over every shipped config: one error line, or no conflict at all ----
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert "Traceback" not in "\n".join(lines)
+    errors = [line for line in lines if line.startswith("lightning-supcon: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    return errors[0]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+class TestBadFlags:
+    def test_gpu_accelerator_without_gpu_is_one_line(
+        self, path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        line = _error_line(capsys, ["fit", *_run_args(path, tmp_path), "--trainer.accelerator=gpu"])
+        assert "gpu" in line.lower()
+
+    def test_no_progress_bar(self, path: Path, tmp_path: Path) -> None:
+        app = cli([*_run_args(path, tmp_path), "--trainer.enable_progress_bar=false"], run=False)
+        assert app.trainer.progress_bar_callback is None
+
+    def test_misspelt_key_names_the_closest(
+        self, path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        line = _error_line(capsys, ["fit", "--config", str(path), "--model.init_args.encodr=small_cnn"])  # at parsing
+        assert "'encodr'" in line and "did you mean 'encoder'" in line
+
+
+# ---- experiment configs compose: pieces by reference, the standard callbacks from the CLI, the run name once ----
+
+
+def _model_is_a_piece(path: Path) -> bool:
+    return isinstance(yaml.safe_load(path.read_text())["model"], str)
+
+
+STANDARD_CALLBACKS = ("ModelCheckpoint", "RunCheckpoint", "PreemptionCheckpoint", "MetricsSummary", "RichProgressBar")
+
+
+class TestComposition:
+    @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+    def test_experiment_holds_only_its_deltas(self, path: Path) -> None:
+        raw = yaml.safe_load(path.read_text())
+        listed = [item["class_path"] for item in raw["trainer"].get("callbacks", [])]
+        assert not [c for c in listed if c.rsplit(".", 1)[-1] in STANDARD_CALLBACKS], listed
+        assert raw["trainer"]["default_root_dir"] == f"outputs/{path.stem}"
+        body = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")]
+        assert sum(f"outputs/{path.stem}" in line.split("#")[0] for line in body) == 1  # the run name, once
+
+    def test_no_experiment_repeats_a_model_block(self) -> None:
+        blocks = [yaml.safe_load(p.read_text())["model"] for p in EXPERIMENTS]
+        written = [yaml.safe_dump(b, sort_keys=True) for b in blocks if isinstance(b, dict)]
+        assert len(written) == len(set(written))
+        pieces = {yaml.safe_dump(_load(p), sort_keys=True) for p in PIECES if p.parent.name == "model"}
+        assert not pieces & set(written)  # a block equal to a piece is written as the piece's path
+
+    @pytest.mark.parametrize(
+        "path",
+        [p for p in EXPERIMENTS if isinstance(yaml.safe_load(p.read_text())["model"], str)],
+        ids=lambda p: p.name,
+    )
+    def test_piece_reference_composes_to_the_piece(self, path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        piece = _load(path.parent / yaml.safe_load(path.read_text())["model"])
+        printed = _print_config(capsys, ["--config", str(path)])
+        assert _contains(printed["model"], piece)
+        for key in ("checkpoint", "preemption", "summary"):
+            assert key in printed  # the standard callbacks, from the CLI

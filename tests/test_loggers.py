@@ -22,7 +22,7 @@ import wandb
 
 from lightning_supcon.callbacks.save_config import SaveConfigToLoggers
 from lightning_supcon.cli import cli
-from lightning_supcon.loggers import SupConWandbLogger, has_wandb_credentials, resolve_mode, wandb_hosts
+from lightning_supcon.loggers import RunLogger, SupConWandbLogger, has_wandb_credentials, resolve_mode, wandb_hosts
 
 ROOT = Path(__file__).resolve().parents[1]
 CREDENTIAL_VARS = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "WANDB_BASE_URL", "NETRC", "WANDB_DIR")
@@ -264,3 +264,23 @@ def test_cli_run_without_account_goes_offline_and_logs_everything(
     assert config["trainer"]["max_epochs"] == 1
     assert config["loss"]["init_args"]["temperature"] == 0.1  # the module's hyperparameters, as Lightning logs them
     assert records[-1]["type"] == "exit" and records[-1]["exit"]["exit_code"] == 0
+
+
+class TestRunLogger:
+    def test_a_continued_version_appends_to_its_metrics(self, tmp_path: Path) -> None:
+        first = RunLogger(str(tmp_path))
+        first.log_metrics({"train/loss": 2.0}, step=0)
+        first.save()
+        assert Path(first.log_dir) == tmp_path / "version_0"
+        resumed = RunLogger(str(tmp_path), version=0)
+        resumed.log_metrics({"train/loss": 1.0, "val/top1": 0.5}, step=1)  # a new column too
+        resumed.save()
+        rows = (tmp_path / "version_0" / "metrics.csv").read_text().splitlines()
+        assert rows[0].split(",") == ["step", "train/loss", "val/top1"]
+        assert [row.split(",")[:2] for row in rows[1:]] == [["0", "2.0"], ["1", "1.0"]]
+        assert RunLogger(str(tmp_path)).version == 1  # a new run: the next folder
+
+    def test_the_command_chooses_it_in_the_experiment_folder(self, tmp_path: Path) -> None:
+        app = cli(["--config", str(ROOT / "configs/digits.yaml"), f"--trainer.default_root_dir={tmp_path}"], run=False)
+        (logger,) = app.trainer.loggers
+        assert isinstance(logger, RunLogger) and Path(logger.log_dir) == tmp_path / "version_0"

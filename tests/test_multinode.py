@@ -57,7 +57,7 @@ def test_two_nodes_one_device_each(tmp_path: Path) -> None:
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     assert _global_batch(outputs[0]) == 64.0  # 32 per node, both nodes in the loss
-    checkpoints = sorted(p.name for p in tmp_path.rglob("*.ckpt"))
+    checkpoints = sorted(p.name for p in tmp_path.rglob("version_*/checkpoints/*.ckpt"))
     assert checkpoints == ["epoch=0-step=3.ckpt", "last.ckpt"]
 
 

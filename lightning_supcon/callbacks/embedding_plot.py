@@ -1,9 +1,8 @@
 """``EmbeddingPlot``: a 2-D map of the validation features coloured by class, saved as a PNG and logged to W&B.
 
 A picture of what SupCon [0] does: the encoder's features of one class pull together, the classes push apart.
-The features are L2-normalised (the geometry of the loss and of the kNN monitor) and reduced to two dimensions with
-UMAP [1] when ``umap-learn`` is installed (``pip install lightning-supcon[umap]``), else t-SNE [2] from
-scikit-learn; PCA is the fast, deterministic choice for tests and very large sets.
+The features are L2-normalised and reduced to two dimensions by :mod:`lightning_supcon.callbacks.embedding_map`
+(UMAP [1] when ``umap-learn`` is installed, else t-SNE [2]; PCA for speed).
 
 - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362 (Fig. 1)
 - [1] McInnes et al., UMAP: Uniform Manifold Approximation and Projection, 2018, https://arxiv.org/abs/1802.03426
@@ -12,146 +11,36 @@ scikit-learn; PCA is the fast, deterministic choice for tests and very large set
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import matplotlib
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor
 
+from lightning_supcon.callbacks.embedding_map import (
+    _TITLES,
+    METHODS,
+    Method,
+    keep_random_subset,
+    plot_embedding,
+    reduce_to_2d,
+    umap_available,
+)
 from lightning_supcon.utils import distributed
 
-Method = Literal["auto", "umap", "tsne", "pca"]
-METHODS: tuple[str, ...] = ("auto", "umap", "tsne", "pca")
-_TITLES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
-
-
-def umap_available() -> bool:
-    """Whether ``umap-learn`` can be imported."""
-    return importlib.util.find_spec("umap") is not None
-
-
-def reduce_to_2d(features: Tensor | np.ndarray, method: Method = "auto", seed: int = 0) -> np.ndarray:
-    """Map features to the plane after L2-normalising them.
-
-    Args:
-        features: ``(N, D)`` features, ``N >= 3``.
-        method: ``"umap"`` (cosine metric), ``"tsne"`` (on the first 50 principal components when ``D > 50``,
-            perplexity ``min(30, (N - 1) / 3)``), ``"pca"``, or ``"auto"``: UMAP if installed, else t-SNE.
-        seed: Random state of UMAP and t-SNE.
-
-    Returns:
-        ``(N, 2)`` float32 coordinates.
-
-    Raises:
-        ValueError: For an unknown ``method``, ``features`` not 2-D or fewer than 3 points.
-        ModuleNotFoundError: For ``method="umap"`` without ``umap-learn``.
-
-    Example:
-        >>> reduce_to_2d(torch.randn(100, 16), method="pca").shape
-        (100, 2)
-    """
-    if method not in METHODS:
-        raise ValueError(f"Expected argument `method` to be one of {METHODS}, but got {method!r}.")
-    x = torch.as_tensor(features).detach().float().cpu()
-    if x.dim() != 2 or x.shape[0] < 3:
-        raise ValueError(f"Expected features of shape (N >= 3, D), but got {tuple(x.shape)}.")
-    x = torch.nn.functional.normalize(x, dim=1)
-    if x.shape[1] < 2:  # one feature: the map is a line
-        x = torch.cat([x, torch.zeros_like(x)], dim=1)
-    data = x.numpy()
-    if method == "auto":
-        method = "umap" if umap_available() else "tsne"
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        points = PCA(n_components=2, random_state=seed).fit_transform(data)
-    elif method == "tsne":
-        from sklearn.decomposition import PCA
-        from sklearn.manifold import TSNE
-
-        if data.shape[1] > 50:
-            data = PCA(n_components=min(50, data.shape[0]), random_state=seed).fit_transform(data)
-        perplexity = min(30.0, (data.shape[0] - 1) / 3.0)
-        points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(data)
-    else:
-        if not umap_available():
-            raise ModuleNotFoundError("`method='umap'` needs umap-learn: pip install 'lightning-supcon[umap]'.")
-        import umap
-
-        points = umap.UMAP(n_components=2, metric="cosine", random_state=seed).fit_transform(data)
-    return np.asarray(points, dtype=np.float32)
-
-
-def plot_embedding(points: np.ndarray, labels: Tensor | np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Draw a scatter plot of 2-D points coloured by class and save it as a PNG (matplotlib's Agg canvas).
-
-    Args:
-        points: ``(N, 2)`` coordinates.
-        labels: ``(N,)`` integer classes; up to 20 classes get a legend.
-        path: Where the PNG goes; parent folders are created.
-        title: The figure's title.
-
-    Returns:
-        ``path`` as a ``Path``.
-    """
-    labels = np.asarray(torch.as_tensor(labels).cpu()).astype(np.int64).reshape(-1)
-    if points.shape != (len(labels), 2):
-        raise ValueError(f"Expected points of shape ({len(labels)}, 2), but got {points.shape}.")
-    classes = np.unique(labels)
-    fig = Figure(figsize=(6.4, 6.0), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    cmap = "tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20 else "turbo"
-    if len(classes) <= 20:
-        palette = matplotlib.colormaps[cmap]
-        for i, c in enumerate(classes):
-            mask = labels == c
-            ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.8, color=palette(i), label=str(c))
-        ax.legend(markerscale=3, fontsize="small", loc="best", title="class")
-    else:
-        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8, c=labels, cmap=cmap)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
-def keep_random_subset(keys: Tensor, *tensors: Tensor, size: int) -> tuple[Tensor, ...]:
-    """The rows of the ``size`` largest random ``keys`` (all rows if fewer), in their original order.
-
-    With keys drawn uniformly at random this is a uniform sample without replacement, and it can be updated batch
-    by batch (and merged across ranks) by concatenating and subsampling again.
-
-    Args:
-        keys: ``(N,)`` random keys.
-        *tensors: Tensors with ``N`` rows, subsampled alike.
-        size: Rows to keep.
-
-    Returns:
-        ``(keys, *tensors)`` with ``min(N, size)`` rows each.
-
-    Example:
-        >>> keys, rows = keep_random_subset(torch.tensor([0.1, 0.9, 0.5, 0.7]), torch.arange(4), size=2)
-        >>> rows.tolist()
-        [1, 3]
-    """
-    if len(keys) <= size:
-        return (keys, *tensors)
-    top = keys.topk(size).indices.sort().values  # (size,), in the original order
-    return (keys[top], *(t[top] for t in tensors))
+__all__ = [
+    "METHODS",
+    "EmbeddingPlot",
+    "Method",
+    "keep_random_subset",
+    "plot_embedding",
+    "reduce_to_2d",
+    "umap_available",
+]
 
 
 class EmbeddingPlot(pl.Callback):
@@ -213,6 +102,7 @@ class EmbeddingPlot(pl.Callback):
         self._next_epoch = every_n_epochs  # plot when current_epoch + 1 reaches it
         self._reset()
         self._pending: tuple[Tensor, Tensor, int] | None = None  # gathered on rank zero, not yet plotted
+        self._loaded_epoch: int | None = None  # the epoch of the checkpoint a validate / test run loaded
 
     def _reset(self) -> None:
         self._keys = torch.empty(0)
@@ -229,6 +119,12 @@ class EmbeddingPlot(pl.Callback):
         if ckpt_dir:
             return Path(ckpt_dir).parent
         return Path(trainer.log_dir or trainer.default_root_dir)
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """``validate`` / ``test`` from a checkpoint: label the picture with the checkpoint's epoch, not 0."""
+        self._loaded_epoch = checkpoint.get("epoch")
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._dir = self._output_dir(trainer)
@@ -279,8 +175,9 @@ class EmbeddingPlot(pl.Callback):
         if not trainer.is_global_zero:
             return
         _, features, labels = keep_random_subset(keys, features, labels, size=self.max_points)
-        self._pending = (features, labels, trainer.current_epoch)
         fitting = trainer.state.fn == TrainerFn.FITTING
+        epoch = trainer.current_epoch if fitting or self._loaded_epoch is None else self._loaded_epoch
+        self._pending = (features, labels, epoch)
         if not fitting or trainer.current_epoch + 1 >= self._next_epoch:
             self._plot(trainer)
             self._next_epoch = trainer.current_epoch + 1 + self.every_n_epochs

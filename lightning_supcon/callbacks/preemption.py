@@ -1,5 +1,9 @@
 """Save ``last.ckpt`` when a job is preempted (SIGTERM, or SIGUSR1 outside SLURM), so ``--ckpt_path last`` resumes.
 
+The file is the run's own ``last.ckpt`` (the folder of the trainer's ``ModelCheckpoint``), the name that
+:class:`~lightning_supcon.callbacks.RunCheckpoint` overwrites later in the resumed run, and
+``<default_root_dir>/last.ckpt`` is pointed at it: one name, one newest state (:mod:`lightning_supcon.runs`).
+
 Lightning already turns SIGTERM into a clean stop after the current batch (its ``SignalConnector`` sets
 ``trainer.received_sigterm`` and the training loop raises ``SIGTERMException``); this callback adds the checkpoint and
 the resume hint. On SLURM, Lightning's own SIGUSR1 handler saves ``hpc_ckpt_N.ckpt`` and requeues the job, so this
@@ -30,6 +34,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from lightning_supcon import runs
 
 LAST_NAME = "last.ckpt"
 
@@ -141,6 +147,8 @@ class PreemptionCheckpoint(pl.Callback):
         if trainer.is_global_zero and path.is_symlink():
             path.unlink()  # ModelCheckpoint(save_last="link"): replace the link, never write through it
         trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            runs.point_last(trainer.default_root_dir, path)
         self.saved_path = path
         self._announce(trainer, path)
 

@@ -55,7 +55,7 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None
 )
 def test_preempted_run_saves_last_and_resumes(tmp_path: Path, signum: signal.Signals, resume: bool) -> None:
     """A real run gets a real signal mid-training, saves ``last.ckpt``, exits; ``--ckpt_path last`` continues it."""
-    last = tmp_path / "outputs" / "digits" / "checkpoints" / "last.ckpt"
+    last = tmp_path / "outputs" / "digits" / "last.ckpt"  # the stable name, a link into the run folder
     log = tmp_path / "first.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -76,7 +76,7 @@ def test_preempted_run_saves_last_and_resumes(tmp_path: Path, signum: signal.Sig
     match = re.search(r"Preempted at epoch (\d+), step (\d+): saved (\S+); resume with", output)
     assert match, output[-3000:]
     epoch, step = int(match.group(1)), int(match.group(2))
-    assert Path(match.group(3)).resolve() == last.resolve()
+    assert (tmp_path / match.group(3)).resolve() == last.resolve()  # relative to the run's working directory
     assert last.stat().st_mtime_ns > first_save and step > 0
     checkpoint = torch.load(last, map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == step and checkpoint["epoch"] == epoch

@@ -1,0 +1,137 @@
+"""What the ``lightning-supcon`` command prints: every user error as one line, and no noise from Lightning.
+
+A user error (a bad path or value, an unknown or misspelt option, a Trainer flag Lightning rejects, an unreadable or
+damaged checkpoint) ends as ``lightning-supcon: error: <one line>`` with exit status 2; set
+``LIGHTNING_SUPCON_DEBUG=1`` for the traceback. :func:`quiet_lightning` removes the lines that tell a user nothing
+they can act on (a TensorBoard install hint, an advertisement, a deprecation inside Lightning).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import logging
+import re
+import warnings
+from collections.abc import Iterable
+
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+PREFIX = "lightning-supcon: error:"
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, FloatingPointError, MisconfigurationException)
+_UNKNOWN_OPTION = re.compile(r"class_path '([\w.]+)':\s*\n\s*Option '(\w+)' is not accepted")
+_PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (--[\w.+-]+)")
+
+
+def user_message(err: BaseException) -> str:
+    """The message a user needs: the innermost of our own errors when jsonargparse wrapped it (an error raised in a
+    model's or DataModule's constructor arrives as a multi-line "Does not validate against any of the Union
+    subtypes" report); a Trainer configuration error is marked as one."""
+    chain, seen = [], set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for inner in reversed(chain):
+        if isinstance(inner, USER_ERRORS) and "Does not validate" not in str(inner):
+            where = "Trainer: " if isinstance(inner, MisconfigurationException) else ""
+            return where + " ".join(str(inner).split())
+    return parse_error_line(str(err))
+
+
+def class_options(class_path: str) -> list[str]:
+    """The constructor arguments of ``class_path`` and of the parents its ``**kwargs`` go to."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    options: list[str] = []
+    for klass in inspect.getmro(cls):
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()  # type: ignore[misc]
+        options += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return list(dict.fromkeys(options))
+
+
+def closest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` (difflib), or ``""``.
+
+    Example:
+        >>> closest("temprature", ["temperature", "lr"])
+        " (did you mean 'temperature'?)"
+    """
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
+    """One line from a jsonargparse error report (several lines of union diagnostics).
+
+    Args:
+        message: jsonargparse's message.
+        options: The parser's option strings, for the closest match to an unrecognized one.
+
+    Example:
+        >>> report = (
+        ...     'Parser key "model":\\n  Does not validate against any of the Union subtypes\\n  Errors:\\n'
+        ...     "    - Problem with given class_path 'lightning_supcon.SupConModule':\\n"
+        ...     "        Option 'temprature' is not accepted\\n    - Expected a <class 'NoneType'>"
+        ... )
+        >>> print(parse_error_line(report).replace(" (did", "\\n(did"))
+        --model.init_args.temprature: 'temprature' is not accepted by lightning_supcon.SupConModule
+        (did you mean 'temperature'?)
+    """
+    unknown = _UNKNOWN_OPTION.search(message)
+    if unknown:
+        class_path, option = unknown.groups()
+        key = _PARSER_KEY.search(message)
+        where = f"--{key.group(1)}.init_args.{option}: " if key else ""
+        hint = closest(option, class_options(class_path))
+        return f"{where}{option!r} is not accepted by {class_path}{hint}"
+    unrecognized = _UNRECOGNIZED.search(message)
+    if unrecognized:
+        flag = unrecognized.group(1)
+        return f"unrecognized option {flag}{closest(flag, options)}"
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("- ") and not line.startswith("- Expected a <class 'NoneType'>"):
+            detail = [line[2:]]
+            for more in lines[i + 1 :]:  # the nested lines of this reason, up to the next one
+                if more.startswith(("- ", "Given value")):
+                    break
+                detail.append(more)
+            return " ".join(" ".join(detail).split())
+    return " ".join(message.split())
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *starts: str) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.starts)
+
+
+def quiet_lightning() -> None:
+    """Remove Lightning's messages that a user of this command cannot act on.
+
+    - the TensorBoard install paragraph: the command chooses its logger itself (``RunLogger``, see ``cli.py``);
+    - the LitLogger advertisement printed at every start;
+    - a ``FutureWarning`` that Lightning's own ``_pytree`` helper triggers in torch (``LeafSpec`` deprecated);
+    - "Checkpoint directory ... exists and is not empty": a run folder is reused only by its own resumed run.
+    """
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropMessages("\N{ELECTRIC LIGHT BULB} Tip: For seamless cloud logging"))
+    warnings.filterwarnings("ignore", message=r"Starting from v1\.9\.0, `tensorboardX` has been removed")
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

@@ -1,0 +1,81 @@
+"""RunCheckpoint and the CLI's run folders: every run keeps its files, ``last.ckpt`` is always the newest state."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lightning_supcon.cli import cli, main
+from tests.helpers import DIGITS, DIGITS_LINEAR
+
+BATCHES = 3  # training batches per epoch
+
+
+def _fit_args(*extra: str) -> list[str]:
+    return [
+        *("fit", "--config", DIGITS, "--trainer.limit_train_batches", str(BATCHES)),
+        *("--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1", "--trainer.callbacks", "[]"),
+        *("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"),
+        *("--trainer.log_every_n_steps", "1"),
+        *("--data.init_args.batch_size", "32", "--data.init_args.image_size", "8", "--model.init_args.knn_k", "0"),
+        *extra,
+    ]
+
+
+class SigtermAt(pl.Callback):
+    """Sends this process SIGTERM after training batch ``batch`` of epoch ``epoch`` (Lightning stops after it)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.current_epoch == self.epoch and args[-1] == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def _encoder(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    return {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+
+
+class TestRunFolders:
+    def test_two_runs_keep_their_files_and_stage_two_reads_the_second(self, workdir: Path) -> None:
+        main(_fit_args("--trainer.max_epochs", "1", "--seed_everything", "1"))
+        first = {p: p.read_bytes() for p in (workdir / "outputs/digits/version_0").rglob("*") if p.is_file()}
+        main(_fit_args("--trainer.max_epochs", "1", "--seed_everything", "2"))
+        assert {p: p.read_bytes() for p in first} == first  # nothing of run 1 overwritten or lost
+        second = workdir / "outputs/digits/version_1/checkpoints/last.ckpt"
+        assert (workdir / "outputs/digits/last.ckpt").resolve() == second.resolve()
+        assert not list(workdir.rglob("last-v*.ckpt"))
+        probe = cli(["--config", DIGITS_LINEAR], run=False).model  # reads the config's `checkpoint:`
+        expected = _encoder(second)
+        assert not all(torch.equal(v, _encoder(workdir / "outputs/digits/version_0/checkpoints/last.ckpt")[k])
+                       for k, v in expected.items())  # fmt: skip
+        for key, value in expected.items():
+            assert torch.equal(probe.encoder.state_dict()[key], value), key
+
+    @pytest.mark.parametrize(("epoch", "batch"), [(0, 1), (1, 0)], ids=["epoch-0", "after-first-save"])
+    def test_preempted_then_resumed_last_holds_the_final_step(self, workdir: Path, epoch: int, batch: int) -> None:
+        callback = "tests.callbacks.test_run_checkpoint.SigtermAt"
+        killer = ["--trainer.callbacks+", callback, "--trainer.callbacks.epoch", str(epoch)]
+        with pytest.raises(SystemExit) as exc:
+            main(_fit_args("--trainer.max_epochs", "3", *killer, "--trainer.callbacks.batch", str(batch)))
+        assert exc.value.code == 143
+        last = workdir / "outputs/digits/last.ckpt"
+        assert _step(last) == epoch * BATCHES + batch + 1
+        main(_fit_args("--trainer.max_epochs", "3", "--ckpt_path", "last"))
+        assert _step(last) == 3 * BATCHES
+        assert last.resolve() == (workdir / "outputs/digits/version_0/checkpoints/last.ckpt").resolve()
+        assert not list(workdir.rglob("last-v*.ckpt")) and not (workdir / "outputs/digits/version_1").exists()
+        rows = (workdir / "outputs/digits/version_0/metrics.csv").read_text().splitlines()
+        steps = [int(row.split(",")[1]) for row in rows[1:]]  # one log: the resumed run appended its steps
+        assert min(steps) == 0 and max(steps) == 3 * BATCHES - 1

@@ -8,14 +8,18 @@ they can act on (a TensorBoard install hint, an advertisement, a deprecation ins
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
 import logging
 import re
+import typing
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
+import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 
 PREFIX = "lightning-supcon: error:"
@@ -43,32 +47,73 @@ def user_message(err: BaseException) -> str:
 
 
 def class_options(class_path: str) -> list[str]:
-    """The constructor arguments of ``class_path`` and of the parents its ``**kwargs`` go to."""
+    """The constructor arguments of ``class_path`` (and of the parents its ``**kwargs`` go to), with the options of
+    the parts it receives as dotted paths: ``loss.init_args.temperature`` for an injected loss,
+    ``schedule.warmup_epochs`` for a dataclass group, ``optimizer.init_args.lr`` for an optimiser callable.
+
+    Example:
+        >>> "loss.init_args.temperature" in class_options("lightning_supcon.SupConModule")
+        True
+    """
     module, _, name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
         return []
+    return _options(cls, nested=True)
+
+
+def _options(cls: type, nested: bool) -> list[str]:
     options: list[str] = []
     for klass in inspect.getmro(cls):
         if "__init__" not in vars(klass):
             continue
         params = inspect.signature(klass.__init__).parameters.values()  # type: ignore[misc]
-        options += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        try:
+            hints = typing.get_type_hints(klass.__init__)  # type: ignore[misc]
+        except Exception:  # an annotation that cannot be resolved: no nested options from this class
+            hints = {}
+        for p in params:
+            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            options.append(p.name)
+            if nested:
+                options += [f"{p.name}.{sub}" for sub in _part_options(hints.get(p.name))]
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     return list(dict.fromkeys(options))
 
 
+def _part_options(annotation: Any) -> list[str]:
+    """Options of an injected part, relative to its argument (``init_args.x`` for a class, ``x`` for a dataclass)."""
+    for part in (*typing.get_args(annotation), annotation):
+        if dataclasses.is_dataclass(part) and isinstance(part, type):
+            return [field.name for field in dataclasses.fields(part)]
+        if inspect.isclass(part) and issubclass(part, torch.optim.Optimizer):
+            return [f"init_args.{name}" for name in _options(torch.optim.SGD, nested=False) if name != "params"]
+        if inspect.isclass(part) and part.__module__.startswith("lightning_supcon"):
+            return [f"init_args.{name}" for name in _options(part, nested=False)]
+        if typing.get_args(part) and part is not annotation:
+            found = _part_options(part)  # e.g. the return type inside Callable[[Iterable], Optimizer]
+            if found:
+                return found
+    return []
+
+
 def closest(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices`` (difflib), or ``""``.
+    """`` (did you mean 'x'?)`` for the choice whose last dotted name is closest to ``word`` (difflib), or ``""``.
 
     Example:
         >>> closest("temprature", ["temperature", "lr"])
         " (did you mean 'temperature'?)"
+        >>> closest("temprature", ["knn_temperature", "loss.init_args.temperature"])
+        " (did you mean 'loss.init_args.temperature'?)"
     """
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    by_name: dict[str, str] = {}
+    for choice in choices:
+        by_name.setdefault(choice.rsplit(".", 1)[-1], choice)
+    match = difflib.get_close_matches(word, list(by_name), n=1, cutoff=0.6)
+    return f" (did you mean {by_name[match[0]]!r}?)" if match else ""
 
 
 def parse_error_line(message: str, options: Iterable[str] = ()) -> str:

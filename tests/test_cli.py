@@ -37,6 +37,7 @@ class TestCLI:
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert "'temprature' is not accepted" in err
+        assert "did you mean 'loss.init_args.temperature'" in err  # the injected loss's option, by its full path
         assert "Traceback" not in err
         assert len(err.splitlines()) < 15
 

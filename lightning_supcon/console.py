@@ -131,7 +131,7 @@ def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
         ... )
         >>> print(parse_error_line(report).replace(" (did", "\\n(did"))
         --model.init_args.temprature: 'temprature' is not accepted by lightning_supcon.SupConModule
-        (did you mean 'temperature'?)
+        (did you mean 'loss.init_args.temperature'?)
     """
     unknown = _UNKNOWN_OPTION.search(message)
     if unknown:

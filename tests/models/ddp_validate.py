@@ -3,7 +3,7 @@
     python tests/models/ddp_validate.py DEVICES OUT.pt
 
 Run by ``test_ddp.py`` with 1 device and with ``strategy="ddp"`` on 2 CPU processes (gloo). The held-out split
-has 91 images (odd): each rank gets its own 46 or 45 of them and runs 10 or 9 evaluation batches of 5, so the
+has 91 images (odd): each rank gets its own 46 or 45 of them and runs 4 or 3 evaluation batches of 15, so the
 evaluation must neither repeat samples (as Lightning's default DistributedSampler does to even out the shards)
 nor wait in a per-step collective. The kNN and probe accuracies must then equal one process's.
 """
@@ -20,7 +20,7 @@ from lightning_supcon import DigitsDataModule, SupConModule
 
 def main(devices: int, out: str) -> None:
     pl.seed_everything(0)
-    datamodule = DigitsDataModule(image_size=8, val_fraction=0.0501, batch_size=32, eval_batch_size=5)
+    datamodule = DigitsDataModule(image_size=8, val_fraction=0.0501, batch_size=32, eval_batch_size=15)
     model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=20)
     trainer = pl.Trainer(
         accelerator="cpu",

@@ -1,0 +1,270 @@
+"""Weighted kNN maths: exact neighbour candidates of a bank held in shards, their merge, the vote, ``knn_predict``.
+
+The ``k`` neighbours of a query are the bank entries of highest cosine similarity, ties broken by the **lower
+global bank index** (the position of the entry in the bank concatenated over its shards, in shard order). With that
+rule the neighbour set is a function of the bank alone, not of how it was split: the top ``k`` of a union is the top
+``k`` of the union of each part's top ``k``. So a bank can be scanned in blocks, or held in shards on several
+processes, and each part's candidates merged, with the same neighbours as one scan of the whole bank (as long as a
+similarity is computed to the same bits in each part, which holds for the row-wise products used here).
+
+Candidates are kept in a canonical order, by ascending global index, and the votes are summed in that order, so the
+class scores are the same bits however the bank was split.
+
+- [0] Wu et al., Unsupervised Feature Learning via Non-Parametric Instance Discrimination, CVPR 2018,
+  https://arxiv.org/abs/1805.01978 (Sec. 3.4, weighted kNN)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal, NamedTuple, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_supcon.utils.numerics import compute_dtype
+
+PAD_INDEX = torch.iinfo(torch.int64).max
+"""Global index of a padding candidate (similarity ``-inf``): never a neighbour while ``k`` <= the bank size."""
+
+
+class Candidates(NamedTuple):
+    """Neighbour candidates of ``Q`` queries, ``(Q, m)`` each, sorted by ascending ``index`` along dim 1."""
+
+    similarity: Tensor
+    index: Tensor
+    label: Tensor
+
+
+def exact_topk(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest entries of each row, ties at the boundary broken by the lower column.
+
+    ``torch.topk`` leaves the choice among equal values unspecified; here a row whose ``k``-th value is tied with
+    entries left out takes the tied entries of lowest column. Cost: one ``topk`` and one comparison pass.
+
+    Args:
+        values: ``(Q, M)`` scores, no NaN.
+        k: How many to keep, ``1 <= k <= M``.
+
+    Returns:
+        ``(values (Q, k), columns (Q, k))``, in no particular order along dim 1.
+
+    Example:
+        >>> exact_topk(torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.0]]), 2)[1].sort(dim=1).values
+        tensor([[1, 2]])
+    """
+    top, cols = values.topk(k, dim=1)
+    if k == values.shape[1] or values.shape[0] == 0:
+        return top, cols
+    kth = top[:, -1:]  # (Q, 1)
+    kept_ties = (top == kth).sum(dim=1)  # (Q,)
+    ambiguous = ((values == kth).sum(dim=1) > kept_ties).nonzero().squeeze(1)
+    if ambiguous.numel():
+        rows, threshold = values[ambiguous], kth[ambiguous]  # (A, M), (A, 1)
+        tied = rows == threshold
+        keep = (rows > threshold) | (tied & (tied.cumsum(dim=1) <= kept_ties[ambiguous, None]))
+        chosen = keep.nonzero()[:, 1].view(-1, k)  # row-major: columns ascending within each row
+        cols, top = cols.clone(), top.clone()
+        cols[ambiguous], top[ambiguous] = chosen, rows.gather(1, chosen)
+    return top, cols
+
+
+def _by_index(similarity: Tensor, index: Tensor, label: Tensor) -> Candidates:
+    index, order = index.sort(dim=1)
+    return Candidates(similarity.gather(1, order), index, label.gather(1, order))
+
+
+def merge_candidates(parts: list[Candidates], k: int) -> Candidates:
+    """The top ``k`` of several parts' candidates (ties by lower global index), sorted by index.
+
+    Args:
+        parts: Candidates of the same queries, each sorted by index, the parts in ascending index order (blocks of
+            one bank in order, or shards in rank order), so that column order is index order.
+        k: Neighbours to keep; at most the total number of columns.
+
+    Returns:
+        ``(Q, k)`` candidates.
+    """
+    similarity = torch.cat([part.similarity for part in parts], dim=1)
+    top, cols = exact_topk(similarity, k)
+    index = torch.cat([part.index for part in parts], dim=1).gather(1, cols)
+    label = torch.cat([part.label for part in parts], dim=1).gather(1, cols)
+    return _by_index(top, index, label)
+
+
+def _blocks(features: list[Tensor], labels: list[Tensor], rows: int) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """``(start, block, block_labels)`` of at most ``rows`` rows, over a bank held as a list of batches."""
+    start, pending, pending_labels, size = 0, [], [], 0
+    for batch, batch_labels in zip(features, labels, strict=True):
+        for offset in range(0, batch.shape[0], rows):
+            piece = batch[offset : offset + rows]
+            pending.append(piece)
+            pending_labels.append(batch_labels[offset : offset + rows])
+            size += piece.shape[0]
+            if size >= rows:
+                yield start, torch.cat(pending), torch.cat(pending_labels)
+                start, pending, pending_labels, size = start + size, [], [], 0
+    if size:
+        yield start, torch.cat(pending), torch.cat(pending_labels)
+
+
+def shard_candidates(
+    query: Tensor, features: list[Tensor], labels: list[Tensor], offset: int, k: int, block_rows: int = 16384
+) -> Candidates:
+    """The ``k`` best candidates of normalised ``query`` in one shard of the bank, padded to ``k`` columns.
+
+    The shard is scanned ``block_rows`` entries at a time: each block is converted to ``query``'s dtype and
+    L2-normalised, so memory is ``Q x block_rows`` similarities plus one block, whatever the shard's storage dtype.
+
+    Args:
+        query: ``(Q, D)`` L2-normalised queries, in the dtype to compute in.
+        features: The shard's entries as a list of ``(B_i, D)`` batches (any floating dtype, not normalised).
+        labels: Their integer labels, ``(B_i,)`` each.
+        offset: Global index of the shard's first entry.
+        k: Candidates per query; a shard with fewer entries pads with similarity ``-inf`` and index ``PAD_INDEX``.
+        block_rows: Bank entries per block.
+
+    Returns:
+        ``(Q, k)`` candidates sorted by index.
+    """
+    best: Candidates | None = None
+    for start, block, block_labels in _blocks(features, labels, block_rows):
+        similarity = query @ F.normalize(block.to(query.dtype), dim=1).T  # (Q, B)
+        top, cols = exact_topk(similarity, min(k, similarity.shape[1]))
+        part = _by_index(top, cols + (offset + start), block_labels.to(query.device)[cols])
+        best = part if best is None else merge_candidates([best, part], min(k, best.index.shape[1] + cols.shape[1]))
+    missing = k - (0 if best is None else best.index.shape[1])
+    pad = Candidates(
+        query.new_full((query.shape[0], missing), float("-inf")),
+        torch.full((query.shape[0], missing), PAD_INDEX, dtype=torch.long, device=query.device),
+        torch.zeros(query.shape[0], missing, dtype=torch.long, device=query.device),
+    )
+    if best is None:
+        return pad
+    return Candidates(*(torch.cat(pair, dim=1) for pair in zip(best, pad, strict=True))) if missing else best
+
+
+def weighted_votes(candidates: Candidates, num_classes: int, temperature: float) -> tuple[Tensor, Tensor]:
+    """Class scores ``sum exp(s_i / T)`` over the neighbours of each class [0], and which classes got a vote.
+
+    Args:
+        candidates: ``(Q, k)`` neighbours, without padding, in index order (the order of the summation).
+        num_classes: Number of classes ``C``.
+        temperature: ``T`` > 0.
+
+    Returns:
+        ``(scores (Q, C), voted (Q, C) bool)``. A vote's weight can underflow to 0 (a far neighbour at a small
+        temperature), so "got a vote" is kept apart from "scores above 0".
+    """
+    similarity, _, label = candidates
+    scores = similarity.new_zeros(similarity.shape[0], num_classes)
+    scores.scatter_add_(1, label, (similarity / temperature).exp())
+    voted = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device).scatter_(1, label, True)
+    return scores, voted
+
+
+BankDtype = Literal["float32", "float16", "bfloat16"]
+"""Storage dtypes of a kNN bank (``None`` keeps the features' own dtype)."""
+
+
+def check_knn_args(num_classes: int, k: int, temperature: float, chunk_size: int, bank_chunk_size: int = 1) -> None:
+    """Raise ``ValueError`` naming the first bad argument of the weighted kNN."""
+    if num_classes < 1:
+        raise ValueError(f"Expected argument `num_classes` to be a positive integer, but got {num_classes}")
+    if k < 1:
+        raise ValueError(f"Expected argument `k` to be a positive integer, but got {k}")
+    if not temperature > 0:
+        raise ValueError(f"Expected argument `temperature` to be > 0, but got {temperature}")
+    if chunk_size < 1:
+        raise ValueError(f"Expected argument `chunk_size` to be a positive integer, but got {chunk_size}")
+    if bank_chunk_size < 1:
+        raise ValueError(f"Expected argument `bank_chunk_size` to be a positive integer, but got {bank_chunk_size}")
+
+
+def bank_torch_dtype(bank_dtype: BankDtype | None) -> torch.dtype | None:
+    """The ``torch.dtype`` of a :data:`BankDtype` name.
+
+    Raises:
+        ValueError: For a name not in :data:`BankDtype`.
+
+    Example:
+        >>> bank_torch_dtype("bfloat16"), bank_torch_dtype(None)
+        (torch.bfloat16, None)
+    """
+    if bank_dtype is None:
+        return None
+    if bank_dtype not in get_args(BankDtype):
+        raise ValueError(
+            f"Expected argument `bank_dtype` to be one of {get_args(BankDtype)} or None, but got {bank_dtype!r}"
+        )
+    dtype: torch.dtype = getattr(torch, bank_dtype)
+    return dtype
+
+
+def knn_predict(
+    query: Tensor,
+    bank: Tensor,
+    bank_labels: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+    bank_chunk_size: int = 16384,
+) -> Tensor:
+    """Class scores of the weighted kNN classifier of [0].
+
+    Features are L2-normalised here, so raw encoder outputs may be passed; the similarities are computed in at
+    least float32 (float64 inputs stay float64). ``k`` larger than the bank is clamped to the bank size. Queries
+    are processed ``chunk_size`` at a time against ``bank_chunk_size`` bank entries at a time: memory
+    ``chunk_size x bank_chunk_size`` similarities besides the inputs.
+
+    Args:
+        query: ``(Q, D)`` features to classify.
+        bank: ``(N, D)`` labelled reference features, ``N >= 1``, of any floating dtype (e.g. bfloat16).
+        bank_labels: ``(N,)`` integer labels of ``bank`` in ``[0, num_classes)``.
+        num_classes: Number of classes.
+        k: Number of neighbours that vote; among bank entries of equal similarity the earlier ones are taken.
+        temperature: ``T`` of the weights ``exp(similarity / T)``, > 0.
+        chunk_size: Queries per block.
+        bank_chunk_size: Bank entries per block.
+
+    Returns:
+        ``(Q, num_classes)`` scores; the prediction is their argmax (the lowest class index on a tie). A class
+        that got no vote scores 0.
+
+    Raises:
+        ValueError: For bad arguments or shapes, an empty bank, or labels out of range.
+
+    Example:
+        >>> import torch
+        >>> bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+        >>> bank_labels = torch.tensor([0, 0, 1])
+        >>> query = torch.tensor([[1.0, 0.2], [0.1, 1.0]])
+        >>> knn_predict(query, bank, bank_labels, num_classes=2, k=2, temperature=1.0).argmax(dim=1)
+        tensor([0, 1])
+    """
+    check_knn_args(num_classes, k, temperature, chunk_size, bank_chunk_size)
+    if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
+        raise ValueError(
+            f"Expected `query` (Q, D) and `bank` (N, D) with the same D, but got {tuple(query.shape)} and "
+            f"{tuple(bank.shape)}"
+        )
+    if bank_labels.shape != (bank.shape[0],):
+        raise ValueError(f"Expected `bank_labels` of shape ({bank.shape[0]},), but got {tuple(bank_labels.shape)}")
+    if bank.shape[0] == 0:
+        raise ValueError("Expected a non-empty `bank`, but got 0 entries")
+    bank_labels = bank_labels.long()
+    if bank_labels.min() < 0 or bank_labels.max() >= num_classes:
+        raise ValueError(
+            f"Expected `bank_labels` in [0, {num_classes}), but got values in "
+            f"[{int(bank_labels.min())}, {int(bank_labels.max())}]"
+        )
+    k = min(k, bank.shape[0])
+    dtype = compute_dtype(torch.promote_types(query.dtype, bank.dtype))
+    scores = [query.new_zeros(0, num_classes, dtype=dtype)]
+    for start in range(0, query.shape[0], chunk_size):
+        chunk = F.normalize(query[start : start + chunk_size].to(dtype), dim=1)  # (C, D)
+        neighbours = shard_candidates(chunk, [bank], [bank_labels], offset=0, k=k, block_rows=bank_chunk_size)
+        scores.append(weighted_votes(neighbours, num_classes, temperature)[0])
+    return torch.cat(scores)

@@ -30,6 +30,7 @@ from lightning_supcon.metrics.knn_functional import (
     knn_predict,
     merge_candidates,
     shard_candidates,
+    similarity_features,
     weighted_votes,
 )
 from lightning_supcon.metrics.topk import topk_correct
@@ -64,7 +65,8 @@ class KNNAccuracy(Metric):
         temperature: ``T`` of the weights ``exp(similarity / T)``.
         chunk_size: Global queries per step of ``compute`` (similarities ``chunk_size x bank_chunk_size``).
         bank_dtype: Storage dtype of the bank entries (``"float32"``, ``"float16"``, ``"bfloat16"``), L2-normalised
-            before the cast; ``None`` keeps the features as given. Similarities are computed in at least float32.
+            before the cast; ``None`` keeps the features as given. Similarities are exact float64 products of the
+            features rounded to ``2^-26`` (:func:`~lightning_supcon.metrics.knn_functional.similarity_features`).
         bank_chunk_size: Bank entries per block when scanning a shard.
         **kwargs: Passed to ``torchmetrics.Metric``. ``sync_on_compute=False`` computes on this rank's bank and
             queries only; ``dist_sync_fn`` and ``process_group`` are used for the gathers of ``compute``.
@@ -98,7 +100,7 @@ class KNNAccuracy(Metric):
         temperature: float = 0.07,
         chunk_size: int = 1024,
         bank_dtype: BankDtype | None = None,
-        bank_chunk_size: int = 16384,
+        bank_chunk_size: int = 8192,
         **kwargs: Any,
     ) -> None:
         merge_ranks = kwargs.pop("sync_on_compute", True)
@@ -177,7 +179,6 @@ class KNNAccuracy(Metric):
         self._check(stats)
         world = stats.shape[0]
         rank = dist.get_rank(self.process_group) if gather and dist.is_available() and dist.is_initialized() else 0
-        dtype = compute_dtype(torch.promote_types(*(t.dtype for t in tensors[:1] + tensors[-1:]))) if tensors else None
         dim = int(stats[:, 4].max())
         query = dim_zero_cat(self.query_features) if self.query_features else torch.zeros(0, dim, device=self.device)
         query_labels = dim_zero_cat(self.query_labels) if self.query_labels else query.new_zeros(0, dtype=torch.long)
@@ -191,7 +192,7 @@ class KNNAccuracy(Metric):
             labels = query_labels[step * per_rank : (step + 1) * per_rank]
             if gather:
                 chunk, labels = torch.cat(gather(chunk)), torch.cat(gather(labels))
-            chunk = F.normalize(chunk.to(dtype or torch.float32), dim=1)  # (G, D), the same on every rank
+            chunk = similarity_features(chunk)  # (G, D) float64, the same on every rank
             neighbours = shard_candidates(chunk, self.bank_features, self.bank_labels, offset, k, self.bank_chunk_size)
             if gather:  # each rank's (G, k) candidates, in rank order = ascending global index
                 similarity, index, label = (gather(tensor) for tensor in neighbours)

@@ -4,9 +4,14 @@ The ``k`` neighbours of a query are the bank entries of highest cosine similarit
 global bank index** (the position of the entry in the bank concatenated over its shards, in shard order). With that
 rule the neighbour set is a function of the bank alone, not of how it was split: the top ``k`` of a union is the top
 ``k`` of the union of each part's top ``k``. So a bank can be scanned in blocks, or held in shards on several
-processes, and each part's candidates merged, with the same neighbours as one scan of the whole bank (as long as a
-similarity is computed to the same bits in each part, which holds for the row-wise products used here).
+processes, and each part's candidates merged, with the same neighbours as one scan of the whole bank.
 
+That needs each similarity to be the same bits whatever the shapes of the matrix product it came from, which a
+float32 GEMM does not give (its summation order depends on the shapes: 1-ulp differences). So
+:func:`similarity_features` rounds the L2-normalised features to multiples of ``2^-26`` in float64: every product
+is then a multiple of ``2^-52`` and every partial sum, of magnitude below 2, is exact in float64, so the product is
+exact in any order, on any device (the rounding moves a similarity by ~1e-8, below float32's own precision).
+Float64 features keep their precision (no rounding), and are then split-independent up to float64 rounding.
 Candidates are kept in a canonical order, by ascending global index, and the votes are summed in that order, so the
 class scores are the same bits however the bank was split.
 
@@ -35,6 +40,30 @@ class Candidates(NamedTuple):
     similarity: Tensor
     index: Tensor
     label: Tensor
+
+
+GRID_BITS = 26
+"""Features of at most float32 precision are rounded to multiples of ``2^-GRID_BITS`` (exact products, above)."""
+
+
+def similarity_features(x: Tensor) -> Tensor:
+    """Rows of ``x`` L2-normalised, for exact similarities: float64, on the ``2^-26`` grid unless ``x`` is float64.
+
+    Args:
+        x: ``(N, D)`` features of any floating dtype.
+
+    Returns:
+        ``(N, D)`` float64; the product of two such tensors is exact (any order) unless ``x`` was float64.
+
+    Example:
+        >>> q = similarity_features(torch.tensor([[3.0, 4.0]]))
+        >>> q.dtype, bool((q * 2**26 == (q * 2**26).round()).all())
+        (torch.float64, True)
+    """
+    if x.dtype == torch.float64:
+        return F.normalize(x, dim=1)
+    scale = 2.0**GRID_BITS
+    return torch.round(F.normalize(x.float(), dim=1).double() * scale) / scale  # exact: powers of two
 
 
 def exact_topk(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -110,15 +139,15 @@ def _blocks(features: list[Tensor], labels: list[Tensor], rows: int) -> Iterator
 
 
 def shard_candidates(
-    query: Tensor, features: list[Tensor], labels: list[Tensor], offset: int, k: int, block_rows: int = 16384
+    query: Tensor, features: list[Tensor], labels: list[Tensor], offset: int, k: int, block_rows: int = 8192
 ) -> Candidates:
     """The ``k`` best candidates of normalised ``query`` in one shard of the bank, padded to ``k`` columns.
 
-    The shard is scanned ``block_rows`` entries at a time: each block is converted to ``query``'s dtype and
-    L2-normalised, so memory is ``Q x block_rows`` similarities plus one block, whatever the shard's storage dtype.
+    The shard is scanned ``block_rows`` entries at a time, each block through :func:`similarity_features`, so
+    memory is ``Q x block_rows`` float64 similarities plus one block, whatever the shard's storage dtype.
 
     Args:
-        query: ``(Q, D)`` L2-normalised queries, in the dtype to compute in.
+        query: ``(Q, D)`` queries from :func:`similarity_features` (float64).
         features: The shard's entries as a list of ``(B_i, D)`` batches (any floating dtype, not normalised).
         labels: Their integer labels, ``(B_i,)`` each.
         offset: Global index of the shard's first entry.
@@ -130,7 +159,7 @@ def shard_candidates(
     """
     best: Candidates | None = None
     for start, block, block_labels in _blocks(features, labels, block_rows):
-        similarity = query @ F.normalize(block.to(query.dtype), dim=1).T  # (Q, B)
+        similarity = query @ similarity_features(block.to(query.device)).T  # (Q, B), exact
         top, cols = exact_topk(similarity, min(k, similarity.shape[1]))
         part = _by_index(top, cols + (offset + start), block_labels.to(query.device)[cols])
         best = part if best is None else merge_candidates([best, part], min(k, best.index.shape[1] + cols.shape[1]))
@@ -210,14 +239,15 @@ def knn_predict(
     k: int = 200,
     temperature: float = 0.07,
     chunk_size: int = 1024,
-    bank_chunk_size: int = 16384,
+    bank_chunk_size: int = 8192,
 ) -> Tensor:
     """Class scores of the weighted kNN classifier of [0].
 
-    Features are L2-normalised here, so raw encoder outputs may be passed; the similarities are computed in at
-    least float32 (float64 inputs stay float64). ``k`` larger than the bank is clamped to the bank size. Queries
-    are processed ``chunk_size`` at a time against ``bank_chunk_size`` bank entries at a time: memory
-    ``chunk_size x bank_chunk_size`` similarities besides the inputs.
+    Features are L2-normalised here, so raw encoder outputs may be passed; the similarities are computed in
+    float64 (:func:`similarity_features`), the scores returned in at least float32 (float64 inputs stay float64).
+    ``k`` larger than the bank is clamped to the bank size. Queries are processed ``chunk_size`` at a time against
+    ``bank_chunk_size`` bank entries at a time: memory ``chunk_size x bank_chunk_size`` similarities besides the
+    inputs.
 
     Args:
         query: ``(Q, D)`` features to classify.
@@ -264,7 +294,7 @@ def knn_predict(
     dtype = compute_dtype(torch.promote_types(query.dtype, bank.dtype))
     scores = [query.new_zeros(0, num_classes, dtype=dtype)]
     for start in range(0, query.shape[0], chunk_size):
-        chunk = F.normalize(query[start : start + chunk_size].to(dtype), dim=1)  # (C, D)
+        chunk = similarity_features(query[start : start + chunk_size])  # (C, D)
         neighbours = shard_candidates(chunk, [bank], [bank_labels], offset=0, k=k, block_rows=bank_chunk_size)
-        scores.append(weighted_votes(neighbours, num_classes, temperature)[0])
+        scores.append(weighted_votes(neighbours, num_classes, temperature)[0].to(dtype))
     return torch.cat(scores)

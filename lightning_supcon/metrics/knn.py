@@ -100,7 +100,7 @@ class KNNAccuracy(Metric):
         temperature: float = 0.07,
         chunk_size: int = 1024,
         bank_dtype: BankDtype | None = None,
-        bank_chunk_size: int = 8192,
+        bank_chunk_size: int = 4096,
         **kwargs: Any,
     ) -> None:
         merge_ranks = kwargs.pop("sync_on_compute", True)

@@ -63,7 +63,7 @@ def similarity_features(x: Tensor) -> Tensor:
     if x.dtype == torch.float64:
         return F.normalize(x, dim=1)
     scale = 2.0**GRID_BITS
-    return torch.round(F.normalize(x.float(), dim=1).double() * scale) / scale  # exact: powers of two
+    return F.normalize(x.float(), dim=1).double().mul_(scale).round_().div_(scale)  # exact: powers of two, in place
 
 
 def exact_topk(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -139,7 +139,7 @@ def _blocks(features: list[Tensor], labels: list[Tensor], rows: int) -> Iterator
 
 
 def shard_candidates(
-    query: Tensor, features: list[Tensor], labels: list[Tensor], offset: int, k: int, block_rows: int = 8192
+    query: Tensor, features: list[Tensor], labels: list[Tensor], offset: int, k: int, block_rows: int = 4096
 ) -> Candidates:
     """The ``k`` best candidates of normalised ``query`` in one shard of the bank, padded to ``k`` columns.
 
@@ -239,7 +239,7 @@ def knn_predict(
     k: int = 200,
     temperature: float = 0.07,
     chunk_size: int = 1024,
-    bank_chunk_size: int = 8192,
+    bank_chunk_size: int = 4096,
 ) -> Tensor:
     """Class scores of the weighted kNN classifier of [0].
 

@@ -35,10 +35,10 @@ PAD_INDEX = torch.iinfo(torch.int64).max
 
 
 class Candidates(NamedTuple):
-    """Neighbour candidates of ``Q`` queries, ``(Q, m)`` each, sorted by ascending ``index`` along dim 1."""
+    """Neighbour candidates of ``Q`` queries, ``(Q, m)`` each, sorted by ascending ``bank_index`` along dim 1."""
 
     similarity: Tensor
-    index: Tensor
+    bank_index: Tensor
     label: Tensor
 
 
@@ -117,7 +117,7 @@ def merge_candidates(parts: list[Candidates], k: int) -> Candidates:
     """
     similarity = torch.cat([part.similarity for part in parts], dim=1)
     top, cols = exact_topk(similarity, k)
-    index = torch.cat([part.index for part in parts], dim=1).gather(1, cols)
+    index = torch.cat([part.bank_index for part in parts], dim=1).gather(1, cols)
     label = torch.cat([part.label for part in parts], dim=1).gather(1, cols)
     return _by_index(top, index, label)
 
@@ -162,8 +162,10 @@ def shard_candidates(
         similarity = query @ similarity_features(block.to(query.device)).T  # (Q, B), exact
         top, cols = exact_topk(similarity, min(k, similarity.shape[1]))
         part = _by_index(top, cols + (offset + start), block_labels.to(query.device)[cols])
-        best = part if best is None else merge_candidates([best, part], min(k, best.index.shape[1] + cols.shape[1]))
-    missing = k - (0 if best is None else best.index.shape[1])
+        best = (
+            part if best is None else merge_candidates([best, part], min(k, best.bank_index.shape[1] + cols.shape[1]))
+        )
+    missing = k - (0 if best is None else best.bank_index.shape[1])
     pad = Candidates(
         query.new_full((query.shape[0], missing), float("-inf")),
         torch.full((query.shape[0], missing), PAD_INDEX, dtype=torch.long, device=query.device),

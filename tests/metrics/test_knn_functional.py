@@ -92,7 +92,7 @@ class TestShardedCandidates:
         split = _split_candidates(query, bank, labels, sizes, k, block_rows)
         for name, a, b in zip(("similarity", "index", "label"), whole, split, strict=True):
             assert torch.equal(a, b), name
-        assert torch.equal(whole.index, whole.index.sort(dim=1).values)  # canonical order: by index
+        assert torch.equal(whole.bank_index, whole.bank_index.sort(dim=1).values)  # canonical order: by index
         scores_whole, votes_whole = weighted_votes(whole, 5, 0.1)
         scores_split, votes_split = weighted_votes(split, 5, 0.1)
         assert torch.equal(scores_whole, scores_split) and torch.equal(votes_whole, votes_split)
@@ -102,16 +102,16 @@ class TestShardedCandidates:
         query, _, bank, labels = _tied_data(11, 30, num_classes=4, seed=1)
         query, normal_bank = similarity_features(query), similarity_features(bank)
         found = shard_candidates(query, [bank], [labels], offset=0, k=7, block_rows=4)
-        assert torch.equal(found.index, _reference_topk_columns(query @ normal_bank.T, 7))
-        assert torch.equal(found.label, labels[found.index])
+        assert torch.equal(found.bank_index, _reference_topk_columns(query @ normal_bank.T, 7))
+        assert torch.equal(found.label, labels[found.bank_index])
 
     def test_a_small_shard_pads_to_k(self) -> None:
         query = similarity_features(torch.randn(3, 4))
         found = shard_candidates(query, [torch.randn(2, 4)], [torch.tensor([0, 1])], offset=5, k=4)
-        assert found.index[:, :2].tolist() == [[5, 6]] * 3
-        assert (found.index[:, 2:] == PAD_INDEX).all() and (found.similarity[:, 2:] == float("-inf")).all()
+        assert found.bank_index[:, :2].tolist() == [[5, 6]] * 3
+        assert (found.bank_index[:, 2:] == PAD_INDEX).all() and (found.similarity[:, 2:] == float("-inf")).all()
         empty = shard_candidates(query, [], [], offset=0, k=2)
-        assert empty.similarity.shape == (3, 2) and (empty.index == PAD_INDEX).all()
+        assert empty.similarity.shape == (3, 2) and (empty.bank_index == PAD_INDEX).all()
 
     def test_knn_predict_in_bank_blocks(self) -> None:
         query, _, bank, labels = _tied_data(20, 50, num_classes=6, seed=2)

@@ -71,7 +71,10 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, out: str) 
         metric.update(features, labels, bank=True)
         rows += len(labels)
     queries = _blocks(args.queries, rank, world, args.dim, args.classes, 1)
-    metric.update(torch.cat([q for q, _ in queries]), torch.cat([y for _, y in queries]), bank=False)
+    empty = torch.zeros(0, args.dim), torch.zeros(0, dtype=torch.long)  # a rank may get no whole query block
+    metric.update(
+        torch.cat([empty[0], *(q for q, _ in queries)]), torch.cat([empty[1], *(y for _, y in queries)]), bank=False
+    )
     del queries
     if world > 1:
         dist.barrier()

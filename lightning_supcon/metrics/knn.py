@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.distributed as dist
@@ -23,9 +23,7 @@ from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from lightning_supcon.metrics.knn_functional import (
-    BankDtype,
     Candidates,
-    bank_torch_dtype,
     check_knn_args,
     knn_predict,
     merge_candidates,
@@ -36,7 +34,31 @@ from lightning_supcon.metrics.knn_functional import (
 from lightning_supcon.metrics.topk import topk_correct
 from lightning_supcon.utils.numerics import compute_dtype
 
-__all__ = ["KNNAccuracy", "knn_predict"]
+__all__ = ["BankDtype", "KNNAccuracy", "bank_torch_dtype", "knn_predict"]
+
+BankDtype = Literal["float32", "float16", "bfloat16"]
+"""Storage dtypes of a kNN bank (``None`` keeps the features' own dtype)."""
+
+
+def bank_torch_dtype(bank_dtype: BankDtype | None) -> torch.dtype | None:
+    """The ``torch.dtype`` of a :data:`BankDtype` name.
+
+    Raises:
+        ValueError: For a name not in :data:`BankDtype`.
+
+    Example:
+        >>> bank_torch_dtype("bfloat16"), bank_torch_dtype(None)
+        (torch.bfloat16, None)
+    """
+    if bank_dtype is None:
+        return None
+    if bank_dtype not in get_args(BankDtype):
+        raise ValueError(
+            f"Expected argument `bank_dtype` to be one of {get_args(BankDtype)} or None, but got {bank_dtype!r}"
+        )
+    dtype: torch.dtype = getattr(torch, bank_dtype)
+    return dtype
+
 
 Gather = Callable[[Tensor], list[Tensor]]
 

@@ -22,7 +22,7 @@ class scores are the same bits however the bank was split.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, NamedTuple, get_args
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -195,10 +195,6 @@ def weighted_votes(candidates: Candidates, num_classes: int, temperature: float)
     return scores, voted
 
 
-BankDtype = Literal["float32", "float16", "bfloat16"]
-"""Storage dtypes of a kNN bank (``None`` keeps the features' own dtype)."""
-
-
 def check_knn_args(num_classes: int, k: int, temperature: float, chunk_size: int, bank_chunk_size: int = 1) -> None:
     """Raise ``ValueError`` naming the first bad argument of the weighted kNN."""
     if num_classes < 1:
@@ -211,26 +207,6 @@ def check_knn_args(num_classes: int, k: int, temperature: float, chunk_size: int
         raise ValueError(f"Expected argument `chunk_size` to be a positive integer, but got {chunk_size}")
     if bank_chunk_size < 1:
         raise ValueError(f"Expected argument `bank_chunk_size` to be a positive integer, but got {bank_chunk_size}")
-
-
-def bank_torch_dtype(bank_dtype: BankDtype | None) -> torch.dtype | None:
-    """The ``torch.dtype`` of a :data:`BankDtype` name.
-
-    Raises:
-        ValueError: For a name not in :data:`BankDtype`.
-
-    Example:
-        >>> bank_torch_dtype("bfloat16"), bank_torch_dtype(None)
-        (torch.bfloat16, None)
-    """
-    if bank_dtype is None:
-        return None
-    if bank_dtype not in get_args(BankDtype):
-        raise ValueError(
-            f"Expected argument `bank_dtype` to be one of {get_args(BankDtype)} or None, but got {bank_dtype!r}"
-        )
-    dtype: torch.dtype = getattr(torch, bank_dtype)
-    return dtype
 
 
 def knn_predict(

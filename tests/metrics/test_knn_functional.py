@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from lightning_supcon.metrics.knn import KNNAccuracy
+from lightning_supcon.metrics.knn import KNNAccuracy, bank_torch_dtype
 from lightning_supcon.metrics.knn_functional import (
     PAD_INDEX,
-    bank_torch_dtype,
     exact_topk,
     knn_predict,
     merge_candidates,

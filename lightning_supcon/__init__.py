@@ -20,6 +20,7 @@ from lightning_supcon.models import (
     build_encoder,
     export_encoder,
 )
+from lightning_supcon.models.loading import load_encoder
 
 __all__ = [
     "CIFAR10DataModule",
@@ -40,6 +41,7 @@ __all__ = [
     "SupConModule",
     "build_encoder",
     "export_encoder",
+    "load_encoder",
     "supcon_loss",
 ]
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,18 +163,39 @@ def save_encoder(model: nn.Module, path: str | Path) -> Path:
     return _write_encoder(checkpoint[CHECKPOINT_KEY], encoder.state_dict(), path)
 
 
-def export_encoder(checkpoint_path: str | Path, out_path: str | Path, trust_checkpoint: bool = False) -> Path:
-    """Extract the encoder of a SupCon Lightning checkpoint into a small file that loads with ``weights_only=True``.
+def export_encoder(
+    checkpoint_path: str | Path,
+    out_path: str | Path,
+    trust_checkpoint: bool = False,
+    formats: Sequence[str] = ("pt",),
+    image_size: int = 32,
+) -> Path:
+    """Extract the encoder of a SupCon Lightning checkpoint into files for use outside its training code.
 
     The checkpoint is read with ``weights_only=True`` unless ``trust_checkpoint`` (see
-    :func:`load_encoder_checkpoint`). Usage:
-    ``python -c "from lightning_supcon.models.checkpoint import export_encoder as e; e('last.ckpt', 'enc.pt')"``.
+    :func:`load_encoder_checkpoint`). By default one small weights-only file is written at ``out_path``; ``formats``
+    among ``("pt", "safetensors", "torchscript", "onnx")`` writes each beside it, ``out_path`` with the format's
+    suffix (``.pt``, ``.safetensors``, ``.ts``, ``.onnx``; see :mod:`lightning_supcon.models.export`, also a
+    command: ``python -m lightning_supcon.models.export last.ckpt exported/encoder``). Load any of them with
+    :func:`lightning_supcon.load_encoder`.
+
+    Args:
+        checkpoint_path: A SupConModule checkpoint, or an exported ``.pt`` encoder file.
+        out_path: The weights-only file (default ``formats``), or the base path of the files.
+        trust_checkpoint: Unpickle a checkpoint that needs it in full (files you trust only).
+        formats: The formats to write.
+        image_size: Side of the example image the ONNX export traces with (the model's size stays dynamic).
 
     Returns:
-        ``out_path``.
+        ``out_path`` by default; otherwise the ``.pt`` file's path if written, else the first format's.
 
     Raises:
-        FileNotFoundError, ValueError: As :func:`load_encoder_checkpoint`.
+        FileNotFoundError, ValueError: As :func:`load_encoder_checkpoint`; ``ValueError`` for unknown formats.
     """
     meta, state_dict = load_encoder_checkpoint(checkpoint_path, trust_checkpoint)
-    return _write_encoder(meta, state_dict, out_path)
+    if tuple(formats) == ("pt",):
+        return _write_encoder(meta, state_dict, out_path)
+    from lightning_supcon.models.export import export_files  # it imports this module
+
+    paths = export_files(meta, state_dict, out_path, formats, image_size)
+    return paths.get("pt", next(iter(paths.values())))

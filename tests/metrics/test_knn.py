@@ -144,8 +144,8 @@ class TestKNNAccuracy:
         assert left.compute() == whole.compute()
 
     def test_synchronised_states(self) -> None:
-        # The path DDP takes in `compute`, in one process: a fake all-gather where both "ranks" hold the same
-        # shard. After the sync the states are single tensors, no longer lists.
+        # The path DDP takes in `compute`, in one process: a fake all-gather (of query chunks and candidates) where
+        # both "ranks" hold the same shard. The states stay this rank's lists: the bank is never gathered.
         query, query_labels, bank, bank_labels = _data(12, 20, 4, num_classes=5, seed=3)
         synced = KNNAccuracy(5, k=7, distributed_available_fn=lambda: True, dist_sync_fn=lambda t, group=None: [t, t])
         single = KNNAccuracy(5, k=7)
@@ -154,6 +154,22 @@ class TestKNNAccuracy:
                 metric.update(bank, bank_labels, bank=True)
                 metric.update(query, query_labels, bank=False)
         assert synced.compute() == single.compute()
+
+    def test_the_bank_is_never_gathered(self) -> None:
+        # Memory per rank ~ bank / world: compute gathers query chunks and k candidates per query, not bank shards.
+        gathered: list[Tensor] = []
+
+        def fake_gather(tensor: Tensor, group: object = None) -> list[Tensor]:
+            gathered.append(tensor)
+            return [tensor, tensor]
+
+        query, query_labels, bank, bank_labels = _data(4, 500, 16, num_classes=5, seed=4)
+        metric = KNNAccuracy(5, k=3, distributed_available_fn=lambda: True, dist_sync_fn=fake_gather)
+        metric.update(bank, bank_labels, bank=True)
+        metric.update(query, query_labels, bank=False)
+        metric.compute()
+        assert gathered and sum(t.numel() for t in gathered) < bank.numel() // 10
+        assert max(t.shape[0] for t in gathered) < len(bank)
 
     def test_reset_and_detach(self) -> None:
         metric = KNNAccuracy(3)

@@ -73,6 +73,7 @@ class SupConArgumentParser(LightningArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", SupConHelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # argparse would take `--trainer.max_epoch` for `max_epochs`
         super().__init__(*args, **kwargs)
 
     def print_usage(self, file: SupportsWrite[str] | None = None) -> None:  # type: ignore[override]
@@ -116,7 +117,7 @@ class SupConCLI(LightningCLI):
         if subcommand:
             config = self.config[subcommand]
             root = Path(config.trainer.default_root_dir or os.getcwd())
-            checkpoint = resolve_ckpt_path(config.get("ckpt_path"), root)
+            checkpoint = resolve_ckpt_path(config.get("ckpt_path"), root, fresh_start=subcommand == "fit")
             config.ckpt_path = None if checkpoint is None else str(checkpoint)
         super()._parse_ckpt_path()
 
@@ -148,13 +149,14 @@ def resumed_folder(checkpoint: str | None, root: Path) -> Path | None:
     return runs.run_folder(checkpoint) if checkpoint is not None else None
 
 
-def resolve_ckpt_path(value: str | None, root: Path) -> Path | str | None:
+def resolve_ckpt_path(value: str | None, root: Path, fresh_start: bool = True) -> Path | str | None:
     """``--ckpt_path``: ``"last"`` -> the newest readable checkpoint under ``root`` (one line per newer file skipped;
-    ``None`` with a note when there is none); a file -> itself if readable; ``"best"``, ``"hpc"``, ``None`` as
-    given (Lightning resolves them).
+    when there is none, ``None`` with a note if ``fresh_start`` (``fit``), else an error); a file -> itself if
+    readable; ``"best"``, ``"hpc"``, ``None`` as given (Lightning resolves them).
 
     Raises:
-        CheckpointError: If a named file cannot be read.
+        CheckpointError: If a named file cannot be read, or ``"last"`` finds none and ``fresh_start`` is false
+            (``validate``, ``test`` and ``predict`` would otherwise score an untrained model).
     """
     if value is None or value in ("best", "hpc"):
         return value
@@ -163,6 +165,11 @@ def resolve_ckpt_path(value: str | None, root: Path) -> Path | str | None:
     found, skipped = runs.newest_readable(root)
     for err in skipped:
         print(f"lightning-supcon: warning: skipped a checkpoint: {err}", file=sys.stderr, flush=True)
+    if found is None and not fresh_start:
+        raise runs.CheckpointError(
+            f"--ckpt_path last: no readable checkpoint under {root}; train first or give --trainer.default_root_dir "
+            "of the run to evaluate"
+        )
     if found is None:
         print(f"lightning-supcon: no checkpoint under {root} yet: `--ckpt_path last` starts afresh.", flush=True)
     return found

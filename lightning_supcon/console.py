@@ -108,11 +108,13 @@ def closest(word: str, choices: Iterable[str]) -> str:
         " (did you mean 'temperature'?)"
         >>> closest("temprature", ["knn_temperature", "loss.init_args.temperature"])
         " (did you mean 'loss.init_args.temperature'?)"
+        >>> closest("--trainer.max_epoch", ["--trainer.max_epochs", "--trainer.max_steps"])
+        " (did you mean '--trainer.max_epochs'?)"
     """
     by_name: dict[str, str] = {}
     for choice in choices:
         by_name.setdefault(choice.rsplit(".", 1)[-1], choice)
-    match = difflib.get_close_matches(word, list(by_name), n=1, cutoff=0.6)
+    match = difflib.get_close_matches(word.rsplit(".", 1)[-1], list(by_name), n=1, cutoff=0.6)
     return f" (did you mean {by_name[match[0]]!r}?)" if match else ""
 
 

@@ -209,6 +209,20 @@ class TestDamagedCheckpoints:
         assert len(warnings) == 1 and "last.ckpt" in warnings[0]
         assert "Final metrics after 2 epochs (4 steps)" in out  # resumed from epoch=0-step=2.ckpt
 
+    @pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+    def test_last_without_a_checkpoint_is_an_error_outside_fit(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str], subcommand: str
+    ) -> None:
+        """Evaluating "the newest checkpoint" of a folder without one must not score an untrained model."""
+        args = [subcommand, "--config", DIGITS, "--ckpt_path=last", f"--trainer.default_root_dir={workdir / 'none'}"]
+        line = one_error_line(cli_error(capsys, args, workdir))
+        assert "no readable checkpoint" in line and "none" in line
+
+
+def test_an_abbreviated_option_is_not_taken_for_the_full_one(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = one_error_line(cli_error(capsys, fit_args("--trainer.max_epoch=2"), workdir))
+    assert "--trainer.max_epoch " in line and "did you mean '--trainer.max_epochs'" in line
+
 
 def test_fast_dev_run_console_is_clean(tmp_path: Path) -> None:
     """No TensorBoard install paragraph, no LitLogger tip, no Lightning-internal deprecation, no "directory exists"

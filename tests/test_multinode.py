@@ -38,6 +38,7 @@ def _global_batch(stdout: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.slow  # ~20 s; the torchrun test below covers DDP through the CLI in the fast suite
 @pytest.mark.distributed
 def test_two_nodes_one_device_each(tmp_path: Path) -> None:
     port = str(free_port())

@@ -146,7 +146,7 @@ class PreemptionCheckpoint(pl.Callback):
         path = self.checkpoint_path(trainer)
         if trainer.is_global_zero and path.is_symlink():
             path.unlink()  # ModelCheckpoint(save_last="link"): replace the link, never write through it
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state, to resume from
         if trainer.is_global_zero:
             runs.point_last(trainer.default_root_dir, path)
         self.saved_path = path

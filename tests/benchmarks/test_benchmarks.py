@@ -40,6 +40,7 @@ def is_rate(cell: str) -> bool:
 
 
 class TestThroughput:
+    @pytest.mark.slow  # ~30 s: four ResNet pipelines; `make test-slow` runs it
     def test_four_pipelines_in_one_table(self, tmp_path: Path) -> None:
         proc = run_script("throughput.py", *TINY, tmp_path=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]

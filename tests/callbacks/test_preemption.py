@@ -75,6 +75,7 @@ def test_preempted_run_saves_last_and_resumes(tmp_path: Path, signum: signal.Sig
     assert proc.returncode == 143, output[-3000:]  # 128 + SIGTERM: schedulers see an interrupted job
     match = re.search(r"Preempted at epoch (\d+), step (\d+): saved (\S+); resume with", output)
     assert match, output[-3000:]
+    assert "`weights_only` was not set" not in output  # the preemption save says what it saves
     epoch, step = int(match.group(1)), int(match.group(2))
     assert (tmp_path / match.group(3)).resolve() == last.resolve()  # relative to the run's working directory
     assert last.stat().st_mtime_ns > first_save and step > 0

@@ -146,6 +146,9 @@ def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
     if unrecognized:
         flag = unrecognized.group(1)
         return f"unrecognized option {flag}{closest(flag, options)}"
+    innermost = _innermost_reason(message)
+    if innermost:
+        return innermost
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     for i, line in enumerate(lines):
         if line.startswith("- ") and not line.startswith("- Expected a <class 'NoneType'>"):
@@ -156,6 +159,55 @@ def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
                 detail.append(more)
             return " ".join(" ".join(detail).split())
     return " ".join(message.split())
+
+
+_STRUCTURE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Problem with given class_path",
+    "Given value",
+    "Expected a <class 'NoneType'>",
+    "Expected a path but",
+    "Parser key",
+)
+_KEY = re.compile(r'^Parser key "([\w.]+)":')
+
+
+def _innermost_reason(message: str) -> str:
+    """The deepest reason of a nested jsonargparse report, prefixed by the option it concerns.
+
+    Example:
+        >>> report = (
+        ...     'Parser key "model":\\n  Errors:\\n    - Problem with given class_path x.M:\\n'
+        ...     '        Parser key "loss":\\n          Errors:\\n            - Problem with given class_path x.L:\\n'
+        ...     '                Parser key "temperature":\\n'
+        ...     "                  Expected a float. Got value: foo\\n"
+        ...     "    - Expected a <class 'NoneType'>"
+        ... )
+        >>> _innermost_reason(report)
+        '--model.init_args.loss.init_args.temperature: Expected a float. Got value: foo'
+    """
+    keys: list[tuple[int, str]] = []  # the enclosing "Parser key" lines: (indent, key)
+    best: tuple[int, str, list[str]] | None = None
+    for raw in message.splitlines():
+        text = raw.strip()
+        indent = len(raw) - len(raw.lstrip())
+        if not text:
+            continue
+        keys = [(i, k) for i, k in keys if i < indent]
+        key = _KEY.match(text)
+        if key:
+            keys.append((indent, key.group(1)))
+            continue
+        reason = text[2:] if text.startswith("- ") else text
+        if reason.startswith(_STRUCTURE) or (best is not None and indent <= best[0]):
+            continue
+        best = (indent, reason, [k for _, k in keys])
+    if best is None:
+        return ""
+    _, reason, path = best
+    return f"--{'.init_args.'.join(path)}: {reason}" if path else reason
 
 
 class _DropMessages(logging.Filter):

@@ -219,6 +219,21 @@ class TestDamagedCheckpoints:
         assert "no readable checkpoint" in line and "none" in line
 
 
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [
+        ("--model.init_args.loss.init_args.temperature=foo", "--model.init_args.loss.init_args.temperature: Expected"),
+        ("--model.init_args.schedule.warmup_epochs=x", "--model.init_args.schedule.warmup_epochs: Expected"),
+        ("--model.init_args.optimizer=torch.optim.Nope", "has no attribute 'Nope'"),
+    ],
+)
+def test_a_bad_value_of_an_injected_part_names_the_option_and_the_reason(
+    workdir: Path, capsys: pytest.CaptureFixture[str], flag: str, expected: str
+) -> None:
+    line = one_error_line(cli_error(capsys, fit_args(flag), workdir))
+    assert expected in line and not line.endswith(":"), line
+
+
 def test_an_abbreviated_option_is_not_taken_for_the_full_one(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = one_error_line(cli_error(capsys, fit_args("--trainer.max_epoch=2"), workdir))
     assert "--trainer.max_epoch " in line and "did you mean '--trainer.max_epochs'" in line

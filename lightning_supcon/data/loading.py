@@ -67,7 +67,9 @@ class MappedDataset(Dataset):
         index, seed = key
         image, label = self.data[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator only (what fork_rng restores): torch.manual_seed also queues a seed for every CUDA
+            # device, capturing a stack trace each call, which made this line most of the demo's loading time.
+            torch.random.default_generator.manual_seed(seed)
             return self.transform(image), int(label)
 
 

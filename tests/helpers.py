@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytorch_lightning as pl
+import torch
+import torch.multiprocessing as mp
 
 from lightning_supcon.cli import main
 
@@ -17,6 +20,12 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def spawn_ranks(worker: Callable[..., None], out_dir: Path, world: int) -> list[Any]:
+    """Run ``worker(rank, port, out_dir)`` in ``world`` processes; return what each saved as ``rank{r}.pt``."""
+    mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=world, join=True)
+    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(world)]
 
 
 def cpu_trainer(root: Path, **kwargs: Any) -> pl.Trainer:

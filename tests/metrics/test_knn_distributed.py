@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor
 
 from lightning_supcon.metrics import KNNAccuracy
-from tests.helpers import free_port
+from tests.helpers import spawn_ranks
 
 pytestmark = pytest.mark.distributed
 
@@ -99,9 +98,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[Any, Any]]:
-    out_dir = tmp_path_factory.mktemp("knn_shards")
-    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
-    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
+    return spawn_ranks(_worker, tmp_path_factory.mktemp("knn_shards"), WORLD)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor
 
 from lightning_supcon.metrics import KNNAccuracy, RetrievalMetrics
-from tests.helpers import free_port
+from tests.helpers import spawn_ranks
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -65,9 +64,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Tensor]]:
-    out_dir = tmp_path_factory.mktemp("dist_metrics")
-    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
-    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD)]
+    return spawn_ranks(_worker, tmp_path_factory.mktemp("dist_metrics"), WORLD)
 
 
 def test_every_rank_gets_the_global_metrics(distributed_results: list[dict[str, Tensor]]) -> None:

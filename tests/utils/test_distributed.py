@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from lightning_supcon.utils import distributed
-from tests.helpers import free_port
+from tests.helpers import spawn_ranks
 
 WORLD = 2
 RAGGED = (3, 1)  # rows on rank 0 and rank 1
@@ -56,9 +55,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out_dir = tmp_path_factory.mktemp("gather")
-    mp.spawn(_worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
-    return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
+    return spawn_ranks(_worker, tmp_path_factory.mktemp("gather"), WORLD)
 
 
 @pytest.mark.distributed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,37 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """A no-op signal handler."""
+
+
+class SigtermAtStep(pl.Callback):
+    """Sends this process a real SIGTERM after training step ``step``, as a scheduler's preemption would.
+
+    Lightning calls, after its own, the SIGTERM handler it finds when the run starts. Under ``make test`` that is
+    coverage's (``sigterm = true``), which saves its data and then ends the process with SIGTERM, killing the test
+    run. From ``setup`` (before Lightning registers its handlers) to ``teardown`` such a handler is replaced by a
+    no-op, so only Lightning's handler acts, as in a real run.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self._previous: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if callable(signal.getsignal(signal.SIGTERM)):
+            self._previous = signal.signal(signal.SIGTERM, _ignore_signal)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
 
 
 def spawn_ranks(worker: Callable[..., None], out_dir: Path, world: int) -> list[Any]:

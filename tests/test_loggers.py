@@ -245,7 +245,9 @@ def test_cli_run_without_account_goes_offline_and_logs_everything(
     assert f"upload it later with `wandb sync {run_dir}`" in output
     plot_lines = [line for line in output.splitlines() if line.startswith("Embedding plot: ")]
     assert len(plot_lines) == 1 and (tmp_path / plot_lines[0].removeprefix("Embedding plot: ")).is_file()
-    assert (tmp_path / "config.yaml").is_file()  # trainer.log_dir is the W&B save_dir
+    # The resolved config is in the run's own folder, beside its checkpoints (not in the save_dir runs share).
+    (config_file,) = [path for path in tmp_path.rglob("config.yaml") if (path.parent / "checkpoints").is_dir()]
+    assert not (tmp_path / "config.yaml").exists() and (config_file.parent / "checkpoints" / "last.ckpt").exists()
 
     records = _inspect(next(run_dir.glob("run-*.wandb")), subprocess_env)
     history: dict[str, Any] = {}

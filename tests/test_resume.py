@@ -10,7 +10,6 @@ checkpoint random states: without the callback the resumed run diverges (``test_
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import warnings
@@ -26,6 +25,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lightning_supcon import DigitsDataModule, Schedule, SupConModule
 from lightning_supcon.callbacks import PreemptionCheckpoint
 from lightning_supcon.models.optimization import sgd
+from tests.helpers import SigtermAtStep
 
 BATCHES = 4  # training batches per epoch in the runs below
 
@@ -39,17 +39,6 @@ class _StopAfterEpoch(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
             trainer.should_stop = True
-
-
-class SigtermAtStep(pl.Callback):
-    """Sends this process a real SIGTERM after training step ``step``, as a scheduler's preemption would."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _fit(
@@ -206,7 +195,7 @@ def test_real_sigterm_mid_epoch_through_the_cli_resumes_to_the_uninterrupted_wei
     final metrics as a run never interrupted, without Lightning's warning about unreliable mid-epoch resumes."""
     full = _cli_fit(tmp_path / "uninterrupted")
     assert full.returncode == 0, (full.stdout + full.stderr)[-3000:]
-    kill = '{"class_path": "tests.test_resume.SigtermAtStep", "init_args": {"step": 9}}'
+    kill = '{"class_path": "tests.helpers.SigtermAtStep", "init_args": {"step": 9}}'
     first = _cli_fit(tmp_path / "preempted", f"--trainer.callbacks+={kill}")
     assert first.returncode == 143, (first.stdout + first.stderr)[-3000:]
     assert "Preempted at epoch 1, step 9" in first.stdout

@@ -1,13 +1,17 @@
-"""``SaveConfigToLoggers``: write ``config.yaml`` and store the same resolved CLI config as the W&B run's config."""
+"""``SaveConfigToLoggers``: write ``config.yaml`` into the run's folder and store the same resolved CLI config as the
+W&B run's config."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
+
+from lightning_supcon.callbacks.run_checkpoint import RunCheckpoint
 
 
 class SaveConfigToLoggers(SaveConfigCallback):
@@ -16,7 +20,33 @@ class SaveConfigToLoggers(SaveConfigCallback):
     The config is the one ``config.yaml`` holds (every default filled in, ``class_path`` / ``init_args`` kept), as a
     nested dict, so the W&B run page shows e.g. ``model.init_args.temperature`` and runs can be filtered by any
     setting. Lightning calls :meth:`save_config` on rank zero only.
+
+    Where ``config.yaml`` goes: in ``fit`` with a :class:`RunCheckpoint`, into that run's folder (the parent of its
+    ``checkpoints/``), so every run keeps its own config whatever the logger (Lightning's own rule writes it into the
+    logger's ``save_dir``, which W&B and ``logger: false`` share between runs); otherwise where Lightning puts it.
     """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and isinstance(trainer.checkpoint_callback, RunCheckpoint):
+            return  # on_fit_start: the checkpoint callback has resolved the run folder by then
+        super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if self.already_saved or not isinstance(checkpoint, RunCheckpoint) or checkpoint.dirpath is None:
+            return
+        if trainer.is_global_zero:
+            folder = Path(checkpoint.dirpath).parent
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(
+                self.config,
+                str(folder / self.config_filename),
+                skip_none=False,
+                overwrite=True,
+                multifile=self.multifile,
+            )
+            self.save_config(trainer, pl_module, "fit")
+        self.already_saved = True
 
     def config_dict(self) -> dict[str, Any]:
         """The resolved config as a plain nested dict (what ``config.yaml`` holds)."""

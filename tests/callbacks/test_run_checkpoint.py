@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from lightning_supcon.cli import cli, main
@@ -25,17 +22,6 @@ def _fit_args(*extra: str) -> list[str]:
         *("--data.init_args.batch_size", "32", "--data.init_args.image_size", "8", "--model.init_args.knn_k", "0"),
         *extra,
     ]
-
-
-class SigtermAt(pl.Callback):
-    """Sends this process SIGTERM after training batch ``batch`` of epoch ``epoch`` (Lightning stops after it)."""
-
-    def __init__(self, epoch: int, batch: int) -> None:
-        self.epoch, self.batch = epoch, batch
-
-    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
-        if trainer.current_epoch == self.epoch and args[-1] == self.batch:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _step(path: Path) -> int:
@@ -65,10 +51,10 @@ class TestRunFolders:
 
     @pytest.mark.parametrize(("epoch", "batch"), [(0, 1), (1, 0)], ids=["epoch-0", "after-first-save"])
     def test_preempted_then_resumed_last_holds_the_final_step(self, workdir: Path, epoch: int, batch: int) -> None:
-        callback = "tests.callbacks.test_run_checkpoint.SigtermAt"
-        killer = ["--trainer.callbacks+", callback, "--trainer.callbacks.epoch", str(epoch)]
+        step = epoch * BATCHES + batch + 1  # SIGTERM after batch `batch` of epoch `epoch`
+        killer = ["--trainer.callbacks+", "tests.helpers.SigtermAtStep", "--trainer.callbacks.step", str(step)]
         with pytest.raises(SystemExit) as exc:
-            main(_fit_args("--trainer.max_epochs", "3", *killer, "--trainer.callbacks.batch", str(batch)))
+            main(_fit_args("--trainer.max_epochs", "3", *killer))
         assert exc.value.code == 143
         last = workdir / "outputs/digits/last.ckpt"
         assert _step(last) == epoch * BATCHES + batch + 1

@@ -22,6 +22,7 @@ class TestNotebook:
         assert code, "no code cells"
         assert all(cell["outputs"] == [] and cell["execution_count"] is None for cell in code)
 
+    @pytest.mark.slow  # ~20 s: the whole notebook in a kernel; `make test-slow`
     def test_runs(self, notebook: Path, tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {
             "QUICKSTART_EPOCHS": "2",  # the notebook's own length is for people, not for the test suite

@@ -190,6 +190,7 @@ def _newest_weights(cwd: Path) -> tuple[int, dict[str, torch.Tensor]]:
     return newest["global_step"], newest["state_dict"]
 
 
+@pytest.mark.slow  # ~30 s, three CLI runs; TestMidEpochResume sends the same real SIGTERM in-process
 def test_real_sigterm_mid_epoch_through_the_cli_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
     """SIGTERM after step 9 (batch 3 of epoch 1's 6): exit 143, ``--ckpt_path last`` ends at the same weights and
     final metrics as a run never interrupted, without Lightning's warning about unreliable mid-epoch resumes."""

@@ -196,6 +196,7 @@ class TestEmbeddingPlot:
             callback.on_validation_batch_end(pl.Trainer(logger=False), model, None, torch.zeros(2, 1, 8, 8), 0)
 
 
+@pytest.mark.slow  # `make test-slow`; ~15 s, 2 processes
 @pytest.mark.distributed
 def test_ddp_gathers_the_points_of_every_rank(tmp_path: Path) -> None:
     """7 samples on 2 ranks: the sampler pads rank 1 with sample 0, so 8 points, all 7 samples among them."""

@@ -51,7 +51,9 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> None
 
 
 @pytest.mark.parametrize(
-    ("signum", "resume"), [(signal.SIGTERM, True), (signal.SIGUSR1, False)], ids=["SIGTERM-resume", "SIGUSR1"]
+    ("signum", "resume"),
+    [(signal.SIGTERM, True), pytest.param(signal.SIGUSR1, False, marks=pytest.mark.slow)],  # the same path, ~10 s
+    ids=["SIGTERM-resume", "SIGUSR1"],
 )
 def test_preempted_run_saves_last_and_resumes(tmp_path: Path, signum: signal.Signals, resume: bool) -> None:
     """A real run gets a real signal mid-training, saves ``last.ckpt``, exits; ``--ckpt_path last`` continues it."""

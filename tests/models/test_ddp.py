@@ -49,6 +49,7 @@ def test_ddp_two_processes_equal_one_process_with_global_batch(tmp_path: Path) -
     assert _max_relative_difference(local["state_dict"], single["state_dict"]) > 1e-3
 
 
+@pytest.mark.slow  # `make test-slow`; the queue's loss is checked against the loop reference in tests/losses
 @pytest.mark.distributed
 def test_ddp_with_memory_queue_equals_one_process(tmp_path: Path) -> None:
     single = _train(tmp_path, 1, "--queue")
@@ -57,6 +58,7 @@ def test_ddp_with_memory_queue_equals_one_process(tmp_path: Path) -> None:
     assert _max_relative_difference(ddp["state_dict"], single["state_dict"]) < 1e-5
 
 
+@pytest.mark.slow  # `make test-slow`; GlobalBatchNorm's 2-process exactness stays in tests/models/test_batchnorm.py
 @pytest.mark.distributed
 def test_ddp_with_synchronised_batchnorm_equals_one_process(tmp_path: Path) -> None:
     single = _train(tmp_path, 1, "--batchnorm=global")

@@ -28,7 +28,7 @@ lint: $(VENV)/.dev
 	$(PY) -m mypy lightning_supcon benchmarks
 
 test: lint
-	$(PY) -m pytest --cov=lightning_supcon --cov-report=term --cov-fail-under=90 -q
+	$(PY) -m pytest -n 2 --cov=lightning_supcon --cov-report=term --cov-fail-under=90 -q  # 2 workers (pytest-xdist)
 
 test-slow: $(VENV)/.dev
 	$(PY) -m pytest -m slow -q

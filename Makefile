@@ -1,11 +1,12 @@
-# Two commands to a result: `make demo` (train on the embedded digits) and `make test` (lint, types, tests).
+# Two commands to a result: `make demo` (train on the embedded digits) and `make test` (lint, types, docs, package,
+# tests).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED = 1
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint docs package bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +28,19 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy lightning_supcon benchmarks
 
-test: lint
+# The API and user documentation (docs/, mkdocs.yml) into site/; --strict: any warning (a broken link or
+# cross-reference, a docstring argument that is not in the signature) fails.
+docs: $(VENV)/.dev
+	$(PY) -m mkdocs build --strict --site-dir site
+
+# sdist + wheel into dist/ with the venv's setuptools (--no-isolation: no download of a build environment), then
+# twine's check of the metadata and README rendering. Nothing is uploaded.
+package: $(VENV)/.dev
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+	$(PY) -m twine check --strict dist/*
+
+test: lint docs package
 	$(PY) -m pytest -n 2 --cov=lightning_supcon --cov-report=term --cov-fail-under=90 -q  # 2 workers (pytest-xdist)
 
 test-slow: $(VENV)/.dev
@@ -42,4 +55,4 @@ bench: $(VENV)/.dev
 	$(PY) benchmarks/digits_eval.py
 
 clean:
-	rm -rf outputs lightning_logs .pytest_cache .mypy_cache .ruff_cache .coverage*
+	rm -rf outputs lightning_logs .pytest_cache .mypy_cache .ruff_cache .coverage* site dist build *.egg-info

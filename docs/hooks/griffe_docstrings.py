@@ -18,9 +18,9 @@ from typing import Any
 
 import griffe
 
-_EXAMPLE_TITLE = re.compile(r"^(\s*)Example:\s*$", re.MULTILINE)
+_EXAMPLE_TITLE = re.compile(r"^([ \t]*)Example:[ \t]*$", re.MULTILINE)
 _ROLE = re.compile(r":(?:class|func|meth|attr|mod|data|obj|exc|const):`(~?)([^`]+)`")
-_LITERAL_MARKER = re.compile(r"(\S)::\s*$", re.MULTILINE)
+_LITERAL_MARKER = re.compile(r"(\S)::[ \t]*$", re.MULTILINE)
 
 
 def _role_to_code(match: re.Match[str]) -> str:

@@ -180,5 +180,38 @@ class TestDocs:
 
     def test_readme_links_every_docs_page_of_the_release(self) -> None:
         readme = (ROOT / "README.md").read_text()
-        for page in ("docs/results.md", "docs/performance.md", "docs/configs.md", "docs/api/losses.md"):
+        for page in ("docs/getting-started.md", "docs/results.md", "docs/performance.md", "docs/configs.md"):
             assert f"({page})" in readme
+        assert "(docs/api/index.md)" in readme
+
+
+def api_directives() -> set[str]:
+    """The objects the API pages render: every ``::: dotted.path`` line in docs/api/*.md."""
+    pages = (ROOT / "docs" / "api").glob("*.md")
+    return {m for page in pages for m in re.findall(r"^::: ([\w.]+)\s*$", page.read_text(), re.MULTILINE)}
+
+
+class TestApiReference:
+    def test_every_top_level_module_has_a_page(self) -> None:
+        # A new subpackage or module of lightning_supcon needs a docs/api page (and a row in docs/api/index.md).
+        package = ROOT / "lightning_supcon"
+        modules = {p.stem for p in package.glob("*.py")} | {p.parent.name for p in package.glob("*/__init__.py")}
+        modules -= {"__init__", "__main__"}
+        assert {f"lightning_supcon.{name}" for name in modules} - api_directives() == set()
+
+    def test_every_top_level_name_is_rendered(self) -> None:
+        # Rendered where its module is documented, or where a documented package lists it in ``__all__``.
+        directives = api_directives()
+        exported = {d: set(getattr(importlib.import_module(d), "__all__", ())) for d in directives}
+        missing = [
+            name
+            for name in lightning_supcon.__all__
+            if getattr(lightning_supcon, name).__module__ not in directives
+            and not any(name in names for names in exported.values())
+        ]
+        assert missing == []
+
+    def test_index_lists_every_page(self) -> None:
+        index = (ROOT / "docs" / "api" / "index.md").read_text()
+        pages = {p.name for p in (ROOT / "docs" / "api").glob("*.md")} - {"index.md"}
+        assert {page for page in pages if f"]({page})" not in index} == set()

@@ -37,7 +37,7 @@ docs: $(VENV)/.dev
 # twine's check of the metadata and README rendering. Nothing is uploaded.
 package: $(VENV)/.dev
 	rm -rf dist
-	$(PY) -m build --no-isolation --outdir dist .
+	$(PY) -m build --quiet --no-isolation --outdir dist .
 	$(PY) -m twine check --strict dist/*
 
 test: lint docs package

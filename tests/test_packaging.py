@@ -178,6 +178,13 @@ class TestDocs:
         local = [t for t in targets if not re.match(r"[a-z]+://", t)]
         assert [t for t in local if not (ROOT / t).exists()] == []
 
+    def test_every_docs_page_is_in_the_navigation(self) -> None:
+        # Without a `nav:` list mkdocs puts every page in the navigation; with one, each page must be named in it.
+        config = (ROOT / "mkdocs.yml").read_text()
+        pages = {p.relative_to(ROOT / "docs").as_posix() for p in (ROOT / "docs").rglob("*.md")}
+        if re.search(r"^nav:", config, re.MULTILINE):
+            assert {page for page in pages if page not in config} == set()
+
     def test_readme_links_every_docs_page_of_the_release(self) -> None:
         readme = (ROOT / "README.md").read_text()
         for page in ("docs/getting-started.md", "docs/results.md", "docs/performance.md", "docs/configs.md"):

@@ -70,3 +70,15 @@ def test_cross_entropy_module_uses_the_online_knn(tmp_path: Path) -> None:
     assert {"val/knn_top1", "val/knn_top5", "val/top1"} <= set(trainer.callback_metrics)
     results = trainer.test(model, datamodule=dm, verbose=False)
     assert len(results) == 1 and {"test/knn_top1", "test/top1"} <= set(results[0])
+
+
+def test_knn_bank_dtype_is_a_module_option() -> None:
+    from lightning_supcon import SupConModule
+
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=4, knn_bank_dtype="bfloat16")
+    features, labels = _clusters()
+    model.online.fill_bank(lambda x: x, [(features, labels)])
+    assert model.online.knn is not None and model.online.knn.bank_features[0].dtype == torch.bfloat16
+    assert SupConModule(knn_k=5).online.knn.bank_dtype is None  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"`bank_dtype` to be one of \('float32', 'float16', 'bfloat16'\)"):
+        SupConModule(knn_bank_dtype="int8")  # type: ignore[arg-type]

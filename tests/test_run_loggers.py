@@ -111,3 +111,32 @@ class TestLogConfigOnce:
         logger.log_config({"model": {"init_args": {"knn_k": 200}}})
         logger.log_hyperparams({"knn_k": 200})  # what Lightning logs after the CLI's config: a duplicate
         assert logged == [{"before": 1}, {"model": {"init_args": {"knn_k": 200}}}]
+
+
+class TestUsageForms:
+    """The two ways the docstrings give to add W&B; both keep the run folder's logger first."""
+
+    @pytest.mark.parametrize(
+        "form",
+        [
+            ["--config", "configs/logger/wandb.yaml", "--trainer.logger.init_args.project", "p"],
+            ["--trainer.logger", WANDB, "--trainer.logger.init_args.project", "p"],
+        ],
+        ids=["config", "class-path"],
+    )
+    def test_adds_wandb_beside_the_run_logger(
+        self, form: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from lightning_supcon.cli import cli
+        from lightning_supcon.loggers import RunLogger
+        from tests.helpers import DIGITS, ROOT
+
+        monkeypatch.setenv("WANDB_MODE", "disabled")
+        monkeypatch.setattr("sys.argv", ["lightning-supcon"])
+        form = [str(ROOT / arg) if arg.startswith("configs/") else arg for arg in form]
+        extra = ["--trainer.logger.init_args.tags", "[a, b]", f"--trainer.default_root_dir={tmp_path}"]
+        app = cli(["--config", DIGITS, *form, *extra], run=False)
+        run_logger, wandb_logger = app.trainer.loggers
+        assert isinstance(run_logger, RunLogger) and Path(run_logger.log_dir) == tmp_path / "version_0"
+        assert isinstance(wandb_logger, SupConWandbLogger) and wandb_logger.name == "p"
+        assert wandb_logger._wandb_init["tags"] == ["a", "b"]  # WandbLogger's own arguments pass through

@@ -35,7 +35,11 @@ PROG = "lightning-supcon-eval"
 
 def parser() -> argparse.ArgumentParser:
     """The command's options."""
-    p = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n\n")[0])
+    description = (
+        "Score the embeddings that `lightning-supcon predict` wrote for a training split (the kNN bank) and a test "
+        "split, without the model: weighted kNN top-1/top-5, retrieval P@1, R-precision, MAP@R, k-means NMI/AMI."
+    )
+    p = argparse.ArgumentParser(prog=PROG, description=description)
     p.add_argument("--train", required=True, help="embeddings of the training split (the kNN bank): .pt or .npz")
     p.add_argument("--test", required=True, help="embeddings of the split to evaluate: .pt or .npz")
     p.add_argument("--key", default="features", help="which tensor to evaluate: features (default), projections, ...")

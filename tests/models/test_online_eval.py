@@ -82,3 +82,23 @@ def test_knn_bank_dtype_is_a_module_option() -> None:
     assert SupConModule(knn_k=5).online.knn.bank_dtype is None  # type: ignore[union-attr]
     with pytest.raises(ValueError, match=r"`bank_dtype` to be one of \('float32', 'float16', 'bfloat16'\)"):
         SupConModule(knn_bank_dtype="int8")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_knn_with_tiny_uneven_sets_finishes_like_one_process(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port
+
+    script = Path(__file__).with_name("ddp_tiny_knn.py")
+    results = []
+    for devices in (1, 2):
+        env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PL_DISABLE_FORK": "1"}
+        out = tmp_path / f"{devices}.pt"
+        cmd = [sys.executable, str(script), str(devices), str(out)]
+        subprocess.run(cmd, check=True, env=env, cwd=tmp_path, timeout=300, capture_output=True)  # a hang times out
+        results.append(torch.load(out, weights_only=True))
+    assert results[0]["val/knn_top1"] == results[1]["val/knn_top1"]

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytorch_lightning as pl
-from jsonargparse import DefaultHelpFormatter, Namespace
+from jsonargparse import DefaultHelpFormatter
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_supcon import console, runs
+from lightning_supcon import console, run_loggers, runs
 from lightning_supcon.callbacks import MetricsSummary, PreemptionCheckpoint, RunCheckpoint, ValidateLastEpoch
 from lightning_supcon.callbacks.save_config import SaveConfigToLoggers
 
@@ -126,16 +126,16 @@ class SupConCLI(LightningCLI):
         root = Path(config.trainer.default_root_dir or os.getcwd())
         checkpoint = config.get("ckpt_path")
         resumed = resumed_folder(checkpoint, root) if self.subcommand == "fit" else None
-        if config.trainer.logger is None or config.trainer.logger is True:
-            version = None
-            if resumed is not None and resumed.parent.resolve() == root.resolve():
-                version = runs.run_version(resumed)
-            config.trainer.logger = Namespace(
-                class_path="lightning_supcon.loggers.RunLogger",
-                init_args=Namespace(save_dir=str(root), name="", version=version),
-            )
-        elif resumed is not None and config.checkpoint.dirpath is None:
+        version = None
+        if resumed is not None and resumed.parent.resolve() == root.resolve():
+            version = runs.run_version(resumed)
+        config.trainer.logger = run_loggers.compose_loggers(config.trainer.logger, str(root), version)
+        first_is_run_logger = run_loggers.first_is_run_logger(config.trainer.logger)
+        if resumed is not None and config.checkpoint.dirpath is None and not first_is_run_logger:
             config.checkpoint.dirpath = str(resumed / "checkpoints")  # the resumed run continues its own folder
+        if self.subcommand == "fit":  # a resumed fit continues its W&B run
+            run_id = run_loggers.stored_wandb_run(resumed_checkpoint(checkpoint, root))
+            run_loggers.continue_wandb_run(config.trainer.logger, run_id)
 
     def before_fit(self) -> None:
         explain_frozen_modules(self.model)
@@ -147,6 +147,14 @@ def resumed_folder(checkpoint: str | None, root: Path) -> Path | None:
     if checkpoint == "hpc" or (checkpoint is None and SLURMEnvironment.detect()):
         return runs.hpc_run_folder(root)
     return runs.run_folder(checkpoint) if checkpoint is not None else None
+
+
+def resumed_checkpoint(checkpoint: str | None, root: Path) -> Path | None:
+    """The file a ``fit`` resumes from: ``--ckpt_path``'s, or SLURM's newest ``hpc_ckpt_N.ckpt`` (``"hpc"``, or none
+    given on SLURM); ``None`` for a fresh start or ``"best"``."""
+    if checkpoint == "hpc" or (checkpoint is None and SLURMEnvironment.detect()):
+        return runs.hpc_checkpoint(root)
+    return Path(checkpoint) if checkpoint not in (None, "best") else None
 
 
 def resolve_ckpt_path(value: str | None, root: Path, fresh_start: bool = True) -> Path | str | None:

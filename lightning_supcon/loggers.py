@@ -6,8 +6,11 @@ environment variables, or an API key for the W&B host in ``$NETRC`` / ``~/.netrc
 without them it logs offline to ``<save_dir>/wandb/offline-run-*`` and prints one line saying how to upload the run
 later with ``wandb sync``. ``WANDB_MODE=offline`` / ``disabled`` are honoured. W&B's own console chatter is off.
 
-Use it from the command line with ``--trainer.logger configs/logger/wandb.yaml`` (or the class path
-``lightning_supcon.loggers.SupConWandbLogger``).
+Use it from the command line with ``--config configs/logger/wandb.yaml`` after the experiment's config, or with
+``--trainer.logger lightning_supcon.loggers.SupConWandbLogger`` (``--trainer.logger.init_args.project my_project``);
+either way W&B is *added*: the run folder keeps its ``metrics.csv`` and ``config.yaml``, and a resumed run continues
+the same W&B run (:mod:`lightning_supcon.run_loggers`). The W&B run's config is the resolved CLI config, each setting
+once (:class:`~lightning_supcon.callbacks.save_config.SaveConfigToLoggers`).
 
 ``RunLogger`` is the command's default logger: Lightning's ``CSVLogger`` writing ``<default_root_dir>/version_N/``
 (the run folder of :mod:`lightning_supcon.runs`) that appends to its ``metrics.csv`` when a resumed run continues
@@ -150,8 +153,8 @@ class SupConWandbLogger(WandbLogger):
 
     Args:
         project: W&B project; ``None`` uses ``$WANDB_PROJECT``, else ``"lightning_supcon"``.
-        save_dir: Parent of the ``wandb/`` folder, and of ``<project>/<run id>/checkpoints`` when a
-            ``ModelCheckpoint`` has no ``dirpath``; ``None`` uses ``$WANDB_DIR``, else ``outputs`` (not the working
+        save_dir: Parent of the ``wandb/`` folder (and, when it is the only logger outside the CLI, of
+            ``<project>/<run id>/checkpoints``); ``None`` uses ``$WANDB_DIR``, else ``outputs`` (not the working
             directory: ``./lightning_supcon/<run id>`` would land inside the package's source folder).
         mode: ``"auto"`` (``$WANDB_MODE``, else online when credentials exist, else offline), ``"online"`` (falls
             back to offline without credentials, never prompts), ``"offline"`` or ``"disabled"``.
@@ -195,6 +198,18 @@ class SupConWandbLogger(WandbLogger):
         if self._wandb_init.get("anonymous") is None:  # wandb warns about the deprecated key even when unset
             self._wandb_init.pop("anonymous", None)
         self._announced = False
+        self.config_logged = False
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        """Log the resolved CLI config as the run's config; the module's own hyperparameters, which Lightning logs
+        next, are then skipped: they are the config's ``model.init_args`` already (each setting once)."""
+        self.log_hyperparams(config)
+        self.config_logged = True
+
+    def log_hyperparams(self, params: Any) -> None:
+        """``WandbLogger.log_hyperparams``, unless :meth:`log_config` has logged the full config."""
+        if not self.config_logged:
+            super().log_hyperparams(params)
 
     @property
     def experiment(self) -> Any:
@@ -243,11 +258,13 @@ class _AppendingWriter(ExperimentWriter):
 class RunLogger(CSVLogger):
     """``CSVLogger`` into the run folders ``<save_dir>/version_N`` (``name=""``) that continues a given version.
 
+    In a list of loggers (``configs/logger/wandb.yaml``) it is the one that keeps the run folder's ``metrics.csv``.
+
     With ``version`` naming an existing run folder (the CLI sets it when ``fit`` resumes from a checkpoint of that
     folder), the metrics of the resumed run are appended to the folder's ``metrics.csv``: one run, one log.
 
     Args:
-        save_dir: The experiment folder (the CLI passes ``trainer.default_root_dir``).
+        save_dir: The experiment folder; ``None``: ``trainer.default_root_dir`` under the CLI, else ``outputs``.
         name: Sub-folder between ``save_dir`` and the versions; ``""``: none.
         version: ``None``: the next free version; an int or a folder name: that one (continued if it exists).
         **kwargs: The other arguments of ``CSVLogger``.
@@ -259,8 +276,10 @@ class RunLogger(CSVLogger):
         'version_0'
     """
 
-    def __init__(self, save_dir: str, name: str = "", version: int | str | None = None, **kwargs: Any) -> None:
-        super().__init__(save_dir, name=name, version=version, **kwargs)
+    def __init__(
+        self, save_dir: str | None = None, name: str = "", version: int | str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(save_dir or DEFAULT_SAVE_DIR, name=name, version=version, **kwargs)
 
     @property
     @rank_zero_experiment

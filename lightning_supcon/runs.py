@@ -152,13 +152,18 @@ def run_folder(checkpoint: str | Path) -> Path | None:
     return None
 
 
-def hpc_run_folder(root: str | Path) -> Path | None:
-    """The run folder of the newest ``<root>/hpc_ckpt_N.ckpt`` (what SLURM's requeued job resumes from), read from
-    the checkpoint callback's ``dirpath`` saved in it; ``None`` without such a file or folder."""
+def hpc_checkpoint(root: str | Path) -> Path | None:
+    """The newest ``<root>/hpc_ckpt_N.ckpt`` (largest ``N``: what SLURM's requeued job resumes from), else ``None``."""
     files = [p for p in Path(root).glob("hpc_ckpt_*.ckpt") if p.stem.rpartition("_")[2].isdigit()]
-    if not files:
+    return max(files, key=lambda p: int(p.stem.rpartition("_")[2])) if files else None
+
+
+def hpc_run_folder(root: str | Path) -> Path | None:
+    """The run folder of :func:`hpc_checkpoint`, read from the checkpoint callback's ``dirpath`` saved in it; ``None``
+    without such a file or folder."""
+    newest = hpc_checkpoint(root)
+    if newest is None:
         return None
-    newest = max(files, key=lambda p: int(p.stem.rpartition("_")[2]))
     try:
         state = torch.load(check_readable(newest), map_location="cpu", weights_only=True, mmap=True)
     except (CheckpointError, RuntimeError, pickle.UnpicklingError):

@@ -130,6 +130,8 @@ def _contains(printed: Any, written: Any) -> bool:
     """Whether every value ``written`` in a config is in the ``printed`` (resolved, defaults added) one."""
     if isinstance(written, dict):
         return isinstance(printed, dict) and all(k in printed and _contains(printed[k], v) for k, v in written.items())
+    if isinstance(written, list):  # e.g. a list of loggers: each entry with its own defaults added
+        return isinstance(printed, list) and len(printed) == len(written) and all(map(_contains, printed, written))
     return bool(printed == written)
 
 

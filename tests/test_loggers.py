@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import matplotlib
 import pytest
+import torch
 import wandb
 
 from lightning_supcon.callbacks.save_config import SaveConfigToLoggers
@@ -186,7 +187,10 @@ class TestSaveConfigToLoggers:
         (config,) = logged
         assert config["model"]["init_args"]["loss"]["init_args"]["temperature"] == 0.1
         assert config["data"]["class_path"] == "lightning_supcon.DigitsDataModule"
-        assert config["trainer"]["logger"]["init_args"]["project"] == "lightning_supcon"
+        run_logger, wandb_logger = config["trainer"]["logger"]  # W&B beside the run folder's metrics.csv
+        assert wandb_logger["init_args"]["project"] == "lightning_supcon"
+        assert run_logger["class_path"] == "lightning_supcon.loggers.RunLogger"
+        assert run_logger["init_args"]["save_dir"] == "outputs/digits"  # the experiment folder, set by the command
         assert config["trainer"]["max_epochs"] == app.trainer.max_epochs
         json.dumps(config)  # plain data
 
@@ -225,9 +229,11 @@ def subprocess_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield env
 
 
-def test_cli_run_without_account_goes_offline_and_logs_everything(
+def test_cli_run_without_account_goes_offline_logs_everything_and_resumes_the_same_run(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
+    """A run, then the same command with ``--ckpt_path last`` (a preempted job resumed): one W&B run id, one run
+    folder whose ``metrics.csv`` holds both parts, and a W&B config that holds every setting once."""
     cmd = [
         *(sys.executable, "-m", "lightning_supcon", "fit"),
         *("--config", str(ROOT / "configs/digits.yaml"), "--config", str(ROOT / "configs/logger/wandb.yaml")),
@@ -241,6 +247,7 @@ def test_cli_run_without_account_goes_offline_and_logs_everything(
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")  # WANDB_DIR=tmp_path
+    run_id = run_dir.name.rpartition("-")[2]
     assert f"W&B: logging offline (no W&B credentials found) to {run_dir}; " in output
     assert f"upload it later with `wandb sync {run_dir}`" in output
     plot_lines = [line for line in output.splitlines() if line.startswith("Embedding plot: ")]
@@ -264,8 +271,28 @@ def test_cli_run_without_account_goes_offline_and_logs_everything(
             config |= record["config"]["update"]
     assert config["model"]["init_args"]["loss"]["init_args"]["temperature"] == 0.1  # the CLI config, nested
     assert config["trainer"]["max_epochs"] == 1
-    assert config["loss"]["init_args"]["temperature"] == 0.1  # the module's hyperparameters, as Lightning logs them
+    assert "loss" not in config and "knn_k" not in config  # each setting once: no flat copy of the model's
     assert records[-1]["type"] == "exit" and records[-1]["exit"]["exit_code"] == 0
+    run_folder = tmp_path / "outputs" / "digits" / "version_0"
+    assert torch.load(run_folder / "checkpoints" / "last.ckpt", weights_only=True)["wandb_run_id"] == run_id
+    metrics_rows = (run_folder / "metrics.csv").read_text().splitlines()
+
+    resumed = [*cmd, "--ckpt_path", "last", "--trainer.max_epochs", "2"]
+    proc = subprocess.run(
+        resumed, cwd=tmp_path, env=subprocess_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    run_dirs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 2 and {path.name.rpartition("-")[2] for path in run_dirs} == {run_id}  # the same run
+    history_steps = [
+        record["history"]["item"]["trainer/global_step"]
+        for record in _inspect(next(run_dirs[1].glob("run-*.wandb")), subprocess_env)
+        if record["type"] == "history" and "trainer/global_step" in record["history"]["item"]
+    ]
+    assert min(history_steps) >= 2  # the resumed run continues the curves (2 steps per epoch)
+    assert sorted(path.name for path in (tmp_path / "outputs" / "digits").iterdir()) == ["last.ckpt", "version_0"]
+    rows = (run_folder / "metrics.csv").read_text().splitlines()
+    assert rows[: len(metrics_rows)][1:] == metrics_rows[1:] and len(rows) > len(metrics_rows)  # one log, appended
 
 
 class TestRunLogger:

@@ -18,7 +18,7 @@ _INDEX_KEY = "_index"
 
 
 class EmbeddingWriter(BasePredictionWriter):
-    """On ``predict``, write every tensor the model's ``predict_step`` returns to ``<output_dir>/embeddings.pt``.
+    """On ``predict``, write every tensor that ``predict_step`` returns to ``<output_dir>/embeddings_<split>.pt``.
 
     ``predict_step`` returns a dict of per-sample tensors, e.g. ``{"features", "projections", "labels"}``
     (:class:`~lightning_supcon.SupConModule`) or ``{"features", "logits", "labels"}`` (the linear probe and the
@@ -29,26 +29,31 @@ class EmbeddingWriter(BasePredictionWriter):
     - ``embeddings.pt``: a dict of tensors, ``torch.load(path, weights_only=True)``;
     - ``embeddings.npz``: the same arrays, ``numpy.load(path)``.
 
-    Floating-point tensors are stored as float32 (bf16 has no NumPy type). With several predict loaders the files
-    are ``embeddings_<i>.pt`` / ``.npz``.
+    ``<split>`` is the DataModule's ``predict_split`` (``train``, ``val`` or ``test``, see
+    :mod:`lightning_supcon.data.predict_split`); the stem is ``embeddings`` when the DataModule has none. Floating-point
+    tensors are stored as float32 (bf16 has no NumPy type). With several predict loaders the files are
+    ``<stem>_<i>.pt`` / ``.npz``. Rank zero prints ``Embeddings: <path>.pt (N rows: keys)`` for each file.
 
-    Command line (the callback is appended to those of the config; ``output_dir`` applies to the last one added)::
+    Command line (the callback is appended to those of the config; ``output_dir`` applies to the last one added); the
+    two files that :mod:`lightning_supcon.evaluate` compares::
 
-        lightning-supcon predict --config configs/digits.yaml \\
-            --ckpt_path outputs/digits/lightning_logs/version_0/checkpoints/last.ckpt \\
-            --trainer.callbacks+=lightning_supcon.callbacks.embedding_writer.EmbeddingWriter \\
+        for split in train val; do
+          lightning-supcon predict --config configs/digits.yaml --ckpt_path last \\
+            --data.init_args.predict_split $split \\
+            --trainer.callbacks+=lightning_supcon.callbacks.EmbeddingWriter \\
             --trainer.callbacks.output_dir=outputs/digits/embeddings
+        done
 
     Args:
         output_dir: Folder of the output files (created if missing).
-        filename: Stem of the output files.
+        filename: Stem of the output files; ``None``: ``embeddings_<predict_split>`` (``embeddings`` without one).
 
     Raises:
         ValueError: If ``predict_step`` returns something other than a tensor or a dict of tensors with the batch
             size as first dimension.
     """
 
-    def __init__(self, output_dir: str = "embeddings", filename: str = "embeddings") -> None:
+    def __init__(self, output_dir: str = "embeddings", filename: str | None = None) -> None:
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.filename = filename
@@ -96,9 +101,16 @@ class EmbeddingWriter(BasePredictionWriter):
                 order = index.argsort()
                 gathered = {key: value[order] for key, value in gathered.items()}
             if trainer.is_global_zero:
-                stem = self.filename if single else f"{self.filename}_{dataloader_idx}"
-                self._save(gathered, stem)
+                stem = self.stem(trainer)
+                self._save(gathered, stem if single else f"{stem}_{dataloader_idx}")
         self._buffers = {}
+
+    def stem(self, trainer: pl.Trainer) -> str:
+        """The output files' stem: ``filename``, else ``embeddings_<predict_split>``, else ``embeddings``."""
+        if self.filename is not None:
+            return self.filename
+        split = getattr(getattr(trainer, "datamodule", None), "predict_split", None)
+        return f"embeddings_{split}" if isinstance(split, str) else "embeddings"
 
     def _save(self, tensors: dict[str, Tensor], stem: str) -> None:
         folder = Path(self.output_dir)
@@ -106,3 +118,5 @@ class EmbeddingWriter(BasePredictionWriter):
         torch.save(tensors, folder / f"{stem}.pt")
         arrays: dict[str, Any] = {key: value.numpy() for key, value in tensors.items()}
         np.savez(folder / f"{stem}.npz", **arrays)
+        rows = next(iter(tensors.values())).shape[0] if tensors else 0
+        print(f"Embeddings: {folder / stem}.pt and .npz ({rows} rows: {', '.join(tensors)})", flush=True)

@@ -1,5 +1,5 @@
-"""``SaveConfigToLoggers``: write ``config.yaml`` into the run's folder and store the same resolved CLI config as the
-W&B run's config."""
+"""``SaveConfigToLoggers``: write ``config.yaml`` into the run's folder, store the same resolved CLI config as the
+W&B run's config, and keep the W&B run id in every checkpoint (so a resumed run continues it)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pytorch_lightning.cli import SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
 from lightning_supcon.callbacks.run_checkpoint import RunCheckpoint
+from lightning_supcon.loggers import SupConWandbLogger
+from lightning_supcon.run_loggers import WANDB_RUN_KEY
 
 
 class SaveConfigToLoggers(SaveConfigCallback):
@@ -19,7 +21,12 @@ class SaveConfigToLoggers(SaveConfigCallback):
 
     The config is the one ``config.yaml`` holds (every default filled in, ``class_path`` / ``init_args`` kept), as a
     nested dict, so the W&B run page shows e.g. ``model.init_args.temperature`` and runs can be filtered by any
-    setting. Lightning calls :meth:`save_config` on rank zero only.
+    setting. Lightning calls :meth:`save_config` on rank zero only. A :class:`~lightning_supcon.loggers.
+    SupConWandbLogger` then skips the module's hyperparameters that Lightning logs next (they are the config's
+    ``model.init_args``), so the run config holds each setting once.
+
+    Every checkpoint keeps the first W&B run's id under ``"wandb_run_id"``; ``fit --ckpt_path ...`` (or SLURM's
+    requeue) gives it back to the W&B logger, which continues that run (:mod:`lightning_supcon.run_loggers`).
 
     Where ``config.yaml`` goes: in ``fit`` with a :class:`RunCheckpoint`, into that run's folder (the parent of its
     ``checkpoints/``), so every run keeps its own config whatever the logger (Lightning's own rule writes it into the
@@ -60,4 +67,18 @@ class SaveConfigToLoggers(SaveConfigCallback):
             return
         config = self.config_dict()
         for logger in loggers:
-            logger.log_hyperparams(config)
+            if isinstance(logger, SupConWandbLogger):
+                logger.log_config(config)
+            else:
+                logger.log_hyperparams(config)
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            run_id = getattr(logger, "version", None) if isinstance(logger, WandbLogger) else None
+            if isinstance(run_id, str) and run_id:
+                checkpoint[WANDB_RUN_KEY] = run_id
+                return

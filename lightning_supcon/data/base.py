@@ -66,6 +66,7 @@ from torchvision.transforms import v2
 from lightning_supcon.data.device_augment import DeviceMultiViewAugment
 from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, SampleDataset, initial_seed
 from lightning_supcon.data.normalize import ToNormalizedFloat
+from lightning_supcon.data.predict_split import PredictSplit, check_predict_split, predict_loader
 from lightning_supcon.data.recipe import DEVICE_COLOURS, SIMCLR, AugmentRecipe
 from lightning_supcon.data.transforms import MultiViewTransform, decode_steps, supcon_transform
 
@@ -105,6 +106,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         pin_memory: Pin loader memory (faster host-to-GPU copies).
         drop_last: Drop the incomplete last training batch.
         augment: The augmentation recipe of the training views (CLI: ``--data.init_args.augment.flip false``).
+        predict_split: The clean split ``predict`` embeds, ``"train"``, ``"val"`` or ``"test"`` (ValueError else).
 
     Raises:
         ValueError: For ``batch_size``, ``n_views`` or ``eval_batch_size`` < 1, ``num_workers`` < 0, an unknown
@@ -127,6 +129,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         drop_last: bool = True,
         augment: AugmentRecipe = SIMCLR,
+        predict_split: PredictSplit = "test",
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("n_views", n_views), ("eval_batch_size", eval_batch_size)):
@@ -149,6 +152,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.drop_last = drop_last
         self.augment = augment
+        self.predict_split = check_predict_split(predict_split)
         self.seed = initial_seed()
         self._datasets: dict[str, SampleDataset | None] = {}
         self._device_augment: DeviceMultiViewAugment | None = None
@@ -270,8 +274,8 @@ class MultiViewDataModule(pl.LightningDataModule):
         return self._clean_loader(data)
 
     def predict_dataloader(self) -> DataLoader:
-        """The same batches as :meth:`test_dataloader`."""
-        return self.test_dataloader()
+        """Clean batches of ``predict_split`` (:func:`~lightning_supcon.data.predict_split.predict_loader`)."""
+        return predict_loader(self, self.predict_split)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Device path, on the device: training images to views (:meth:`device_augment`), clean ones normalised."""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from lightning_supcon.metrics.knn import KNNAccuracy
+from lightning_supcon.metrics.knn import BankDtype, KNNAccuracy
 from lightning_supcon.metrics.topk import TopKAccuracy
 from lightning_supcon.utils.numerics import l2_normalize
 
@@ -56,6 +56,7 @@ class OnlineEvaluation(nn.Module):
         probe_lr: Learning rate of the probe.
         knn_k: Neighbours of the kNN; 0 turns it off (and the clean training pass with it).
         knn_temperature: Temperature of the kNN vote weights.
+        knn_bank_dtype: Storage dtype of the kNN bank (``"bfloat16"`` halves it); ``None``: the features' dtype.
 
     Raises:
         ValueError: For ``num_classes < 2`` or ``knn_k < 0``.
@@ -78,6 +79,7 @@ class OnlineEvaluation(nn.Module):
         probe_lr: float = 0.1,
         knn_k: int = 200,
         knn_temperature: float = 0.07,
+        knn_bank_dtype: BankDtype | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -90,7 +92,11 @@ class OnlineEvaluation(nn.Module):
         self.eval_metrics = nn.ModuleDict(
             {stage: accuracy_metrics(num_classes).clone(prefix=f"{stage}/probe_") for stage in STAGES}
         )
-        self.knn = KNNAccuracy(num_classes, k=knn_k, temperature=knn_temperature) if knn_k > 0 else None
+        self.knn = (
+            KNNAccuracy(num_classes, k=knn_k, temperature=knn_temperature, bank_dtype=knn_bank_dtype)
+            if knn_k > 0
+            else None
+        )
 
     def training_step(self, features: Tensor, labels: Tensor) -> Tensor | None:
         """The probe's cross-entropy on detached ``features`` ``(N, feature_dim)`` with ``labels`` ``(N,)``, and

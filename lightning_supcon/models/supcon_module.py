@@ -13,6 +13,7 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_supcon.losses import SupConLoss
+from lightning_supcon.metrics.knn import BankDtype
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
 from lightning_supcon.models.encoders import resolve_encoder
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
@@ -55,6 +56,8 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         probe_lr: Learning rate of the online probe (its own parameter group, no weight decay, not scaled).
         knn_k: Neighbours of the online kNN; 0 turns it off (and the clean training pass with it).
         knn_temperature: Temperature of the kNN vote weights.
+        knn_bank_dtype: Storage dtype of the kNN bank, sharded over the processes (``"bfloat16"`` halves it); ``None``:
+            the features' dtype. See :class:`~lightning_supcon.metrics.KNNAccuracy`.
         optimizer: Any ``torch.optim`` optimiser or ``lightning_supcon.optim.LARS`` (LightningCLI's
             ``OptimizerCallable``); ``None``: SGD, lr 0.05, momentum 0.9, weight decay 1e-4. Biases and norm layers
             get no weight decay. See :mod:`lightning_supcon.models.optimization`.
@@ -94,6 +97,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         probe_lr: float = 0.1,
         knn_k: int = 200,
         knn_temperature: float = 0.07,
+        knn_bank_dtype: BankDtype | None = None,
         optimizer: OptimizerCallable | None = None,
         schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
         queue_size: int = 0,
@@ -113,7 +117,9 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__
         self.head = ProjectionHead(self.feature_dim, projection_dim, kind=projection_head)
-        self.online = OnlineEvaluation(self.feature_dim, num_classes, probe, probe_lr, knn_k, knn_temperature)
+        self.online = OnlineEvaluation(
+            self.feature_dim, num_classes, probe, probe_lr, knn_k, knn_temperature, knn_bank_dtype=knn_bank_dtype
+        )
         self.num_classes = num_classes
         self.supervised = supervised
         self.queue = MemoryQueue(queue_size, projection_dim) if queue_size > 0 else None

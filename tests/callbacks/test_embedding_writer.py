@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,14 @@ class TestEmbeddingWriter:
         _trainer(tmp_path, writer).predict(Bare(encoder=MLP(), num_classes=4), _loader(n=3))
         tensors, _ = _load(tmp_path, "bare")
         assert list(tensors) == ["features"] and tensors["features"].shape == (3, 16)
+
+    @pytest.mark.parametrize(
+        ("filename", "split", "stem"),
+        [(None, "train", "embeddings_train"), (None, None, "embeddings"), ("mine", "val", "mine")],
+    )
+    def test_stem_names_the_predicted_split(self, filename: str | None, split: str | None, stem: str) -> None:
+        trainer = SimpleNamespace(datamodule=SimpleNamespace(predict_split=split) if split else None)
+        assert EmbeddingWriter(filename=filename).stem(trainer) == stem  # type: ignore[arg-type]
 
     def test_two_loaders_two_files(self, tmp_path: Path) -> None:
         model = CrossEntropyModule(encoder=MLP(), num_classes=4)

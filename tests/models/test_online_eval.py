@@ -70,3 +70,35 @@ def test_cross_entropy_module_uses_the_online_knn(tmp_path: Path) -> None:
     assert {"val/knn_top1", "val/knn_top5", "val/top1"} <= set(trainer.callback_metrics)
     results = trainer.test(model, datamodule=dm, verbose=False)
     assert len(results) == 1 and {"test/knn_top1", "test/top1"} <= set(results[0])
+
+
+def test_knn_bank_dtype_is_a_module_option() -> None:
+    from lightning_supcon import SupConModule
+
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=4, knn_bank_dtype="bfloat16")
+    features, labels = _clusters()
+    model.online.fill_bank(lambda x: x, [(features, labels)])
+    assert model.online.knn is not None and model.online.knn.bank_features[0].dtype == torch.bfloat16
+    assert SupConModule(knn_k=5).online.knn.bank_dtype is None  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"`bank_dtype` to be one of \('float32', 'float16', 'bfloat16'\)"):
+        SupConModule(knn_bank_dtype="int8")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_ddp_knn_with_tiny_uneven_sets_finishes_like_one_process(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port
+
+    script = Path(__file__).with_name("ddp_tiny_knn.py")
+    results = []
+    for devices in (1, 2):
+        env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PL_DISABLE_FORK": "1"}
+        out = tmp_path / f"{devices}.pt"
+        cmd = [sys.executable, str(script), str(devices), str(out)]
+        subprocess.run(cmd, check=True, env=env, cwd=tmp_path, timeout=300, capture_output=True)  # a hang times out
+        results.append(torch.load(out, weights_only=True))
+    assert results[0]["val/knn_top1"] == results[1]["val/knn_top1"]

@@ -1,0 +1,90 @@
+"""``lightning-supcon-eval``: compare checkpoints after training from the embeddings ``predict`` wrote, no model needed.
+
+Write the embeddings of a training and a test split with the model (``--data.init_args.predict_split``, see
+:class:`~lightning_supcon.callbacks.EmbeddingWriter`), then score them anywhere, e.g. on a laptop::
+
+    for split in train val; do
+      lightning-supcon predict --config configs/digits.yaml --ckpt_path last \\
+        --data.init_args.predict_split $split \\
+        --trainer.callbacks+=lightning_supcon.callbacks.EmbeddingWriter \\
+        --trainer.callbacks.output_dir=outputs/digits/embeddings
+    done
+    lightning-supcon-eval --train outputs/digits/embeddings/embeddings_train.pt \\
+        --test outputs/digits/embeddings/embeddings_val.pt --plot outputs/digits/embeddings/val_map.png
+
+It prints a table of weighted kNN top-1/top-5, retrieval Precision@1, R-Precision and MAP@R, and k-means NMI/AMI
+(:mod:`lightning_supcon.evaluation.report`), and writes them as JSON (``--json``, default ``evaluation.json`` beside
+the test file). ``python -m lightning_supcon.evaluate`` is the same command. Errors (a missing file, another kind of
+file, splits of different feature sizes) end with one ``lightning-supcon-eval: error:`` line and status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_supcon.callbacks.embedding_map import _TITLES, METHODS, plot_embedding, reduce_to_2d, umap_available
+from lightning_supcon.evaluation import EmbeddingsError, evaluate_embeddings, format_table, load_embeddings
+
+PROG = "lightning-supcon-eval"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command's options."""
+    description = (
+        "Score the embeddings that `lightning-supcon predict` wrote for a training split (the kNN bank) and a test "
+        "split, without the model: weighted kNN top-1/top-5, retrieval P@1, R-precision, MAP@R, k-means NMI/AMI."
+    )
+    p = argparse.ArgumentParser(prog=PROG, description=description)
+    p.add_argument("--train", required=True, help="embeddings of the training split (the kNN bank): .pt or .npz")
+    p.add_argument("--test", required=True, help="embeddings of the split to evaluate: .pt or .npz")
+    p.add_argument("--key", default="features", help="which tensor to evaluate: features (default), projections, ...")
+    p.add_argument("--k", type=int, default=200, help="neighbours of the weighted kNN (default 200)")
+    p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
+    p.add_argument("--seed", type=int, default=0, help="random state of k-means and of the map (default 0)")
+    p.add_argument("--json", type=Path, default=None, help="JSON output (default: evaluation.json beside --test)")
+    p.add_argument("--plot", type=Path, default=None, help="also draw a 2-D map of the test features to this PNG")
+    p.add_argument("--plot-method", choices=METHODS, default="auto", help="auto: UMAP if installed, else t-SNE")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load, evaluate, print the table, write the JSON (and the map); return the report."""
+    train, test = load_embeddings(args.train, args.key), load_embeddings(args.test, args.key)
+    if train.path.resolve() == test.path.resolve():
+        print(f"{PROG}: warning: --train and --test are the same file: every kNN query finds itself.", file=sys.stderr)
+    report = evaluate_embeddings(train, test, k=args.k, temperature=args.temperature, seed=args.seed)
+    report = {"train": str(train.path), "test": str(test.path), "key": args.key} | report
+    sizes = report["sizes"]
+    print(f"{args.key} of {test.path} ({sizes['test']} x {sizes['dim']}), kNN bank {train.path} ({sizes['train']})")
+    print(format_table(report))
+    out = args.json or test.path.with_name("evaluation.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"JSON: {out}")
+    if args.plot is not None:
+        method = args.plot_method
+        if method == "auto":
+            method = "umap" if umap_available() else "tsne"
+        points = reduce_to_2d(test.features, method=method, seed=args.seed)
+        title = f"{_TITLES[method]} of {test.path.name} ({args.key})"
+        print(f"Map: {plot_embedding(points, test.labels, args.plot, title=title)}")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point; a user error ends with one line and status 2."""
+    args = parser().parse_args(argv)
+    try:
+        run(args)
+    except (EmbeddingsError, ValueError, OSError) as err:
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Read the embeddings that ``lightning-supcon predict`` writes (:class:`~lightning_supcon.callbacks.EmbeddingWriter`).
+
+A file is ``embeddings_<split>.pt`` (a dict of tensors, read with ``torch.load(weights_only=True)``) or the same arrays
+in ``embeddings_<split>.npz``; each holds per-sample ``features`` (or another key, e.g. ``projections``) and integer
+``labels``. Reading needs neither the model nor its checkpoint.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SUFFIXES = (".pt", ".npz")
+
+
+class EmbeddingsError(ValueError):
+    """An embeddings file that is missing, of another kind, or without the features or labels asked for."""
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Per-sample features ``(N, D)`` (float32 or float64) and integer labels ``(N,)`` read from ``path``."""
+
+    features: Tensor
+    labels: Tensor
+    path: Path
+
+
+def _read(path: Path) -> dict[str, Tensor]:
+    """Every array of a ``.pt`` or ``.npz`` file, as tensors."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as arrays:
+                return {name: torch.from_numpy(arrays[name]) for name in arrays.files}
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        message = f"Cannot read embeddings {path}: not a file written by EmbeddingWriter ({reason})."
+        raise EmbeddingsError(message) from None
+    if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise EmbeddingsError(
+            f"Cannot read embeddings {path}: expected a dict of tensors (EmbeddingWriter's format), but got "
+            f"{type(loaded).__name__}."
+        )
+    return loaded
+
+
+def load_embeddings(path: str | Path, key: str = "features") -> Embeddings:
+    """The ``key`` rows and the labels of an embeddings file.
+
+    Args:
+        path: A ``.pt`` or ``.npz`` file written by ``EmbeddingWriter``.
+        key: Which per-sample tensor to read as features: ``"features"`` (the encoder's, what the paper evaluates),
+            ``"projections"`` or any other 2-D float tensor of the file.
+
+    Returns:
+        The features (float64 kept, other floats as float32), the labels as int64 and the path.
+
+    Raises:
+        EmbeddingsError: If the file is missing, not a ``.pt``/``.npz`` file of tensors, has no ``key`` (the message
+            lists the keys it has) or no ``labels``, or their shapes disagree.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "embeddings_val.pt"
+        >>> torch.save({"features": torch.randn(4, 3), "labels": torch.tensor([0, 1, 0, 1])}, path)
+        >>> load_embeddings(path).features.shape
+        torch.Size([4, 3])
+        >>> load_embeddings(path, key="projections")
+        Traceback (most recent call last):
+        ...
+        lightning_supcon.evaluation.embeddings.EmbeddingsError: ...has no `projections`; it has: features, labels.
+    """
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise EmbeddingsError(f"Expected an embeddings file ending in {' or '.join(SUFFIXES)}, but got {path}.")
+    if not path.is_file():
+        raise EmbeddingsError(
+            f"Cannot read embeddings {path}: no such file (write it with `lightning-supcon predict`)."
+        )
+    tensors = _read(path)
+    for name, hint in ((key, ""), ("labels", " (predict on a DataModule whose batches carry labels)")):
+        if name not in tensors:
+            raise EmbeddingsError(f"{path} has no `{name}`{hint}; it has: {', '.join(sorted(tensors))}.")
+    features, labels = tensors[key], tensors["labels"]
+    if features.ndim != 2 or not features.is_floating_point():
+        raise EmbeddingsError(
+            f"Expected `{key}` of {path} to be float (N, D), but got {features.dtype} {tuple(features.shape)}."
+        )
+    if labels.shape != (features.shape[0],) or labels.is_floating_point() or labels.is_complex():
+        raise EmbeddingsError(
+            f"Expected integer `labels` (N,) = ({features.shape[0]},) in {path}, but got {labels.dtype} "
+            f"{tuple(labels.shape)} (multi-label targets are not supported here)."
+        )
+    if features.dtype != torch.float64:
+        features = features.float()
+    return Embeddings(features, labels.long(), path)
+
+
+def check_pair(train: Embeddings, test: Embeddings) -> None:
+    """Raise :class:`EmbeddingsError` unless the training and test embeddings can be compared.
+
+    Both need rows and the same feature size (the same model's ``predict`` on two splits).
+    """
+    for name, embeddings in (("training", train), ("test", test)):
+        if embeddings.features.shape[0] == 0:
+            raise EmbeddingsError(f"The {name} embeddings {embeddings.path} have no rows.")
+    if train.features.shape[1] != test.features.shape[1]:
+        raise EmbeddingsError(
+            f"The training and test embeddings have different feature sizes ({train.features.shape[1]} in "
+            f"{train.path}, {test.features.shape[1]} in {test.path}): were they written by the same model?"
+        )

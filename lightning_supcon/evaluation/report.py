@@ -1,0 +1,130 @@
+"""The numbers of an offline evaluation: weighted kNN accuracy, retrieval, and how well k-means finds the classes.
+
+- [0] Wu et al., Unsupervised Feature Learning via Non-Parametric Instance Discrimination, CVPR 2018,
+  https://arxiv.org/abs/1805.01978 (Sec. 3.4, weighted kNN: the training set votes for each test sample)
+- [1] Musgrave et al., A Metric Learning Reality Check, ECCV 2020, https://arxiv.org/abs/2003.08505 (Sec. 3.2,
+  Precision@1, R-Precision, MAP@R: each test sample queries the other test samples)
+- [2] Vinh et al., Information Theoretic Measures for Clusterings Comparison, JMLR 11, 2010 (NMI, AMI;
+  scikit-learn's ``normalized_mutual_info_score`` and ``adjusted_mutual_info_score``)
+
+The kNN is the online monitor's own (:class:`~lightning_supcon.metrics.KNNAccuracy`, the same votes, ties and
+top-5 rule as ``val/knn_top1``), the retrieval metrics are :func:`~lightning_supcon.metrics.retrieval_metrics`, and the
+clusters are scikit-learn's ``KMeans`` on the L2-normalised test features with as many clusters as test classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_supcon.evaluation.embeddings import Embeddings, check_pair
+from lightning_supcon.metrics.knn import KNNAccuracy
+from lightning_supcon.metrics.retrieval import retrieval_metrics
+from lightning_supcon.utils.numerics import l2_normalize
+
+#: Metric names of :func:`evaluate_embeddings`, in the order of the table, with what each one is.
+METRICS: dict[str, str] = {
+    "knn_top1": "weighted kNN top-1 (train bank -> test)",
+    "knn_top5": "weighted kNN top-5 (train bank -> test)",
+    "precision_at_1": "retrieval Precision@1 (test vs. test)",
+    "r_precision": "retrieval R-Precision (test vs. test)",
+    "map_at_r": "retrieval MAP@R (test vs. test)",
+    "kmeans_nmi": "k-means NMI (test, k = test classes)",
+    "kmeans_ami": "k-means AMI (test, k = test classes)",
+}
+
+
+def knn_accuracy(train: Embeddings, test: Embeddings, k: int = 200, temperature: float = 0.07) -> dict[str, float]:
+    """Weighted kNN top-1 (and top-5 with 5 or more classes) of the test samples against the training bank.
+
+    Labels of any integer values are mapped to ``0..C-1`` over both splits; a test class absent from the training
+    split can never be predicted. ``k`` larger than the bank is clamped to it.
+    """
+    classes, index = torch.unique(torch.cat([train.labels, test.labels]), return_inverse=True)
+    bank_labels, query_labels = index[: len(train.labels)], index[len(train.labels) :]
+    metric = KNNAccuracy(max(2, len(classes)), k=k, temperature=temperature)
+    metric.update(l2_normalize(train.features, dim=1), bank_labels, bank=True)
+    metric.update(l2_normalize(test.features, dim=1), query_labels, bank=False)
+    return {f"knn_{name}": float(value) for name, value in metric.compute().items()}
+
+
+def kmeans_scores(features: Tensor, labels: Tensor, seed: int = 0) -> dict[str, float]:
+    """NMI and AMI between the classes and ``KMeans`` clusters (one per class, ``n_init=10``) of the L2-normalised
+    ``features`` ``(N, D)``; NaN for fewer than 2 classes."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    truth = labels.numpy()
+    num_classes = len(torch.unique(labels))
+    if num_classes < 2 or num_classes > len(truth) - 1:
+        return {"kmeans_nmi": float("nan"), "kmeans_ami": float("nan")}
+    data = l2_normalize(features.double(), dim=1).numpy()
+    clusters = KMeans(n_clusters=num_classes, n_init=10, random_state=seed).fit_predict(data)
+    return {
+        "kmeans_nmi": float(normalized_mutual_info_score(truth, clusters)),
+        "kmeans_ami": float(adjusted_mutual_info_score(truth, clusters)),
+    }
+
+
+def evaluate_embeddings(
+    train: Embeddings, test: Embeddings, k: int = 200, temperature: float = 0.07, seed: int = 0
+) -> dict[str, Any]:
+    """Every metric of :data:`METRICS` for one training and one test split of the same model's embeddings.
+
+    Args:
+        train: The kNN bank (usually ``predict`` on the training split).
+        test: The samples to evaluate (``predict`` on the validation or test split).
+        k: Neighbours of the weighted kNN (the online monitor's default: 200).
+        temperature: Temperature of the kNN vote weights ``exp(similarity / T)``.
+        seed: Random state of k-means.
+
+    Returns:
+        ``{"metrics": {name: fraction in [0, 1]}, "sizes": {...}, "settings": {...}}``, plain data for JSON.
+        ``knn_top5`` is left out with fewer than 5 classes; retrieval metrics are NaN when no test class has two
+        samples.
+
+    Raises:
+        EmbeddingsError: If the two splits cannot be compared (:func:`~lightning_supcon.evaluation.check_pair`).
+
+    Example:
+        >>> from pathlib import Path
+        >>> train = Embeddings(torch.eye(4).repeat(5, 1), torch.arange(4).repeat(5), Path("train.pt"))
+        >>> test = Embeddings(torch.eye(4) + 0.1, torch.arange(4), Path("val.pt"))
+        >>> report = evaluate_embeddings(train, test, k=5)
+        >>> report["metrics"]["knn_top1"], report["sizes"]
+        (1.0, {'train': 20, 'test': 4, 'dim': 4, 'classes': 4})
+    """
+    check_pair(train, test)
+    metrics = knn_accuracy(train, test, k, temperature)
+    metrics |= {name: float(value) for name, value in retrieval_metrics(test.features, test.labels).items()}
+    metrics |= kmeans_scores(test.features, test.labels, seed)
+    classes = len(torch.unique(torch.cat([train.labels, test.labels])))
+    sizes = {
+        "train": len(train.labels),
+        "test": len(test.labels),
+        "dim": int(test.features.shape[1]),
+        "classes": classes,
+    }
+    return {
+        "metrics": {name: metrics[name] for name in METRICS if name in metrics},
+        "sizes": sizes,
+        "settings": {"k": min(k, len(train.labels)), "temperature": temperature, "seed": seed},
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A markdown table of the report's metrics, in percent.
+
+    Example:
+        >>> print(format_table({"metrics": {"knn_top1": 0.5}}))
+        | metric                                  | value (%) |
+        |-----------------------------------------|-----------|
+        | weighted kNN top-1 (train bank -> test) |     50.00 |
+    """
+    rows = [(METRICS.get(name, name), f"{100 * value:.2f}") for name, value in report["metrics"].items()]
+    width = max([len("metric"), *(len(name) for name, _ in rows)]) + 1
+    lines = [f"| {'metric':<{width}}| value (%) |", f"|{'-' * (width + 1)}|-----------|"]
+    lines += [f"| {name:<{width}}| {value:>9} |" for name, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""evaluate_embeddings against direct computations with scikit-learn: weighted kNN, nearest-neighbour retrieval and
+k-means NMI/AMI."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+from lightning_supcon.evaluation import METRICS, Embeddings, evaluate_embeddings, format_table, knn_accuracy
+
+
+def _clusters(n: int, classes: int, dim: int, seed: int, spread: float = 1.2) -> Embeddings:
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99))
+    labels = torch.randint(classes, (n,), generator=gen)
+    return Embeddings(centres[labels] + spread * torch.randn(n, dim, generator=gen), labels, Path(f"{seed}.pt"))
+
+
+def _sklearn_knn(train: Embeddings, k: int, temperature: float) -> KNeighborsClassifier:
+    """Weighted kNN as scikit-learn computes it: cosine distance d = 1 - s, weight exp(s / T) = exp((1 - d) / T)."""
+    knn = KNeighborsClassifier(
+        n_neighbors=k, metric="cosine", algorithm="brute", weights=lambda d: np.exp((1.0 - d) / temperature)
+    )
+    return knn.fit(train.features.double().numpy(), train.labels.numpy())
+
+
+class TestKnnAccuracy:
+    @pytest.mark.parametrize("k", [1, 7, 40])
+    @pytest.mark.parametrize("temperature", [0.07, 0.5])
+    def test_equals_scikit_learn_weighted_knn(self, k: int, temperature: float) -> None:
+        # Fractions are float32 (abs=1e-6); one sample of 120 is 0.008.
+        train, test = _clusters(300, 8, 16, seed=0), _clusters(120, 8, 16, seed=1)
+        ours = knn_accuracy(train, test, k=k, temperature=temperature)
+        knn = _sklearn_knn(train, k, temperature)
+        query = test.features.double().numpy()
+        assert ours["knn_top1"] == pytest.approx(float((knn.predict(query) == test.labels.numpy()).mean()), abs=1e-6)
+        scores = knn.predict_proba(query)  # (Q, C) weighted votes, normalised; 0 for classes without a vote
+        scores[scores == 0] = -np.inf
+        top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+        voted = np.take_along_axis(scores, top5, axis=1) > -np.inf
+        hits = ((top5 == test.labels.numpy()[:, None]) & voted).any(axis=1)
+        assert ours["knn_top5"] == pytest.approx(float(hits.mean()), abs=1e-6)
+
+    def test_unweighted_limit_equals_scikit_learn_majority_vote(self) -> None:
+        # With a huge temperature every vote weighs ~1: a majority vote; k odd and 2 classes, so no tie.
+        train, test = _clusters(200, 2, 8, seed=2, spread=3.0), _clusters(80, 2, 8, seed=3, spread=3.0)
+        knn = KNeighborsClassifier(n_neighbors=9, metric="cosine", algorithm="brute").fit(
+            train.features.numpy(), train.labels.numpy()
+        )
+        expected = float((knn.predict(test.features.numpy()) == test.labels.numpy()).mean())
+        assert knn_accuracy(train, test, k=9, temperature=1e6)["knn_top1"] == pytest.approx(expected)
+        assert 0.5 < expected < 1.0  # not a trivial case
+
+    def test_any_label_values_and_a_class_missing_from_the_bank(self) -> None:
+        bank = Embeddings(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([10, 30]), Path("train.pt"))
+        query = Embeddings(torch.tensor([[1.0, 0.1], [0.1, 1.0], [0.7, 0.7]]), torch.tensor([10, 30, 20]), Path("v"))
+        assert knn_accuracy(bank, query, k=1)["knn_top1"] == pytest.approx(2 / 3)
+
+
+class TestEvaluateEmbeddings:
+    def test_every_metric_against_direct_computations(self) -> None:
+        train, test = _clusters(400, 6, 12, seed=4), _clusters(150, 6, 12, seed=5)
+        report = evaluate_embeddings(train, test, k=10, temperature=0.1, seed=3)
+        metrics = report["metrics"]
+        assert list(metrics) == list(METRICS)
+        assert report["sizes"] == {"train": 400, "test": 150, "dim": 12, "classes": 6}
+        assert report["settings"] == {"k": 10, "temperature": 0.1, "seed": 3}
+        # Precision@1: the nearest other test sample (cosine) has the query's class.
+        neighbours = NearestNeighbors(n_neighbors=2, metric="cosine").fit(test.features.double().numpy())
+        nearest = neighbours.kneighbors(test.features.double().numpy(), return_distance=False)[:, 1]
+        labels = test.labels.numpy()
+        assert metrics["precision_at_1"] == pytest.approx(float((labels[nearest] == labels).mean()), abs=1e-6)
+        # R-Precision with R = the other samples of the query's class, by a loop.
+        sims = torch.nn.functional.normalize(test.features.double(), dim=1)
+        sims = (sims @ sims.T).fill_diagonal_(-math.inf).numpy()
+        r_precisions = []
+        for i in range(len(labels)):
+            r = int((labels == labels[i]).sum()) - 1
+            order = np.argsort(-sims[i], kind="stable")[:r]
+            r_precisions.append((labels[order] == labels[i]).mean())
+        assert metrics["r_precision"] == pytest.approx(float(np.mean(r_precisions)), abs=1e-6)
+        # k-means on the normalised test features, scored by scikit-learn.
+        clusters = KMeans(n_clusters=6, n_init=10, random_state=3).fit_predict(
+            torch.nn.functional.normalize(test.features.double(), dim=1).numpy()
+        )
+        assert metrics["kmeans_nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
+        assert metrics["kmeans_ami"] == pytest.approx(adjusted_mutual_info_score(labels, clusters))
+        assert 0.3 < metrics["kmeans_nmi"] < 1.0
+
+    def test_separated_classes_score_one(self) -> None:
+        train, test = _clusters(200, 5, 8, seed=6, spread=0.01), _clusters(50, 5, 8, seed=7, spread=0.01)
+        metrics = evaluate_embeddings(train, test, k=5)["metrics"]
+        assert all(value == pytest.approx(1.0) for value in metrics.values()), metrics
+
+    def test_fewer_than_five_classes_has_no_top5(self) -> None:
+        train, test = _clusters(40, 3, 4, seed=8), _clusters(20, 3, 4, seed=9)
+        report = evaluate_embeddings(train, test, k=500)
+        assert "knn_top5" not in report["metrics"] and report["settings"]["k"] == 40
+
+    def test_table_lists_every_metric(self) -> None:
+        table = format_table(evaluate_embeddings(_clusters(60, 5, 4, seed=10), _clusters(30, 5, 4, seed=11)))
+        assert len(table.splitlines()) == 2 + len(METRICS)
+        assert all(description in table for description in METRICS.values())

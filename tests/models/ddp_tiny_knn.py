@@ -1,0 +1,53 @@
+"""Validate with the online kNN on 2 CPU processes (gloo) when the sets are tiny and split unevenly.
+
+    python tests/models/ddp_tiny_knn.py DEVICES OUT.pt
+
+3 validation samples (2 on rank 0, 1 on rank 1) and a bank of 5 (3 / 2): the ranks run different numbers of rows
+and the kNN's gathers must still pair up (a rank that skipped them would leave the other waiting forever). Run by
+``test_online_eval.py`` with 1 and 2 devices; the kNN accuracy must be the same.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import TensorDataset
+
+from lightning_supcon import MultiViewDataModule, SupConModule
+
+
+class Tiny(MultiViewDataModule):
+    num_classes, in_channels, image_size, mean, std = 2, 1, 8, (0.5,), (0.25,)
+
+    def _split(self, n: int, seed: int) -> TensorDataset:
+        images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+        return TensorDataset(images, torch.arange(n) % 2)
+
+    def train_dataset(self) -> TensorDataset:
+        return self._split(5, 0)
+
+    def val_dataset(self) -> TensorDataset:
+        return self._split(3, 1)
+
+
+def main(devices: int, out: str) -> None:
+    pl.seed_everything(0)
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=2, knn_k=3)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (metrics,) = trainer.validate(model, datamodule=Tiny(batch_size=2, eval_batch_size=4), verbose=False)
+    if trainer.global_rank == 0:
+        torch.save(metrics, out)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2])

@@ -350,3 +350,51 @@ class TestEvaluationReports:
         )
         cpu_trainer(tmp_path, limit_val_batches=3).validate(model, datamodule=dm, verbose=False)
         assert seen == [100, 100, 100]
+
+
+class TestJointCrossEntropy:
+    """``ce_weight``: SupCon + ce_weight x CE with the classifier's gradient reaching the encoder; 0: detached probe."""
+
+    @staticmethod
+    def _model(ce_weight: float) -> SupConModule:
+        torch.manual_seed(0)
+        return SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, ce_weight=ce_weight).double()
+
+    @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # the step, called without a Trainer
+    @pytest.mark.parametrize("ce_weight", [0.0, 0.5, 2.0])
+    def test_gradients_are_supcon_plus_weighted_cross_entropy(self, ce_weight: float) -> None:
+        model = self._model(ce_weight)
+        views, labels = next(iter(_views_loader()))
+        views = views.double()
+        encoder, probe = list(model.encoder.parameters()), list(model.online.parameters())
+        total = model.training_step((views, labels), 0)
+        got = torch.autograd.grad(total, encoder + probe)
+        # Reference: the two losses built again from their definitions, differentiated separately.
+        features = model(views.flatten(0, 1))
+        supcon = model.criterion(model.project(features).view(8, 2, -1), labels)
+        cross_entropy = nn.functional.cross_entropy(model.online.probe(features), labels.repeat_interleave(2))
+        supcon_grads = torch.autograd.grad(supcon, encoder, retain_graph=True)
+        ce_encoder = torch.autograd.grad(cross_entropy, encoder, retain_graph=True)
+        ce_probe = torch.autograd.grad(cross_entropy, probe)
+        assert all(g.abs().sum() > 0 for g in ce_encoder)  # the CE does move the encoder when not detached
+        for g, s, c in zip(got[: len(encoder)], supcon_grads, ce_encoder, strict=True):
+            torch.testing.assert_close(g, s + ce_weight * c, rtol=1e-10, atol=1e-12)
+        probe_weight = ce_weight if ce_weight else 1.0  # a detached probe still learns from its own CE
+        for g, c in zip(got[len(encoder) :], ce_probe, strict=True):
+            torch.testing.assert_close(g, probe_weight * c, rtol=1e-10, atol=1e-12)
+
+    def test_logs_the_cross_entropy_and_the_total(self, tmp_path: Path) -> None:
+        model = self._model(0.5).float()
+        trainer = cpu_trainer(tmp_path, max_steps=2)
+        trainer.fit(model, train_dataloaders=_views_loader())
+        metrics = trainer.callback_metrics
+        assert "train/probe_loss" not in metrics
+        expected = metrics["train/loss"] + 0.5 * metrics["train/ce_loss"]
+        torch.testing.assert_close(metrics["train/total_loss"], expected)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"), [({"ce_weight": -1.0}, "ce_weight"), ({"ce_weight": 1.0, "probe": False}, "probe=True")]
+    )
+    def test_bad_weights(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            SupConModule(encoder="small_cnn", in_channels=1, **kwargs)

@@ -117,7 +117,9 @@ class TestRetrievalMetricsFunctional:
         assert retrieval_metrics(embeddings, torch.tensor([0, 0, 1, 1]))["precision_at_1"].item() == 0.0
 
     def test_rejects_bad_input(self) -> None:
-        with pytest.raises(ValueError, match=r"`embeddings` \(N, D\) and `labels` \(N,\), but got \(4, 3\) and \(3,\)"):
+        with pytest.raises(
+            ValueError, match=r"`embeddings` \(N, D\) and `labels` \(N,\) or \(N, L\), but got \(4, 3\) and \(3,\)"
+        ):
             retrieval_metrics(torch.randn(4, 3), torch.tensor([0, 1, 2]))
         with pytest.raises(ValueError, match="`chunk_size` to be a positive integer, but got 0"):
             retrieval_metrics(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]), chunk_size=0)

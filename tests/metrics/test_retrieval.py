@@ -166,3 +166,18 @@ class TestRetrievalMetrics:
             RetrievalMetrics(chunk_size=-2)
         with pytest.raises(ValueError, match=r"but got \(2, 3\) and \(3,\)"):
             RetrievalMetrics().update(torch.randn(2, 3), torch.tensor([0, 1, 2]))
+
+
+class TestMultiHotLabels:
+    def test_a_label_set_is_a_class(self) -> None:
+        embeddings, classes = _clustered(40, 6, 5, noise=1.0)
+        multi_hot = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 1, 1], [1, 0, 0]])[classes]  # (40, 3)
+        expected = _reference(embeddings, [tuple(row) for row in multi_hot.tolist()])  # type: ignore[arg-type]
+        assert 0 < expected["precision_at_1"] < 1
+        got = retrieval_metrics(embeddings, multi_hot)
+        for name, value in expected.items():
+            assert got[name].item() == pytest.approx(value, abs=1e-6), name
+        metric = RetrievalMetrics()
+        metric.update(embeddings[:17], multi_hot[:17])
+        metric.update(embeddings[17:], multi_hot[17:])
+        assert metric.compute() == got

@@ -70,3 +70,52 @@ def test_cross_entropy_module_uses_the_online_knn(tmp_path: Path) -> None:
     assert {"val/knn_top1", "val/knn_top5", "val/top1"} <= set(trainer.callback_metrics)
     results = trainer.test(model, datamodule=dm, verbose=False)
     assert len(results) == 1 and {"test/knn_top1", "test/top1"} <= set(results[0])
+
+
+def _multi_hot_clusters(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of 3 binary labels: each label moves its own coordinate; every label set, the empty one included."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([[(i >> bit) & 1 for bit in range(3)] for i in range(n)])
+    return torch.cat([labels * 3.0, torch.zeros(n, 5)], dim=1) + 0.1 * torch.randn(n, 8, generator=gen), labels
+
+
+class TestMultilabelOnlineEvaluation:
+    def test_names_and_binary_cross_entropy(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=3, knn_k=0, multilabel=True)
+        features, labels = _multi_hot_clusters()
+        loss = online.training_step(features, labels)
+        assert online.probe is not None and loss is not None
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(online.probe(features), labels.float())
+        torch.testing.assert_close(loss, expected)
+        assert sorted(online.train_metrics.keys(keep_base=False)) == ["train/probe_accuracy", "train/probe_f1"]
+        metrics = online.eval_step(features, labels, "val")
+        assert metrics is not None
+        assert sorted(metrics.keys(keep_base=False)) == ["val/probe_accuracy", "val/probe_f1", "val/probe_map"]
+
+    def test_probabilities_not_logits_are_rated(self) -> None:
+        # Logits in [0, 1] would be taken as probabilities by torchmetrics: all predicted positive at 0.5 without
+        # the sigmoid; with it (sigmoid(0.4) > 0.5 and sigmoid(-0.6) < 0.5) the predictions follow the sign.
+        online = OnlineEvaluation(feature_dim=2, num_classes=2, knn_k=0, multilabel=True)
+        assert online.probe is not None
+        with torch.no_grad():
+            online.probe.weight.copy_(torch.eye(2))
+            online.probe.bias.zero_()
+        metrics = online.eval_step(torch.tensor([[0.4, -0.6], [-0.6, 0.4]]), torch.tensor([[1, 0], [0, 1]]), "val")
+        assert metrics is not None and metrics["val/probe_accuracy"].compute() == 1.0
+
+    def test_detach_false_trains_the_features(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=3, knn_k=0, multilabel=True)
+        features = _multi_hot_clusters()[0].requires_grad_(True)
+        loss = online.training_step(features, _multi_hot_clusters()[1], detach=False)
+        assert loss is not None
+        loss.backward()
+        assert features.grad is not None and features.grad.abs().sum() > 0
+
+    @pytest.mark.filterwarnings("ignore:No positive samples")
+    def test_knn_of_separable_label_sets_is_exact(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=3, probe=False, knn_k=3, multilabel=True)
+        features, labels = _multi_hot_clusters(n=48)
+        online.eval_step(features[:16], labels[:16], "val")
+        online.fill_bank(lambda x: x, [(features[16:], labels[16:])])
+        results = online.knn_results("val")
+        assert results == {"val/knn_map": 1.0, "val/knn_f1": 1.0, "val/knn_accuracy": 1.0}

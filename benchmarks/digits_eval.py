@@ -1,4 +1,4 @@
-"""SupCon (L_out, L_in) + linear evaluation vs. SupCon + CE jointly vs. cross-entropy, on the embedded digits, over seeds.
+"""SupCon (L_out, L_in) + linear evaluation vs. SupCon + CE jointly vs. cross-entropy on the embedded digits, by seed.
 
     python benchmarks/digits_eval.py              # 3 seeds x 4 methods, 30 (+ 10 probe) epochs each
     python benchmarks/digits_eval.py --quick      # 1 seed, 2 (+ 1) epochs: a smoke run, under a minute
@@ -142,7 +142,9 @@ def main() -> None:
         "out": lambda root: {
             "SupCon L_out + linear probe": supcon_then_probe("out", args.epochs, args.probe_epochs, root)
         },
-        "in": lambda root: {"SupCon L_in + linear probe": supcon_then_probe("in", args.epochs, args.probe_epochs, root)},
+        "in": lambda root: {
+            "SupCon L_in + linear probe": supcon_then_probe("in", args.epochs, args.probe_epochs, root)
+        },
         "joint": lambda root: dict(
             zip(
                 (f"SupCon + {w:g} x CE jointly: its classifier", f"SupCon + {w:g} x CE jointly, then linear probe"),

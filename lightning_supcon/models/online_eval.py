@@ -55,7 +55,9 @@ def classifier_metrics(num_classes: int, multilabel: bool, train: bool = False) 
         >>> sorted(classifier_metrics(3, multilabel=True).keys())
         ['accuracy', 'f1', 'map']
     """
-    return multilabel_metrics(num_classes, ranking=not train) if multilabel else accuracy_metrics(num_classes, not train)
+    return (
+        multilabel_metrics(num_classes, ranking=not train) if multilabel else accuracy_metrics(num_classes, not train)
+    )
 
 
 def metric_scores(logits: Tensor, multilabel: bool) -> Tensor:

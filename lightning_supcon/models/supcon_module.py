@@ -56,8 +56,8 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         probe_lr: Learning rate of the online probe (its own parameter group, no weight decay, not scaled).
         ce_weight: ``0``: the probe reads detached features (evaluation only). ``> 0``: the probe is a classifier
             trained jointly with the encoder, its cross-entropy's gradient reaching it: the training loss is
-            ``SupCon + ce_weight x CE`` (logged ``train/loss``, ``train/ce_loss``, ``train/total_loss``), the
-            per-stage loss weights of the TensorFlow code of [0]. Needs ``probe=True``.
+            ``SupCon + ce_weight x CE`` (logged ``train/loss``, ``train/ce_loss``, ``train/total_loss``): the
+            ``stage_1_cross_entropy_loss_weight`` of the TensorFlow code of [0]. Needs ``probe=True``.
         multilabel: Labels are multi-hot ``(batch, num_classes)`` (linked from a multi-label DataModule by the
             CLI): the loss weighs pairs by their label overlap (its ``multilabel`` option), the probe and kNN are
             rated by mAP and F1 (see :mod:`lightning_supcon.models.labels`). Not with a queue.

@@ -35,7 +35,10 @@ class TestMultilabelDigitsDataModule:
     def test_same_images_and_split_as_the_digits(self) -> None:
         multi, single = MultilabelDigitsDataModule(attributes=("greater_4", "odd")), DigitsDataModule()
         assert multi.num_classes == 2 and multi.multilabel and not getattr(single, "multilabel", False)
-        for mine, theirs in ((multi.train_dataset(), single.train_dataset()), (multi.val_dataset(), single.val_dataset())):
+        for mine, theirs in (
+            (multi.train_dataset(), single.train_dataset()),
+            (multi.val_dataset(), single.val_dataset()),
+        ):
             images, labels = mine.tensors
             torch.testing.assert_close(images, theirs.tensors[0])
             assert labels.tolist() == attribute_labels(theirs.tensors[1], ("greater_4", "odd")).tolist()
@@ -48,7 +51,9 @@ class TestMultilabelDigitsDataModule:
         assert images.shape == (16, 1, 16, 16) and labels.shape == (16, 3)
 
 
-@pytest.mark.parametrize(("config", "multilabel", "num_classes"), [("digits_multilabel", True, 3), ("digits", False, 10)])
+@pytest.mark.parametrize(
+    ("config", "multilabel", "num_classes"), [("digits_multilabel", True, 3), ("digits", False, 10)]
+)
 def test_cli_links_the_label_kind_into_the_model(
     config: str, multilabel: bool, num_classes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

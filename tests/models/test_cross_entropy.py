@@ -163,7 +163,9 @@ def _multi_hot(n: int = 32, n_views: int | None = 2) -> TensorDataset:
 
 class TestMultilabelHead:
     def test_trains_with_binary_cross_entropy_and_logs_multilabel_metrics(self, tmp_path: Path) -> None:
-        model = CrossEntropyModule(encoder=MLP(), num_classes=3, multilabel=True, optimizer=sgd(lr=0.1, weight_decay=0.0))
+        model = CrossEntropyModule(
+            encoder=MLP(), num_classes=3, multilabel=True, optimizer=sgd(lr=0.1, weight_decay=0.0)
+        )
         views, labels = _multi_hot().tensors
         before = F.binary_cross_entropy_with_logits(model(views[:, 0]), labels.float()).item()
         trainer = cpu_trainer(tmp_path, max_epochs=10)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon import DigitsDataModule, Schedule, SupConLoss, SupConModule
 from lightning_supcon.cli import cli
+from lightning_supcon.data import MultilabelDigitsDataModule
 from lightning_supcon.models.optimization import sgd
 from lightning_supcon.optim import LARS, ScaleRule
 from tests.helpers import DIGITS, cli_error, cpu_trainer, fit_args, one_error_line
@@ -398,3 +399,35 @@ class TestJointCrossEntropy:
     def test_bad_weights(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             SupConModule(encoder="small_cnn", in_channels=1, **kwargs)
+
+
+class TestMultilabel:
+    """Multi-hot labels: the loss weighs pairs by label overlap, the probe and kNN log mAP / F1 / accuracy."""
+
+    @pytest.mark.filterwarnings("ignore:No positive samples")
+    def test_multilabel_digits_log_map_and_f1(self, tmp_path: Path) -> None:
+        dm = MultilabelDigitsDataModule(batch_size=32, n_views=2)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, knn_k=5)
+        trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2)
+        trainer.fit(model, datamodule=dm)
+        expected = {"train/loss", "train/probe_f1", "train/probe_accuracy", "val/loss", "val/probe_map", "val/knn_map"}
+        assert expected | {"val/probe_f1", "val/knn_f1", "val/knn_accuracy"} <= set(trainer.callback_metrics)
+        assert not any("top" in key for key in trainer.callback_metrics)
+
+    def test_multi_hot_labels_reach_the_loss(self) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3, multilabel=True, probe=False, knn_k=0)
+        seen: list[torch.Tensor] = []
+        model.criterion.register_forward_pre_hook(lambda _, args: seen.append(args[1]))
+        views, labels = torch.randn(4, 2, 12), torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 0], [1, 0, 1]])
+        with pytest.warns(UserWarning, match="self.log"):
+            model.training_step((views, labels), 0)
+        assert torch.equal(seen[0], labels)
+
+    def test_class_labels_to_a_multilabel_model(self) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3, multilabel=True)
+        with pytest.raises(ValueError, match="Class labels need `multilabel=False`"):
+            model._check_batch(torch.randn(4, 2, 12), torch.tensor([0, 1, 2, 0]))
+
+    def test_no_queue_with_multi_hot_labels(self) -> None:
+        with pytest.raises(ValueError, match="queue_size: 0"):
+            SupConModule(encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, queue_size=64)

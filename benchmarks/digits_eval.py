@@ -4,8 +4,9 @@
     python benchmarks/digits_eval.py --quick      # 1 seed, 2 (+ 1) epochs: a smoke run, under a minute
     python benchmarks/digits_eval.py --methods out joint ce   # only some methods (names below), same protocol
 
-Runtime: 9 trainings on the CPU. On 2 AMD EPYC cores one SupCon run (30 + 10 epochs) took 155 s while the cores
-were shared with other jobs (load 4), so budget about 20 min there, less on an idle or larger machine.
+Runtime: 12 trainings on the CPU. On 2 AMD EPYC cores one SupCon run (30 + 10 epochs) took 155 s while the cores
+were shared with other jobs (load 4), so budget about 25 min there, less on an idle or larger machine; under load 20,
+with ``--methods out`` / ``joint`` / ``ce`` as three processes of ``--threads 1``, a run took about 11 min.
 
 The protocol of [0] at toy scale, same encoder (the small CNN), augmentation, optimiser and epochs for every method:
 

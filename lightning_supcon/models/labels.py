@@ -6,17 +6,27 @@ A neutral home, so no module imports another module's helpers. Two kinds of labe
 - multi-label (``multilabel=True``): multi-hot labels ``(batch, num_labels)`` of 0s and 1s (a sample may have none,
   one or several labels), scored with one binary cross-entropy per label on the logits (``BCEWithLogits``).
 
+In a partially labelled batch a class label ``-1`` means "unknown" (``allow_unknown``; the SupCon loss treats such
+a sample as its own class, issue 17 item 3), and :func:`known` selects the labelled rows for a classifier.
+
 The kind is declared by the DataModule (``multilabel = True``, linked into the model by the CLI like
 ``num_classes``), never guessed from the tensors: a batch of the other kind is an error that names the fix.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 
-def check_labels(labels: Tensor, batch_size: int, num_classes: int, multilabel: bool = False) -> None:
+UNKNOWN = -1
+"""The class label of a sample whose class is not known."""
+
+
+def check_labels(
+    labels: Tensor, batch_size: int, num_classes: int, multilabel: bool = False, allow_unknown: bool = False
+) -> None:
     """Raise ``ValueError`` unless ``labels`` are class labels ``(batch_size,)`` in ``[0, num_classes)`` or, with
     ``multilabel``, multi-hot labels ``(batch_size, num_classes)`` of 0s and 1s.
 
@@ -25,10 +35,12 @@ def check_labels(labels: Tensor, batch_size: int, num_classes: int, multilabel: 
         batch_size: The expected number of samples.
         num_classes: Classes (single-label: labels must be below this), or labels per sample (multi-label).
         multilabel: Expect multi-hot labels.
+        allow_unknown: Accept the class label ``-1`` (unknown) too.
 
     Raises:
         ValueError: For another shape (naming the ``multilabel`` setting when the other kind was given), or
-            values outside ``[0, num_classes)`` (single-label) or ``{0, 1}`` (multi-label).
+            values outside ``[0, num_classes)`` (``[-1, num_classes)`` with ``allow_unknown``) or ``{0, 1}``
+            (multi-label).
 
     Example:
         >>> import torch
@@ -51,11 +63,26 @@ def check_labels(labels: Tensor, batch_size: int, num_classes: int, multilabel: 
         if labels.numel() and not ((labels == 0) | (labels == 1)).all():
             raise ValueError(f"Multi-hot labels must be 0 or 1, but got values in {sorted(labels.unique().tolist())}.")
         return
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+    low = UNKNOWN if allow_unknown else 0
+    if labels.numel() and (labels.min() < low or labels.max() >= num_classes):
         raise ValueError(
-            f"Labels must lie in [0, num_classes={num_classes}), but got values in "
+            f"Labels must lie in [{low}, num_classes={num_classes}), but got values in "
             f"[{int(labels.min())}, {int(labels.max())}]."
         )
+
+
+def known(labels: Tensor) -> Tensor:
+    """The rows whose label is known: ``(N,)`` bool, ``False`` where a class label is ``-1`` (multi-hot rows are
+    always known).
+
+    Example:
+        >>> import torch
+        >>> known(torch.tensor([2, -1, 0])).tolist()
+        [True, False, True]
+    """
+    if labels.dim() != 1:
+        return torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
+    return labels != UNKNOWN
 
 
 def classifier_loss(logits: Tensor, labels: Tensor, multilabel: bool = False, label_smoothing: float = 0.0) -> Tensor:

@@ -25,7 +25,7 @@ from lightning_supcon.metrics.knn import KNNAccuracy
 from lightning_supcon.metrics.knn_multilabel import MultilabelKNN
 from lightning_supcon.metrics.multilabel import multilabel_metrics
 from lightning_supcon.metrics.topk import TopKAccuracy
-from lightning_supcon.models.labels import classifier_loss
+from lightning_supcon.models.labels import classifier_loss, known
 from lightning_supcon.utils.numerics import l2_normalize
 
 STAGES = ("val", "test")
@@ -129,20 +129,30 @@ class OnlineEvaluation(nn.Module):
         """The probe's cross-entropy (binary with ``multilabel``) on ``features`` ``(N, feature_dim)`` with
         ``labels`` ``(N,)`` (``(N, num_classes)`` multi-hot), and an update of ``train_metrics``; ``None`` without a
         probe. ``detach=False`` lets the loss's gradient reach the features (a classifier trained jointly with the
-        encoder); by default the probe only reads them."""
+        encoder); by default the probe only reads them. Samples of unknown class (``-1``) are left out (a batch
+        without a known label gives a zero loss)."""
         if self.probe is None:
             return None
+        labelled = known(labels)
+        features, labels = features[labelled], labels[labelled]
         logits = self.probe(features.detach() if detach else features)
+        if not labelled.any():
+            return logits.sum() * 0.0  # zero, and still a graph for the optimiser
         # forward: the batch value for on_step logging, and accumulate
         self.train_metrics(metric_scores(logits.detach(), self.multilabel), labels)
         return classifier_loss(logits, labels, self.multilabel)
 
     def eval_step(self, features: Tensor, labels: Tensor, stage: str) -> MetricCollection | None:
-        """Update the kNN queries and the probe's ``stage`` metrics with one evaluation batch.
+        """Update the kNN queries and the probe's ``stage`` metrics with one evaluation batch (its samples of
+        known class).
 
         Returns:
-            The probe metrics to log for this batch, or ``None`` without a probe.
+            The probe metrics to log for this batch, or ``None`` without a probe or a known label.
         """
+        labelled = known(labels)
+        if not labelled.any():
+            return None
+        features, labels = features[labelled], labels[labelled]
         if self.knn is not None:
             self.knn.update(l2_normalize(features, dim=1), labels, bank=False)
         if self.probe is None:
@@ -154,11 +164,14 @@ class OnlineEvaluation(nn.Module):
 
     @torch.no_grad()
     def fill_bank(self, encode: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tensor, Tensor]]) -> None:
-        """Add the features ``encode(images)`` of the clean training ``batches`` to the kNN bank (no-op when off)."""
+        """Add the features ``encode(images)`` of the clean training ``batches`` to the kNN bank (no-op when off);
+        samples of unknown class (``-1``) are not encoded."""
         if self.knn is None:
             return
         for images, labels in batches:
-            self.knn.update(l2_normalize(encode(images), dim=1), labels, bank=True)
+            labelled = known(labels)
+            if labelled.any():
+                self.knn.update(l2_normalize(encode(images[labelled]), dim=1), labels[labelled], bank=True)
 
     def knn_results(self, stage: str) -> dict[str, Tensor]:
         """``{"{stage}/knn_top1": ..., "{stage}/knn_top5": ...}`` (``knn_map``, ``knn_f1``, ``knn_accuracy`` with

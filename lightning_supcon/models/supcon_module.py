@@ -29,7 +29,9 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
     """Supervised contrastive pretraining (stage 1 of [0]) with online evaluation.
 
     Batches are ``(views, labels)`` with ``views`` of shape ``(batch, n_views, *input_shape)``: augmentation belongs
-    to the DataModule, so a plain DataLoader of ready-made views works too. Under DDP the loss contrasts local
+    to the DataModule, so a plain DataLoader of ready-made views works too. ``labels`` are class labels ``(batch,)``,
+    ``-1`` for a sample of unknown class (its own views are its only positives; probe and kNN leave it out), or
+    multi-hot ``(batch, num_classes)`` with ``multilabel``. Under DDP the loss contrasts local
     anchors with the features of every rank (the loss's ``gather_distributed=True``), with exact gradients.
 
     Online evaluation (:class:`~lightning_supcon.models.online_eval.OnlineEvaluation`), from the first epoch: a
@@ -167,7 +169,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
             raise ValueError(
                 f"Expected training views of shape (batch, n_views, *input_shape), but got {tuple(views.shape)}."
             )
-        check_labels(labels, views.shape[0], self.num_classes, self.multilabel)
+        check_labels(labels, views.shape[0], self.num_classes, self.multilabel, allow_unknown=True)
         if views.shape[1] == 1 and not self.supervised:
             raise ValueError(
                 "n_views=1 without labels (supervised=False) leaves every anchor without a positive: use n_views >= 2."

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_supcon.models.labels import check_labels, classifier_loss
+from lightning_supcon.models.labels import check_labels, classifier_loss, known
 
 
 class TestCheckLabels:
@@ -56,3 +56,16 @@ class TestClassifierLoss:
         logits, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 3, 0])
         expected = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
         torch.testing.assert_close(classifier_loss(logits, labels, label_smoothing=0.1), expected)
+
+
+class TestUnknownLabels:
+    def test_minus_one_only_where_allowed(self) -> None:
+        check_labels(torch.tensor([-1, 2]), batch_size=2, num_classes=3, allow_unknown=True)
+        with pytest.raises(ValueError, match=r"\[-1, num_classes=3\), but got values in \[-2, 2\]"):
+            check_labels(torch.tensor([-2, 2]), batch_size=2, num_classes=3, allow_unknown=True)
+        with pytest.raises(ValueError, match=r"\[0, num_classes=3\)"):
+            check_labels(torch.tensor([-1, 2]), batch_size=2, num_classes=3)
+
+    def test_known_rows(self) -> None:
+        assert known(torch.tensor([3, -1, 0, -1])).tolist() == [True, False, True, False]
+        assert known(torch.tensor([[0, 0], [1, 0]])).tolist() == [True, True]  # an empty label set is known

@@ -119,3 +119,39 @@ class TestMultilabelOnlineEvaluation:
         online.fill_bank(lambda x: x, [(features[16:], labels[16:])])
         results = online.knn_results("val")
         assert results == {"val/knn_map": 1.0, "val/knn_f1": 1.0, "val/knn_accuracy": 1.0}
+
+
+class TestUnknownLabels:
+    """Label -1 (unknown class, a partially labelled batch): the probe and the kNN leave the sample out."""
+
+    def test_probe_loss_and_metrics_on_the_labelled_rows(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, knn_k=0)
+        features, labels = _clusters(n=8)
+        partial = torch.where(torch.arange(8) % 2 == 0, labels, -1)
+        loss = online.training_step(features, partial)
+        assert online.probe is not None and loss is not None
+        expected = torch.nn.functional.cross_entropy(online.probe(features[::2]), labels[::2])
+        torch.testing.assert_close(loss, expected)
+        assert online.train_metrics["train/probe_top1"].total == 4  # type: ignore[index]
+
+    def test_a_batch_without_known_labels(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, knn_k=3)
+        features = torch.randn(4, 8, requires_grad=True)
+        loss = online.training_step(features, torch.full((4,), -1))
+        assert loss is not None and loss.item() == 0.0 and loss.requires_grad
+        assert online.eval_step(features, torch.full((4,), -1), "val") is None
+
+    def test_knn_bank_and_queries_skip_unknown_samples(self) -> None:
+        features, labels = _clusters()
+        results = []
+        for unknown in (False, True):
+            online = OnlineEvaluation(feature_dim=8, num_classes=4, probe=False, knn_k=3)
+            extra = features[:6] + 5.0 * torch.randn(6, 8)  # far off, labelled -1: must not count
+            query = torch.cat([features[:20], extra]) if unknown else features[:20]
+            query_labels = torch.cat([labels[:20], torch.full((6,), -1)]) if unknown else labels[:20]
+            online.eval_step(query, query_labels, "val")
+            bank_labels = torch.cat([labels[20:], torch.full((6,), -1)]) if unknown else labels[20:]
+            bank = torch.cat([features[20:], extra]) if unknown else features[20:]
+            online.fill_bank(lambda x: x, [(bank, bank_labels)])
+            results.append(online.knn_results("val"))
+        assert results[0] == results[1] == {"val/knn_top1": torch.tensor(1.0)}

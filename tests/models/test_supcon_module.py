@@ -428,6 +428,12 @@ class TestMultilabel:
         with pytest.raises(ValueError, match="Class labels need `multilabel=False`"):
             model._check_batch(torch.randn(4, 2, 12), torch.tensor([0, 1, 2, 0]))
 
+    def test_unknown_class_labels_are_accepted(self) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3)
+        model._check_batch(torch.randn(4, 2, 12), torch.tensor([0, -1, 2, -1]))  # issue 17 item 3: -1 = unknown
+        with pytest.raises(ValueError, match=r"\[-1, num_classes=3\)"):
+            model._check_batch(torch.randn(4, 2, 12), torch.tensor([0, -2, 2, -1]))
+
     def test_no_queue_with_multi_hot_labels(self) -> None:
         with pytest.raises(ValueError, match="queue_size: 0"):
             SupConModule(encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, queue_size=64)

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
 UNKNOWN = -1
 """The class label of a sample whose class is not known."""
 

@@ -14,6 +14,12 @@ pass, where the softmax normalisation is folded into per-row weights:
 and the positive part of the gradient again goes through class sums. One forward matmul and two backward
 matmuls in all. With ``chunk_size`` the logits are built for a slice of anchors at a time and recomputed in the
 backward pass (four matmuls, memory ``chunk_size x N``), for global batches whose N x N matrix does not fit.
+
+``class_mean`` is the class-averaged denominator of Balanced Contrastive Learning (Zhu et al., CVPR 2022,
+https://arxiv.org/abs/2207.09052, "class-averaging"): ``sum_{a in A(i)} exp(s_ia)`` becomes
+``sum_a exp(s_ia) / n_c(a)(i)``, where ``n_c(i)`` counts the contrast entries of class ``c`` (views included) other
+than ``i``. The weights multiply the saved exponentials in place, so the gradient keeps the form above with
+``softmax_ij`` the weighted softmax; the cost is one more elementwise pass over the block.
 """
 
 from __future__ import annotations
@@ -49,6 +55,23 @@ def _exact_rows(scaled: Tensor, contrast: Tensor, self_index: Tensor) -> tuple[T
     return row_max, logits.sub_(row_max[:, None]).exp_()
 
 
+def _average_classes_(
+    block: Tensor, anchor_class: Tensor, contrast_class: Tensor, weights: tuple[Tensor, Tensor]
+) -> None:
+    """Multiply ``block`` ``(m, K)`` in place by ``1 / n_c(a)(i)``: ``own (m,)`` on the anchor's class, else
+    ``column (K,)``."""
+    own, column = weights
+    block.mul_(torch.where(anchor_class[:, None] == contrast_class[None, :], own[:, None], column[None, :]))
+
+
+def _class_weights(
+    anchor_class: Tensor, contrast_class: Tensor, n_classes: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """``1 / (n_y - 1)`` per anchor (its own class, itself excluded) and ``1 / n_c`` per contrast entry."""
+    counts = torch.bincount(contrast_class, minlength=n_classes).to(dtype)
+    return 1.0 / (counts[anchor_class] - 1).clamp(min=1), 1.0 / counts[contrast_class]
+
+
 class FusedSupConOut(torch.autograd.Function):
     """Per-anchor L_out losses; see the module docstring. Anchors without positives get 0 and no gradient."""
 
@@ -62,6 +85,7 @@ class FusedSupConOut(torch.autograd.Function):
         self_index: Tensor,
         inv_temperature: float,
         chunk_size: int | None,
+        class_mean: bool = False,
     ) -> Tensor:
         # anchors: (M, D); contrast: (K, D); anchor_class: (M,) and contrast_class: (K,) in [0, n_classes);
         # self_index: (M,) column of each anchor inside `contrast`.
@@ -71,6 +95,7 @@ class FusedSupConOut(torch.autograd.Function):
         class_sum = contrast.new_zeros(n_classes, contrast.shape[1]).index_add_(0, contrast_class, contrast)
         num_pos = torch.bincount(contrast_class, minlength=n_classes)[anchor_class] - 1  # (M,)
         valid = num_pos > 0
+        weights = _class_weights(anchor_class, contrast_class, n_classes, scaled.dtype) if class_mean else None
         own = contrast[self_index]  # (M, D)
         pos_mean = (scaled * (class_sum[anchor_class] - own)).sum(1) / num_pos.clamp(min=1)  # (M,)
 
@@ -87,6 +112,8 @@ class FusedSupConOut(torch.autograd.Function):
                 if loose.numel():  # the bound was far above the row's maximum: redo those rows exactly
                     rows = loose + start
                     shift[rows], block[loose] = _exact_rows(scaled[rows], contrast, self_index[rows])
+                if weights is not None:
+                    _average_classes_(block, anchor_class[start:stop], contrast_class, _rows(weights, start, stop))
                 row_sum[start:stop] = block.sum(dim=1)
                 if chunk_size is None:
                     exps = block
@@ -95,6 +122,7 @@ class FusedSupConOut(torch.autograd.Function):
 
         # Saved tensors (the N x N block included) are freed by autograd right after the backward pass.
         ctx.save_for_backward(scaled, contrast, anchor_class, contrast_class, self_index, num_pos, shift, row_sum, exps)
+        ctx.weights = weights
         ctx.inv_temperature = inv_temperature
         ctx.step = step
         ctx.n_classes = n_classes
@@ -120,6 +148,10 @@ class FusedSupConOut(torch.autograd.Function):
                 exps = saved_exps
                 if exps is None:
                     exps = _shifted_exp(scaled[start:stop], contrast, self_index[start:stop], shift[start:stop])
+                    if ctx.weights is not None:
+                        _average_classes_(
+                            exps, anchor_class[start:stop], contrast_class, _rows(ctx.weights, start, stop)
+                        )
                 grad_scaled[start:stop] = (exps @ contrast) * soft_weight[start:stop, None]
                 grad_contrast.addmm_(exps.T, scaled[start:stop] * soft_weight[start:stop, None])
 
@@ -132,4 +164,8 @@ class FusedSupConOut(torch.autograd.Function):
         grad_contrast.index_add_(0, self_index, pos_anchor)  # an anchor is not its own positive
 
         grad_anchors = grad_scaled * ctx.inv_temperature
-        return grad_anchors, grad_contrast, None, None, None, None, None
+        return grad_anchors, grad_contrast, None, None, None, None, None, None
+
+
+def _rows(weights: tuple[Tensor, Tensor], start: int, stop: int) -> tuple[Tensor, Tensor]:
+    return weights[0][start:stop], weights[1]

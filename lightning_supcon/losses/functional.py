@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lightning_supcon.losses.dense import dense_per_anchor
-from lightning_supcon.losses.fused import FusedSupConOut
+from lightning_supcon.losses.fused import fused_supcon_out
 from lightning_supcon.losses.layout import check_inputs, view_major
 from lightning_supcon.losses.options import (
     ContrastMode,
@@ -159,7 +159,7 @@ def _supcon_loss(
         contrast_class = torch.cat([group_index[:global_batch].repeat(num_views), group_index[global_batch:]])
         if fused:
             anchor_class = contrast_class[self_index]
-            per_anchor = FusedSupConOut.apply(
+            per_anchor = fused_supcon_out(
                 anchors,
                 contrast,
                 anchor_class,

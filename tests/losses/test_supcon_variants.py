@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import lightning_supcon.losses.functional as functional
-from lightning_supcon import SupConLoss, supcon_loss
+from lightning_supcon import SupConLoss, SupConModule, supcon_loss
+from lightning_supcon.cli import cli
+from tests.helpers import DIGITS
 from tests.losses.reference import reference_supcon
 
 LABELS = torch.tensor([0, 1, 0, 2, 1, 0])
@@ -285,3 +287,11 @@ class TestClassMean:
             SupConLoss(denominator="class_mean", positives_cap=2)
         with pytest.raises(ValueError, match=r"class_mean.*class labels"):
             supcon_loss(_features(6, 2), mask=_weighted_mask(), denominator="class_mean")
+
+
+class TestFromTheCLI:
+    def test_options_reach_the_module_loss(self) -> None:
+        prefix = "--model.init_args.loss.init_args."
+        app = cli(["--config", DIGITS, f"{prefix}denominator=class_mean", f"{prefix}multilabel=any"], run=False)
+        assert isinstance(app.model, SupConModule)
+        assert app.model.criterion.denominator == "class_mean" and app.model.criterion.multilabel == "any"

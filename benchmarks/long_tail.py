@@ -167,9 +167,9 @@ def main() -> None:
     )
     print("| imbalance ratio | loss | balanced accuracy (%) | rare classes 7-9 (%) | per seed (balanced) |")
     print("|---:|---|---:|---:|---|")
-    for (ratio, name), scores in results.items():
-        balanced = [s[0] for s in scores]
-        rare = [s[1] for s in scores]
+    for (ratio, name), seed_scores in results.items():
+        balanced = [s[0] for s in seed_scores]
+        rare = [s[1] for s in seed_scores]
         per_seed = ", ".join(f"{100 * b:.1f}" for b in balanced)
         print(f"| {ratio:g} | {name} | {_mean_std(balanced)} | {_mean_std(rare)} | {per_seed} |")
     print(f"\nMachine: {machine()}. Total wall time: {total / 60:.1f} min.")

@@ -434,6 +434,16 @@ class TestMultilabel:
         with pytest.raises(ValueError, match=r"\[-1, num_classes=3\)"):
             model._check_batch(torch.randn(4, 2, 12), torch.tensor([0, -2, 2, -1]))
 
+    def test_partially_labelled_batches_train(self, tmp_path: Path) -> None:
+        views, labels = next(iter(_views_loader(batch=32)))
+        partial = torch.where(torch.arange(32) % 2 == 0, labels, -1)  # half the samples of unknown class
+        loader = DataLoader(TensorDataset(views, partial), batch_size=8)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        trainer = cpu_trainer(tmp_path, max_steps=2)
+        trainer.fit(model, train_dataloaders=loader)
+        assert torch.isfinite(trainer.callback_metrics["train/loss"])
+        assert torch.isfinite(trainer.callback_metrics["train/probe_loss"])
+
     def test_no_queue_with_multi_hot_labels(self) -> None:
         with pytest.raises(ValueError, match="queue_size: 0"):
             SupConModule(encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, queue_size=64)

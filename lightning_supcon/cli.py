@@ -105,6 +105,7 @@ class SupConCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.multilabel", compute_fn=is_multilabel, apply_on="instantiate")
         parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PreemptionCheckpoint, "preemption")
@@ -139,6 +140,12 @@ class SupConCLI(LightningCLI):
 
     def before_fit(self) -> None:
         explain_frozen_modules(self.model)
+
+
+def is_multilabel(data: pl.LightningDataModule) -> bool:
+    """A DataModule's ``multilabel`` attribute (``False`` when it has none), linked like ``num_classes``. A model
+    without a ``multilabel`` argument does not receive it (jsonargparse skips a link to a missing argument)."""
+    return bool(getattr(data, "multilabel", False))
 
 
 def resumed_folder(checkpoint: str | None, root: Path) -> Path | None:

@@ -12,6 +12,7 @@ from lightning_supcon.data.image_folder import (
     scan_folder,
 )
 from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, SampleDataset
+from lightning_supcon.data.multilabel import DIGIT_ATTRIBUTES, MultilabelDigitsDataModule, attribute_labels
 from lightning_supcon.data.normalize import ToNormalizedFloat
 from lightning_supcon.data.recipe import COLOURS, DEVICE_COLOURS, SIMCLR, AugmentRecipe, Colour
 from lightning_supcon.data.transforms import (
@@ -36,6 +37,7 @@ __all__ = [
     "COLOURS",
     "DEVICE_COLOURS",
     "DIGITS_RECIPE",
+    "DIGIT_ATTRIBUTES",
     "IMAGENET_MEAN",
     "IMAGENET_RECIPE",
     "IMAGENET_STD",
@@ -55,10 +57,12 @@ __all__ = [
     "MappedDataset",
     "MultiViewDataModule",
     "MultiViewTransform",
+    "MultilabelDigitsDataModule",
     "RandomResizedCropAffine",
     "ResumableLoader",
     "SampleDataset",
     "ToNormalizedFloat",
+    "attribute_labels",
     "eval_transform",
     "load_digit_images",
     "load_rgb",

@@ -46,8 +46,19 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence((seed, epoch, index)).generate_state(1, dtype=np.uint64)[0])
 
 
+def as_label(label: Any) -> int | Tensor:
+    """A class label (a scalar) as an ``int``; a multi-hot label (an array of one or more 0/1 values) as int64.
+
+    Example:
+        >>> as_label(torch.tensor(3)), as_label(torch.tensor([1, 0, 1]))
+        (3, tensor([1, 0, 1]))
+    """
+    values = torch.as_tensor(label)
+    return values.long() if values.ndim else int(values)
+
+
 class MappedDataset(Dataset):
-    """``(transform(image), int(label))`` for each ``(image, label)`` sample of ``data``.
+    """``(transform(image), as_label(label))`` for each ``(image, label)`` sample of ``data``.
 
     Indexed by an ``int``, or by a :data:`SampleKey` ``(index, seed)``: then the transform runs with torch's generator
     seeded with ``seed``, and the generator's state outside is left as it was.
@@ -60,17 +71,17 @@ class MappedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, key: int | SampleKey) -> tuple[Tensor, int]:
+    def __getitem__(self, key: int | SampleKey) -> tuple[Tensor, int | Tensor]:
         if isinstance(key, int):
             image, label = self.data[key]
-            return self.transform(image), int(label)
+            return self.transform(image), as_label(label)
         index, seed = key
         image, label = self.data[index]
         with torch.random.fork_rng(devices=[]):
             # The CPU generator only (what fork_rng restores): torch.manual_seed also queues a seed for every CUDA
             # device, capturing a stack trace each call, which made this line most of the demo's loading time.
             torch.random.default_generator.manual_seed(seed)
-            return self.transform(image), int(label)
+            return self.transform(image), as_label(label)
 
 
 class EpochSampler(DistributedSampler):

@@ -9,7 +9,9 @@ With ``N = batch x views`` features ``z`` and ``s_ij = z_i . z_j / tau``, for ea
 - ``summation="out"`` (Eq. 2):  ``l_i = -1/|P(i)| sum_{p in P(i)} log( exp(s_ip) / sum_{a in A(i)} exp(s_ia) )``
 - ``summation="in"``  (Eq. 3):  ``l_i = -log( 1/|P(i)| sum_{p in P(i)} exp(s_ip) / sum_{a in A(i)} exp(s_ia) )``
 
-``denominator`` and ``positives_cap`` follow the official TensorFlow implementation (google-research/supcon).
+``denominator`` and ``positives_cap`` follow the official TensorFlow implementation (google-research/supcon);
+the weighted, multi-label, partially labelled and class-averaged variants are defined in
+:mod:`~lightning_supcon.losses.dense` and :mod:`~lightning_supcon.losses.positives`.
 """
 
 from __future__ import annotations
@@ -17,78 +19,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_supcon.losses.fused import FusedSupConOut
+from lightning_supcon.losses.dense import dense_per_anchor
+from lightning_supcon.losses.fused import fused_supcon_out
 from lightning_supcon.losses.layout import check_inputs, view_major
-from lightning_supcon.losses.options import ContrastMode, Denominator, Reduction, Summation, check_options
+from lightning_supcon.losses.options import (
+    ContrastMode,
+    Denominator,
+    Multilabel,
+    Reduction,
+    Summation,
+    check_options,
+)
+from lightning_supcon.losses.positives import class_groups, multilabel_weights
 from lightning_supcon.utils import distributed
 
-__all__ = ["ContrastMode", "Denominator", "Reduction", "Summation", "supcon_loss"]
-
-
-def _masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
-    """Row-wise log-sum-exp over ``keep``; ``-inf`` for empty rows, with a finite (zero) gradient there."""
-    nonempty = keep.any(dim=1)
-    masked = logits.masked_fill(~keep, float("-inf"))
-    masked = torch.where(nonempty[:, None], masked, torch.zeros_like(masked))
-    return torch.where(nonempty, torch.logsumexp(masked, dim=1), torch.full_like(logits[:, 0], float("-inf")))
-
-
-def _dense_per_anchor(
-    anchors: Tensor,
-    contrast: Tensor,
-    self_index: Tensor,
-    same: Tensor,
-    num_anchor_views: int,
-    num_views: int,
-    offset: int,
-    inv_temperature: float,
-    summation: str,
-    denominator: str,
-    positives_cap: int | None,
-    queue_same: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Every variant with explicit masks; returns the per-anchor losses ``(M,)`` and their validity ``(M,)``.
-
-    ``same`` is the sample-level positive mask ``(B, B_global)``; rows and columns of the tiled masks are
-    ordered view-major (``view * batch + sample``), like ``anchors`` and ``contrast``. ``queue_same`` ``(B, Q)``
-    marks the positives among queue entries, which follow the batch in ``contrast``.
-    """
-    batch = same.shape[0]
-    diagonal = torch.zeros_like(same)
-    diagonal[torch.arange(batch), offset + torch.arange(batch, device=same.device)] = True
-    untiled = same
-    if positives_cap is not None:
-        others = same & ~diagonal
-        keep = others & (others.long().cumsum(dim=1) <= positives_cap // num_views)  # first ones by position
-        untiled = keep | (same & diagonal)
-    positives = untiled.repeat(num_anchor_views, num_views)  # (M, V * B_global)
-    negatives = ~same.repeat(num_anchor_views, num_views)  # capped-out positives are neither
-    if queue_same is not None:
-        positives = torch.cat([positives, queue_same.repeat(num_anchor_views, 1)], dim=1)  # (M, K)
-        negatives = torch.cat([negatives, ~queue_same.repeat(num_anchor_views, 1)], dim=1)
-    not_self = torch.ones_like(positives)
-    not_self[torch.arange(anchors.shape[0]), self_index] = False
-    positives, negatives = positives & not_self, negatives & not_self
-
-    logits = (anchors * inv_temperature) @ contrast.T  # (M, K)
-    num_pos = positives.sum(dim=1)
-    lse_neg = _masked_logsumexp(logits, negatives)
-    valid = num_pos > 0
-    if denominator == "all":
-        log_den = _masked_logsumexp(logits, positives | negatives)[:, None]
-    elif denominator == "one_positive":
-        log_den = torch.logaddexp(logits, lse_neg[:, None])
-    else:  # only_negatives
-        log_den = lse_neg[:, None]
-        valid = valid & negatives.any(dim=1)
-    log_prob = logits - log_den  # (M, K), meaningful on positives only
-    if summation == "out":
-        per_anchor = -torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(1) / num_pos.clamp(min=1)
-    else:
-        log_num_pos = num_pos.clamp(min=1).to(log_prob.dtype).log()  # an integer's log would be float32
-        per_anchor = -(_masked_logsumexp(log_prob, positives) - log_num_pos)
-    per_anchor = torch.where(valid, per_anchor, torch.zeros_like(per_anchor))
-    return per_anchor, valid
+__all__ = ["ContrastMode", "Denominator", "Multilabel", "Reduction", "Summation", "supcon_loss"]
 
 
 def supcon_loss(
@@ -106,6 +51,7 @@ def supcon_loss(
     chunk_size: int | None = None,
     queue: Tensor | None = None,
     queue_labels: Tensor | None = None,
+    multilabel: Multilabel = "jaccard",
 ) -> Tensor:
     """Supervised contrastive loss; the arguments are documented on :class:`~lightning_supcon.SupConLoss`.
 
@@ -129,6 +75,7 @@ def supcon_loss(
         positives_cap=positives_cap,
         reduction=reduction,
         chunk_size=chunk_size,
+        multilabel=multilabel,
     )
     return _supcon_loss(
         features,
@@ -145,6 +92,7 @@ def supcon_loss(
         chunk_size,
         queue,
         queue_labels,
+        multilabel,
     )
 
 
@@ -163,6 +111,7 @@ def _supcon_loss(
     chunk_size: int | None,
     queue: Tensor | None,
     queue_labels: Tensor | None,
+    multilabel: Multilabel = "jaccard",
 ) -> Tensor:
     """:func:`supcon_loss` with options already validated by :func:`check_options` (as ``SupConLoss`` does once,
     at construction); the inputs are still checked on every call."""
@@ -184,40 +133,61 @@ def _supcon_loss(
         anchors, contrast, self_index, local_index = view_major(z, global_z, offset, contrast_mode)
         num_anchor_views = num_views if contrast_mode == "all" else 1
 
-        if labels is None and mask is None:  # SimCLR: every sample its own class
-            group = torch.arange(global_batch, device=z.device)
-        elif labels is not None:
-            local_labels = labels.to(z.device).long()
-            group = distributed.gather(local_labels, sizes) if use_dist else local_labels
+        multi_hot = labels is not None and labels.dim() == 2
+        if denominator == "class_mean" and (mask is not None or multi_hot):
+            raise ValueError("`denominator='class_mean'` averages over classes: give class labels (batch,), or none.")
         inv_temperature = 1.0 / temperature
+        group = torch.arange(global_batch, device=z.device)  # SimCLR: every sample its own class
+        if labels is not None:
+            local_labels = labels.to(z.device) if multi_hot else labels.to(z.device).long()
+            gathered = distributed.gather(local_labels, sizes) if use_dist else local_labels
+            if not multi_hot:  # unknown labels (-1): a group of their own, unique in the global batch
+                group = class_groups(gathered)
 
         queue_group = None
         if queue is not None:  # contrast-only entries after the batch; never a gradient into them
             contrast = torch.cat([contrast, queue.detach().reshape(queue.shape[0], -1).to(dtype)])
             if queue_labels is not None:
-                queue_group = queue_labels.to(z.device).long()
+                queue_group = class_groups(queue_labels.to(z.device), first=global_batch)
             else:  # SimCLR: queue entries are nobody's positives
                 queue_group = global_batch + torch.arange(queue.shape[0], device=z.device)
 
-        fused = mask is None and summation == "out" and denominator == "all" and positives_cap is None
+        fused = mask is None and not multi_hot and summation == "out" and positives_cap is None
+        fused = fused and denominator in ("all", "class_mean")
+        all_groups = group if queue_group is None else torch.cat([group, queue_group])
+        group_index = torch.unique(all_groups, return_inverse=True)[1]  # in [0, n_groups)
+        contrast_class = torch.cat([group_index[:global_batch].repeat(num_views), group_index[global_batch:]])
         if fused:
-            all_groups = group if queue_group is None else torch.cat([group, queue_group])
-            group_index = torch.unique(all_groups, return_inverse=True)[1]  # in [0, n_groups)
-            contrast_class = torch.cat([group_index[:global_batch].repeat(num_views), group_index[global_batch:]])
             anchor_class = contrast_class[self_index]
-            per_anchor = FusedSupConOut.apply(
-                anchors, contrast, anchor_class, contrast_class, self_index, inv_temperature, chunk_size
+            per_anchor = fused_supcon_out(
+                anchors,
+                contrast,
+                anchor_class,
+                contrast_class,
+                self_index,
+                inv_temperature,
+                chunk_size,
+                denominator == "class_mean",
             )
             num_pos = torch.bincount(contrast_class)[anchor_class] - 1
             valid = num_pos > 0
         else:
-            # Sample-level positives (B, B_global).
-            same = mask.to(z.device) != 0 if mask is not None else group[local_index][:, None] == group[None, :]
-            per_anchor, valid = _dense_per_anchor(
+            # Sample-level positive weights (B, B_global) in [0, 1].
+            if mask is not None:
+                weight = mask.to(device=z.device, dtype=dtype)
+            elif multi_hot:
+                weight = multilabel_weights(gathered[local_index], gathered, multilabel, dtype)
+                weight[torch.arange(batch), local_index] = 1.0  # a sample's own views, with or without labels
+            else:
+                weight = (group[local_index][:, None] == group[None, :]).to(dtype)
+            queue_weight = None
+            if queue_group is not None:
+                queue_weight = (group[local_index][:, None] == queue_group[None, :]).to(dtype)
+            per_anchor, valid = dense_per_anchor(
                 anchors,
                 contrast,
                 self_index,
-                same,
+                weight,
                 num_anchor_views,
                 num_views,
                 offset,
@@ -225,7 +195,8 @@ def _supcon_loss(
                 summation,
                 denominator,
                 positives_cap,
-                None if queue_group is None else group[local_index][:, None] == queue_group[None, :],
+                queue_weight,
+                contrast_class,
             )
 
         if base_temperature is not None:

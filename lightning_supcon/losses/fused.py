@@ -14,6 +14,13 @@ pass, where the softmax normalisation is folded into per-row weights:
 and the positive part of the gradient again goes through class sums. One forward matmul and two backward
 matmuls in all. With ``chunk_size`` the logits are built for a slice of anchors at a time and recomputed in the
 backward pass (four matmuls, memory ``chunk_size x N``), for global batches whose N x N matrix does not fit.
+
+``class_mean`` is the class-averaged denominator of Balanced Contrastive Learning (Zhu et al., CVPR 2022,
+https://arxiv.org/abs/2207.09052, "class-averaging"): ``sum_{a in A(i)} exp(s_ia)`` becomes
+``sum_a exp(s_ia) / n_c(a)(i)``, where ``n_c(i)`` counts the contrast entries of class ``c`` (views included) other
+than ``i``. The weights multiply the saved exponentials in place, so the gradient keeps the form above with
+``softmax_ij`` the weighted softmax. With anchors and contrast entries sorted by class, the weights cost one more
+in-place pass over the block (``1 / n_c`` per column) and one over each class's own block (the anchor excluded).
 """
 
 from __future__ import annotations
@@ -49,6 +56,66 @@ def _exact_rows(scaled: Tensor, contrast: Tensor, self_index: Tensor) -> tuple[T
     return row_max, logits.sub_(row_max[:, None]).exp_()
 
 
+class ClassAverage:
+    """The class-averaging weights ``1 / n_c(i)``, applied in place to blocks of exponentials.
+
+    Needs anchors and contrast entries sorted by class (see :func:`fused_supcon_out`): then the anchor's own class
+    is one contiguous range of columns, and a block is weighted by one in-place pass (``1 / n_c`` per column)
+    plus, on each class's own range, the factor ``n_c / (n_c - 1)`` (the anchor is not in its own count).
+    """
+
+    def __init__(self, anchor_class: Tensor, contrast_class: Tensor, n_classes: int, dtype: torch.dtype) -> None:
+        counts = torch.bincount(contrast_class, minlength=n_classes)
+        self.column = 1.0 / counts[contrast_class].to(dtype)  # (K,)
+        self.counts: list[int] = counts.tolist()
+        self.first = [0, *torch.cumsum(counts, 0).tolist()[:-1]]  # each class's first column
+        self.anchor_class = anchor_class
+
+    def apply_(self, block: Tensor, start: int) -> None:
+        """Weight ``block``, the exponentials of anchors ``start : start + len(block)``, in place."""
+        block.mul_(self.column)
+        rows = self.anchor_class[start : start + block.shape[0]]
+        classes, lengths = torch.unique_consecutive(rows, return_counts=True)
+        row = 0
+        for c, length in zip(classes.tolist(), lengths.tolist(), strict=True):
+            n, first = self.counts[c], self.first[c]
+            if n > 1:
+                block[row : row + length, first : first + n].mul_(n / (n - 1))
+            row += length
+
+
+def fused_supcon_out(
+    anchors: Tensor,
+    contrast: Tensor,
+    anchor_class: Tensor,
+    contrast_class: Tensor,
+    self_index: Tensor,
+    inv_temperature: float,
+    chunk_size: int | None,
+    class_mean: bool = False,
+) -> Tensor:
+    """Per-anchor L_out losses ``(M,)`` of :class:`FusedSupConOut`; with ``class_mean`` the anchors and contrast
+    entries go through it sorted by class (gathers of ``O(N D)``, undone on the way out)."""
+    if not class_mean:
+        return FusedSupConOut.apply(  # type: ignore[no-any-return]
+            anchors, contrast, anchor_class, contrast_class, self_index, inv_temperature, chunk_size, False
+        )
+    anchor_order = torch.argsort(anchor_class, stable=True)
+    contrast_order = torch.argsort(contrast_class, stable=True)
+    contrast_rank = torch.argsort(contrast_order)  # where each contrast entry goes
+    per_anchor = FusedSupConOut.apply(
+        anchors[anchor_order],
+        contrast[contrast_order],
+        anchor_class[anchor_order],
+        contrast_class[contrast_order],
+        contrast_rank[self_index[anchor_order]],
+        inv_temperature,
+        chunk_size,
+        True,
+    )
+    return per_anchor[torch.argsort(anchor_order)]  # type: ignore[no-any-return]
+
+
 class FusedSupConOut(torch.autograd.Function):
     """Per-anchor L_out losses; see the module docstring. Anchors without positives get 0 and no gradient."""
 
@@ -62,6 +129,7 @@ class FusedSupConOut(torch.autograd.Function):
         self_index: Tensor,
         inv_temperature: float,
         chunk_size: int | None,
+        class_mean: bool = False,
     ) -> Tensor:
         # anchors: (M, D); contrast: (K, D); anchor_class: (M,) and contrast_class: (K,) in [0, n_classes);
         # self_index: (M,) column of each anchor inside `contrast`.
@@ -71,6 +139,7 @@ class FusedSupConOut(torch.autograd.Function):
         class_sum = contrast.new_zeros(n_classes, contrast.shape[1]).index_add_(0, contrast_class, contrast)
         num_pos = torch.bincount(contrast_class, minlength=n_classes)[anchor_class] - 1  # (M,)
         valid = num_pos > 0
+        average = ClassAverage(anchor_class, contrast_class, n_classes, scaled.dtype) if class_mean else None
         own = contrast[self_index]  # (M, D)
         pos_mean = (scaled * (class_sum[anchor_class] - own)).sum(1) / num_pos.clamp(min=1)  # (M,)
 
@@ -87,6 +156,8 @@ class FusedSupConOut(torch.autograd.Function):
                 if loose.numel():  # the bound was far above the row's maximum: redo those rows exactly
                     rows = loose + start
                     shift[rows], block[loose] = _exact_rows(scaled[rows], contrast, self_index[rows])
+                if average is not None:
+                    average.apply_(block, start)
                 row_sum[start:stop] = block.sum(dim=1)
                 if chunk_size is None:
                     exps = block
@@ -95,6 +166,7 @@ class FusedSupConOut(torch.autograd.Function):
 
         # Saved tensors (the N x N block included) are freed by autograd right after the backward pass.
         ctx.save_for_backward(scaled, contrast, anchor_class, contrast_class, self_index, num_pos, shift, row_sum, exps)
+        ctx.average = average
         ctx.inv_temperature = inv_temperature
         ctx.step = step
         ctx.n_classes = n_classes
@@ -120,6 +192,8 @@ class FusedSupConOut(torch.autograd.Function):
                 exps = saved_exps
                 if exps is None:
                     exps = _shifted_exp(scaled[start:stop], contrast, self_index[start:stop], shift[start:stop])
+                    if ctx.average is not None:
+                        ctx.average.apply_(exps, start)
                 grad_scaled[start:stop] = (exps @ contrast) * soft_weight[start:stop, None]
                 grad_contrast.addmm_(exps.T, scaled[start:stop] * soft_weight[start:stop, None])
 
@@ -132,4 +206,4 @@ class FusedSupConOut(torch.autograd.Function):
         grad_contrast.index_add_(0, self_index, pos_anchor)  # an anchor is not its own positive
 
         grad_anchors = grad_scaled * ctx.inv_temperature
-        return grad_anchors, grad_contrast, None, None, None, None, None
+        return grad_anchors, grad_contrast, None, None, None, None, None, None

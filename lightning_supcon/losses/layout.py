@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_supcon.losses.positives import UNKNOWN, check_mask_weights, check_multihot
+
 
 def check_inputs(
     features: Tensor,
@@ -36,6 +38,8 @@ def check_inputs(
             )
         if (labels is None) != (queue_labels is None):
             raise ValueError("Give `queue_labels` exactly when `labels` are given (the queue's classes).")
+        if labels is not None and labels.dim() == 2:
+            raise ValueError("A `queue` works with class labels (batch,), not with multi-hot labels.")
         if queue_labels is not None and queue_labels.shape != (queue.shape[0],):
             raise ValueError(
                 f"Expected `queue_labels` of shape ({queue.shape[0]},), but got {tuple(queue_labels.shape)}."
@@ -44,11 +48,26 @@ def check_inputs(
             raise ValueError(
                 f"Expected `queue` entries of {features[0, 0].numel()} features, but got {queue[0].numel()}."
             )
-    if labels is not None:
-        if labels.dim() != 1 or labels.shape[0] != batch:
-            raise ValueError(f"Expected `labels` of shape ({batch},), but got {tuple(labels.shape)}.")
-        if labels.is_floating_point() or labels.is_complex():
-            raise ValueError(f"Expected integer `labels`, but got dtype {labels.dtype}.")
+    if mask is not None:
+        check_mask_weights(mask)
+    if labels is not None and labels.dim() == 2:
+        check_multihot(labels, batch)
+    elif labels is not None:
+        _check_class_labels(labels, batch, "labels")
+    if queue_labels is not None:
+        _check_class_labels(queue_labels, queue_labels.shape[0], "queue_labels")
+
+
+def _check_class_labels(labels: Tensor, batch: int, name: str) -> None:
+    if labels.dim() != 1 or labels.shape[0] != batch:
+        raise ValueError(
+            f"Expected `{name}` of shape ({batch},), or multi-hot ({batch}, num_classes), "
+            f"but got {tuple(labels.shape)}."
+        )
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"Expected integer `{name}`, but got dtype {labels.dtype}.")
+    if labels.numel() and labels.min() < UNKNOWN:
+        raise ValueError(f"Expected `{name}` >= {UNKNOWN} ({UNKNOWN}: unknown class), but got {int(labels.min())}.")
 
 
 def view_major(z: Tensor, global_z: Tensor, offset: int, contrast_mode: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -1,6 +1,7 @@
 """The options of the SupCon loss: their types, the allowed values (one source: the ``Literal``), one validation.
 
 - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
+- [1] Zhu et al., Balanced Contrastive Learning for Long-Tailed Visual Recognition, CVPR 2022 (``"class_mean"``)
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from typing import Literal, get_args
 
 ContrastMode = Literal["all", "one"]
 Summation = Literal["out", "in"]
-Denominator = Literal["all", "one_positive", "only_negatives"]
+Denominator = Literal["all", "one_positive", "only_negatives", "class_mean"]
 Reduction = Literal["mean", "sum", "none"]
+Multilabel = Literal["jaccard", "any"]
 
 CONTRAST_MODES: tuple[str, ...] = get_args(ContrastMode)
 SUMMATIONS: tuple[str, ...] = get_args(Summation)
 DENOMINATORS: tuple[str, ...] = get_args(Denominator)
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+MULTILABELS: tuple[str, ...] = get_args(Multilabel)
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -33,6 +36,7 @@ def check_options(
     positives_cap: int | None,
     reduction: str,
     chunk_size: int | None,
+    multilabel: str = "jaccard",
 ) -> None:
     """Validate the loss's options (documented on :class:`~lightning_supcon.SupConLoss`).
 
@@ -59,6 +63,11 @@ def check_options(
     _check_choice("summation", summation, SUMMATIONS)
     _check_choice("denominator", denominator, DENOMINATORS)
     _check_choice("reduction", reduction, REDUCTIONS)
+    _check_choice("multilabel", multilabel, MULTILABELS)
+    if denominator == "class_mean" and positives_cap is not None:
+        raise ValueError(
+            f"`denominator='class_mean'` averages whole classes: it does not go with `positives_cap` ({positives_cap})."
+        )
     if positives_cap is not None and positives_cap < 0:
         raise ValueError(f"Expected argument `positives_cap` to be >= 0 or None, but got {positives_cap}.")
     if chunk_size is not None and chunk_size < 1:

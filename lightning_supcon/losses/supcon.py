@@ -2,6 +2,9 @@
 
 - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
 - [1] Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709
+- [2] HobbitLong/SupContrast (the PyTorch reference code): a float ``mask`` weights the positive pairs
+- [3] Zhu et al., Balanced Contrastive Learning for Long-Tailed Visual Recognition, CVPR 2022,
+  https://arxiv.org/abs/2207.09052 (class-averaging, ``denominator="class_mean"``)
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lightning_supcon.losses.functional import _supcon_loss
-from lightning_supcon.losses.options import ContrastMode, Denominator, Reduction, Summation, check_options
+from lightning_supcon.losses.options import ContrastMode, Denominator, Multilabel, Reduction, Summation, check_options
 
 
 class SupConLoss(nn.Module):
@@ -21,9 +24,20 @@ class SupConLoss(nn.Module):
     entries of its class are positives, all other entries form the softmax denominator. Without labels and mask it
     is SimCLR's NT-Xent loss [1] (each sample its own class).
 
-    The default path (``summation="out"``, ``denominator="all"``, no cap, labels or nothing) runs a fused
-    forward/backward that holds one N x N matrix (N = batch x views); ``chunk_size`` bounds it to
-    ``chunk_size x N`` for very large global batches. All other variants use explicit masks.
+    Supervision, in ``forward``: class ``labels`` ``(batch,)``, where ``-1`` marks an unknown class (that sample's
+    positives are only its own other views, SimCLR for it, and it is a negative for every other sample: partially
+    labelled batches); multi-hot ``labels`` ``(batch, num_classes)``, where a pair's positive weight is the Jaccard
+    overlap of the two label sets or 1 when they share a label (``multilabel``), and a sample without labels has
+    only its own views as positives; a ``mask`` of positive weights in [0, 1] [2]; or nothing (SimCLR). With
+    weights ``w_ij`` (a binary mask or class labels: ``w_ij = 1`` on positives), ``L_out`` is
+    ``l_i = -sum_j w_ij log p_ij / sum_j w_ij`` and ``L_in`` is ``l_i = -log( sum_j w_ij p_ij / sum_j w_ij )``,
+    ``p_ij`` keeping its denominator; entries of weight 0 are the negatives; an anchor whose weights sum to 0 has
+    no positive.
+
+    The default path (``summation="out"``, ``denominator="all"`` or ``"class_mean"``, no cap, class labels,
+    unknown ones included, or nothing) runs a fused forward/backward that holds one N x N matrix
+    (N = batch x views); ``chunk_size`` bounds it to ``chunk_size x N`` for very large global batches. All other
+    variants (``mask``, multi-hot labels, ``summation="in"``, a cap, the other denominators) use explicit masks.
 
     Args:
         temperature: Softmax temperature tau, > 0. The paper uses 0.1.
@@ -33,7 +47,10 @@ class SupConLoss(nn.Module):
         contrast_mode: ``"all"``: every view is an anchor; ``"one"``: only view 0 of each sample is.
         summation: ``"out"``: Eq. 2, the mean over positives outside the log; ``"in"``: Eq. 3, inside.
         denominator: As in the TensorFlow reference: ``"all"``: every entry but the anchor;
-            ``"one_positive"``: the negatives plus only the positive of the numerator; ``"only_negatives"``.
+            ``"one_positive"``: the negatives plus only the positive of the numerator; ``"only_negatives"``;
+            ``"class_mean"`` [3]: every entry but the anchor, each class contributing the mean, not the sum, of its
+            exponentials (its count: its entries in the contrast set, views included, the anchor excluded), for
+            long-tailed classes. Needs class labels (or none); not with ``positives_cap``.
         positives_cap: Keep at most this many positives besides the anchor's own views: ``positives_cap / views``
             other samples, the first ones by batch position; capped-out positives leave the denominator too.
             Must be a multiple of the number of views; ``None`` means no cap.
@@ -47,21 +64,26 @@ class SupConLoss(nn.Module):
             average the value over ranks (``sync_dist=True``) to log the global loss.
         chunk_size: Anchors per block in the fused path: memory ``chunk_size x N`` instead of ``N x N``, at the
             price of recomputing the logits in the backward pass.
+        multilabel: The positive weight of two samples with multi-hot labels: ``"jaccard"``, the Jaccard overlap
+            ``|a & b| / |a | b|`` of their label sets; ``"any"``: 1 when they share any label, else 0.
 
     Shape:
         - features: ``(batch, views, ...)``; trailing dims are flattened. Usually L2-normalised.
-        - labels: ``(batch,)`` integers, optional.
+        - labels: ``(batch,)`` integers ``>= -1`` (``-1``: unknown), or multi-hot ``(batch, num_classes)`` of 0/1
+          (any dtype); optional.
         - queue: ``(queue_size, ...)`` features of earlier batches (a memory queue, as in MoCo), contrasted with
           every anchor but never anchors themselves and never given a gradient; ``queue_labels``
           ``(queue_size,)`` their classes, required exactly when ``labels`` are given (without supervision the
           queue holds negatives only). Not with ``mask`` or ``positives_cap``.
-        - mask: ``(batch, batch)`` (``(batch, global_batch)`` when gathering), 0/1, ``mask[i, j] = 1`` when sample
-          ``j`` is a positive of sample ``i``; may be asymmetric. Exclusive with ``labels``.
+        - mask: ``(batch, batch)`` (``(batch, global_batch)`` when gathering), weights in [0, 1]: ``mask[i, j] > 0``
+          when sample ``j`` is a positive of sample ``i``, with that weight; ``mask[i, i]`` weighs the anchor's own
+          other views. May be asymmetric. Exclusive with ``labels``.
         - output: a scalar, or ``(batch,)`` for ``reduction="none"``. Computed in float32 (float64 for float64
           input), also under ``torch.autocast``.
 
     Raises:
-        ValueError: For bad options here, or bad inputs in ``forward``.
+        ValueError: For bad options here, or bad inputs in ``forward`` (e.g. mask weights outside [0, 1] or NaN,
+            labels below -1, multi-hot labels that are not 0/1).
 
     Example:
         >>> import torch
@@ -75,6 +97,15 @@ class SupConLoss(nn.Module):
         tensor(4.9218)
         >>> SupConLoss(reduction="none")(features, labels).shape
         torch.Size([8])
+        >>> SupConLoss()(features, torch.tensor([0, 1, -1, -1, 0, 1, 2, 2]))  # two samples of unknown class
+        tensor(4.9201)
+        >>> multi_hot = torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]]).repeat(2, 1)
+        >>> SupConLoss(multilabel="jaccard")(features, multi_hot)
+        tensor(4.9571)
+        >>> SupConLoss(multilabel="any")(features, multi_hot)
+        tensor(5.0761)
+        >>> SupConLoss(denominator="class_mean")(features, labels)
+        tensor(3.3042)
     """
 
     def __init__(
@@ -88,6 +119,7 @@ class SupConLoss(nn.Module):
         reduction: Reduction = "mean",
         gather_distributed: bool = True,
         chunk_size: int | None = None,
+        multilabel: Multilabel = "jaccard",
     ) -> None:
         super().__init__()
         self.temperature = temperature
@@ -99,6 +131,7 @@ class SupConLoss(nn.Module):
         self.reduction: Reduction = reduction
         self.gather_distributed = gather_distributed
         self.chunk_size = chunk_size
+        self.multilabel: Multilabel = multilabel
         options = self.init_args()
         del options["gather_distributed"]
         check_options(**options)  # once here; forward runs the checked options
@@ -132,6 +165,7 @@ class SupConLoss(nn.Module):
             self.chunk_size,
             queue,
             queue_labels,
+            self.multilabel,
         )
 
     def init_args(self) -> dict[str, Any]:
@@ -146,6 +180,7 @@ class SupConLoss(nn.Module):
             "reduction": self.reduction,
             "gather_distributed": self.gather_distributed,
             "chunk_size": self.chunk_size,
+            "multilabel": self.multilabel,
         }
 
     def extra_repr(self) -> str:
@@ -153,5 +188,6 @@ class SupConLoss(nn.Module):
             f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
             f"contrast_mode={self.contrast_mode!r}, summation={self.summation!r}, "
             f"denominator={self.denominator!r}, positives_cap={self.positives_cap}, "
-            f"reduction={self.reduction!r}, gather_distributed={self.gather_distributed}"
+            f"reduction={self.reduction!r}, gather_distributed={self.gather_distributed}, "
+            f"multilabel={self.multilabel!r}"
         )

@@ -11,7 +11,7 @@ The maths is in :mod:`lightning_supcon.metrics.knn_functional`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, get_args
 
 import torch
@@ -142,9 +142,10 @@ class KNNAccuracy(Metric):
 
     def update(self, features: Tensor, labels: Tensor, bank: bool) -> None:
         """Store ``features`` ``(B, D)`` and integer ``labels`` ``(B,)`` as bank entries or as queries."""
-        if features.ndim != 2 or labels.shape != (features.shape[0],):
+        if features.ndim != 2 or labels.shape != self._label_shape(features.shape[0]):
+            expected = "(B,)" if len(self._label_shape(0)) == 1 else f"(B, {self._label_shape(0)[1]})"
             raise ValueError(
-                f"Expected `features` (B, D) and `labels` (B,), but got {tuple(features.shape)} and "
+                f"Expected `features` (B, D) and `labels` {expected}, but got {tuple(features.shape)} and "
                 f"{tuple(labels.shape)}"
             )
         features, labels = features.detach(), labels.detach().long()
@@ -183,32 +184,43 @@ class KNNAccuracy(Metric):
             )
         for name, column in (("`bank_labels`", 5), ("query labels", 7)):
             low, high = int(stats[:, column].min()), int(stats[:, column + 1].max())
-            if low < 0 or high >= self.num_classes:
-                raise ValueError(f"Expected {name} in [0, {self.num_classes}), but got values in [{low}, {high}]")
+            if low < 0 or high >= self._label_bound():
+                raise ValueError(f"Expected {name} in [0, {self._label_bound()}), but got values in [{low}, {high}]")
 
-    def compute(self) -> dict[str, Tensor]:
-        """``{"top1": ...}``, plus ``"top5"`` when ``num_classes >= 5``; fractions in ``[0, 1]``, over all ranks.
+    def _label_shape(self, batch: int) -> tuple[int, ...]:
+        """The shape ``update`` expects of the labels of ``batch`` features: class labels ``(batch,)``."""
+        return (batch,)
 
-        Classes with equal scores are ranked by class index, lowest first; a class that got no vote from the
-        ``k`` neighbours is never a correct prediction (with ``k=1`` top-5 is top-1). Under DDP every rank must call
-        it (it all-gathers).
-        """
+    def _label_bound(self) -> int:
+        """Labels must lie in ``[0, bound)``."""
+        return self.num_classes
+
+    def _neighbour_steps(self) -> tuple[Tensor, Iterator[tuple[Candidates, Tensor]]]:
+        """Check the states of every rank; then ``(stats (W, 9), steps)``, each step the global top-``k``
+        neighbours ``(G, k)`` of that step's ``G`` global queries and the queries' labels. Under DDP every rank must
+        walk all the steps (they all-gather)."""
         gather = self._gather()
         tensors = self.query_features + self.bank_features
         dim = tensors[0].shape[1] if tensors else 0
         local = self._local_stats(dim)
         stats = torch.stack(gather(local)) if gather else local[None]  # (W, 9)
         self._check(stats)
+        return stats, self._walk(stats, gather)
+
+    def _walk(self, stats: Tensor, gather: Gather | None) -> Iterator[tuple[Candidates, Tensor]]:
         world = stats.shape[0]
         rank = dist.get_rank(self.process_group) if gather and dist.is_available() and dist.is_initialized() else 0
         dim = int(stats[:, 4].max())
         query = dim_zero_cat(self.query_features) if self.query_features else torch.zeros(0, dim, device=self.device)
-        query_labels = dim_zero_cat(self.query_labels) if self.query_labels else query.new_zeros(0, dtype=torch.long)
+        query_labels = (
+            dim_zero_cat(self.query_labels)
+            if self.query_labels
+            else query.new_zeros(self._label_shape(0), dtype=torch.long)
+        )
         k = min(self.k, int(stats[:, 0].sum()))
         offset = int(stats[:rank, 0].sum())
         per_rank = math.ceil(self.chunk_size / world)
         steps = max(math.ceil(int(rows) / per_rank) for rows in stats[:, 1])
-        hits = torch.zeros(2, dtype=torch.long, device=query.device)
         for step in range(steps):
             chunk = query[step * per_rank : (step + 1) * per_rank]
             labels = query_labels[step * per_rank : (step + 1) * per_rank]
@@ -220,13 +232,25 @@ class KNNAccuracy(Metric):
                 similarity, index, label = (gather(tensor) for tensor in neighbours)
                 parts = [Candidates(*part) for part in zip(similarity, index, label, strict=True)]
                 neighbours = merge_candidates(parts, k)
+            yield neighbours, labels
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"top1": ...}``, plus ``"top5"`` when ``num_classes >= 5``; fractions in ``[0, 1]``, over all ranks.
+
+        Classes with equal scores are ranked by class index, lowest first; a class that got no vote from the
+        ``k`` neighbours is never a correct prediction (with ``k=1`` top-5 is top-1). Under DDP every rank must call
+        it (it all-gathers).
+        """
+        stats, steps = self._neighbour_steps()
+        hits = torch.zeros(2, dtype=torch.long, device=stats.device)
+        for neighbours, labels in steps:
             scores, votes = weighted_votes(neighbours, self.num_classes, self.temperature)
             # Voted classes rank above the others even when a vote's weight underflowed to 0.
             scores = scores.masked_fill(~votes, float("-inf"))
             hits[0] += topk_correct(scores, labels, 1, allowed=votes).sum()
             if self.num_classes >= 5:
                 hits[1] += topk_correct(scores, labels, 5, allowed=votes).sum()
-        total = torch.tensor(float(stats[:, 1].sum()), device=query.device)
+        total = torch.tensor(float(stats[:, 1].sum()), device=stats.device)
         out = {"top1": hits[0].float() / total}
         if self.num_classes >= 5:
             out["top5"] = hits[1].float() / total

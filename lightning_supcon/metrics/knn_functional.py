@@ -35,7 +35,8 @@ PAD_INDEX = torch.iinfo(torch.int64).max
 
 
 class Candidates(NamedTuple):
-    """Neighbour candidates of ``Q`` queries, ``(Q, m)`` each, sorted by ascending ``bank_index`` along dim 1."""
+    """Neighbour candidates of ``Q`` queries, ``(Q, m)`` each, sorted by ascending ``bank_index`` along dim 1;
+    ``label`` is ``(Q, m, L)`` for multi-hot bank labels ``(N, L)``."""
 
     similarity: Tensor
     bank_index: Tensor
@@ -99,9 +100,16 @@ def exact_topk(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return top, cols
 
 
+def _take(label: Tensor, cols: Tensor) -> Tensor:
+    """``label[q, cols[q, j]]`` for labels ``(Q, M)`` or multi-hot ``(Q, M, L)`` and columns ``(Q, m)``."""
+    if label.dim() == 2:
+        return label.gather(1, cols)
+    return label.gather(1, cols[..., None].expand(-1, -1, label.shape[2]))
+
+
 def _by_index(similarity: Tensor, index: Tensor, label: Tensor) -> Candidates:
     index, order = index.sort(dim=1)
-    return Candidates(similarity.gather(1, order), index, label.gather(1, order))
+    return Candidates(similarity.gather(1, order), index, _take(label, order))
 
 
 def merge_candidates(parts: list[Candidates], k: int) -> Candidates:
@@ -118,7 +126,7 @@ def merge_candidates(parts: list[Candidates], k: int) -> Candidates:
     similarity = torch.cat([part.similarity for part in parts], dim=1)
     top, cols = exact_topk(similarity, k)
     index = torch.cat([part.bank_index for part in parts], dim=1).gather(1, cols)
-    label = torch.cat([part.label for part in parts], dim=1).gather(1, cols)
+    label = _take(torch.cat([part.label for part in parts], dim=1), cols)
     return _by_index(top, index, label)
 
 
@@ -149,7 +157,7 @@ def shard_candidates(
     Args:
         query: ``(Q, D)`` queries from :func:`similarity_features` (float64).
         features: The shard's entries as a list of ``(B_i, D)`` batches (any floating dtype, not normalised).
-        labels: Their integer labels, ``(B_i,)`` each.
+        labels: Their integer labels, ``(B_i,)`` each, or multi-hot labels ``(B_i, L)``.
         offset: Global index of the shard's first entry.
         k: Candidates per query; a shard with fewer entries pads with similarity ``-inf`` and index ``PAD_INDEX``.
         block_rows: Bank entries per block.
@@ -166,10 +174,11 @@ def shard_candidates(
             part if best is None else merge_candidates([best, part], min(k, best.bank_index.shape[1] + cols.shape[1]))
         )
     missing = k - (0 if best is None else best.bank_index.shape[1])
+    label_shape = labels[0].shape[1:] if labels else ()  # (L,) for multi-hot labels
     pad = Candidates(
         query.new_full((query.shape[0], missing), float("-inf")),
         torch.full((query.shape[0], missing), PAD_INDEX, dtype=torch.long, device=query.device),
-        torch.zeros(query.shape[0], missing, dtype=torch.long, device=query.device),
+        torch.zeros(query.shape[0], missing, *label_shape, dtype=torch.long, device=query.device),
     )
     if best is None:
         return pad

@@ -16,6 +16,8 @@ Each is averaged over the queries. Two conventions, the same as pytorch-metric-l
   has ``R = 0`` the metrics are NaN;
 - ties in similarity are broken by position in the embedding set, lower index first (deterministic; the order
   of exact ties in other libraries is unspecified, so results can differ only when similarities tie exactly).
+
+Multi-hot labels ``(N, L)`` are accepted: each distinct label set is one class (relevant = exactly the same labels).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def retrieval_metrics(embeddings: Tensor, labels: Tensor, chunk_size: int = 1024
 
     Args:
         embeddings: ``(N, D)`` features.
-        labels: ``(N,)`` integer class labels (any values).
+        labels: ``(N,)`` integer class labels (any values), or ``(N, L)`` multi-hot labels (a set is a class).
         chunk_size: Queries per block.
 
     Returns:
@@ -82,14 +84,14 @@ def retrieval_metrics(embeddings: Tensor, labels: Tensor, chunk_size: int = 1024
         {'precision_at_1': 0.75, 'r_precision': 0.6667, 'map_at_r': 0.5972}
     """
     _check_chunk_size(chunk_size)
-    if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
+    if embeddings.ndim != 2 or labels.ndim not in (1, 2) or labels.shape[0] != embeddings.shape[0]:
         raise ValueError(
-            f"Expected `embeddings` (N, D) and `labels` (N,), but got {tuple(embeddings.shape)} and "
+            f"Expected `embeddings` (N, D) and `labels` (N,) or (N, L), but got {tuple(embeddings.shape)} and "
             f"{tuple(labels.shape)}"
         )
     num = embeddings.shape[0]
     embeddings = F.normalize(embeddings.to(compute_dtype(embeddings.dtype)), dim=1)  # float64 stays float64
-    _, class_index, class_counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    _, class_index, class_counts = torch.unique(labels, dim=0, return_inverse=True, return_counts=True)
     num_relevant = class_counts[class_index] - 1  # (N,) R of every query
     sums = torch.zeros(len(METRIC_NAMES), dtype=torch.float64, device=embeddings.device)
     for start in range(0, num, chunk_size):
@@ -155,10 +157,10 @@ class RetrievalMetrics(Metric):
         self.add_state("labels", default=[], dist_reduce_fx="cat")
 
     def update(self, embeddings: Tensor, labels: Tensor) -> None:
-        """Store ``embeddings`` ``(B, D)`` and their integer ``labels`` ``(B,)``."""
-        if embeddings.ndim != 2 or labels.shape != (embeddings.shape[0],):
+        """Store ``embeddings`` ``(B, D)`` and their integer ``labels`` ``(B,)`` or multi-hot labels ``(B, L)``."""
+        if embeddings.ndim != 2 or labels.ndim not in (1, 2) or labels.shape[0] != embeddings.shape[0]:
             raise ValueError(
-                f"Expected `embeddings` (B, D) and `labels` (B,), but got {tuple(embeddings.shape)} and "
+                f"Expected `embeddings` (B, D) and `labels` (B,) or (B, L), but got {tuple(embeddings.shape)} and "
                 f"{tuple(labels.shape)}"
             )
         self.embeddings.append(embeddings.detach())

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import pytorch_lightning as pl
-import torch.nn.functional as F
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
@@ -22,8 +21,14 @@ from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
 from lightning_supcon.models.encoders import resolve_encoder
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
 from lightning_supcon.models.hparams import save_hparams
-from lightning_supcon.models.labels import check_labels
-from lightning_supcon.models.online_eval import STAGES, OnlineEvaluation, accuracy_metrics
+from lightning_supcon.models.labels import check_labels, classifier_loss
+from lightning_supcon.models.online_eval import (
+    STAGES,
+    OnlineEvaluation,
+    classifier_metrics,
+    is_headline,
+    metric_scores,
+)
 from lightning_supcon.models.optimization import OptimizationMixin, Schedule, sgd
 
 TrainViews = Literal["all", "first", "single"]
@@ -40,17 +45,21 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
 
     Logs ``train/loss``, ``train/top1``, ``val/loss``, ``val/top1``, ``val/top5`` and the same under ``test/``
     (top-k accuracies are torchmetrics states, summed over processes under DDP). ``predict_step`` returns
-    ``{"features", "logits", "labels"}``.
+    ``{"features", "logits", "labels"}``. With ``multilabel`` the head is a multi-label classifier: one logit per
+    label, binary cross-entropy, and ``train/f1``, ``train/accuracy``, ``val/map``, ``val/f1``, ``val/accuracy``
+    (:mod:`lightning_supcon.metrics.multilabel`) instead of the top-k accuracies.
 
     Args:
         encoder: A built-in name (``"small_cnn"``, ``"resnet18"``, ..., ``"resnet50"``) or any ``nn.Module`` mapping
             inputs to ``(batch, feature_dim)`` features.
         feature_dim: Size of the encoder's features; inferred for built-ins and modules with ``feature_dim``.
         in_channels: Image channels for built-in encoders (linked from the DataModule by the CLI).
-        num_classes: Number of classes (linked from the DataModule by the CLI).
+        num_classes: Number of classes, or of labels with ``multilabel`` (linked from the DataModule by the CLI).
         train_views: ``"all"``: training inputs are ``(B, V, ...)`` and each view is a sample (labels repeated);
             ``"first"``: ``(B, V, ...)``, only view 0 is used; ``"single"``: training inputs are ``(B, ...)``.
         label_smoothing: Label smoothing of the cross-entropy (0: none, as in [0]).
+        multilabel: Labels are multi-hot ``(batch, num_classes)`` (linked from a multi-label DataModule by the CLI):
+            binary cross-entropy per label (see :func:`~lightning_supcon.models.labels.classifier_loss`).
         knn_k: Neighbours of an online kNN of the encoder features (``val/knn_top1``, as SupConModule logs);
             0 (the default): off.
         knn_temperature: Temperature of the kNN vote weights.
@@ -61,7 +70,8 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
 
     Raises:
         ValueError: For ``num_classes < 2``, an unknown ``train_views`` or a negative ``label_smoothing``; during
-            training, for inputs without the view dimension or labels outside ``[0, num_classes)``.
+            training, for inputs without the view dimension or labels outside ``[0, num_classes)`` (not 0/1
+            multi-hot of shape ``(batch, num_classes)`` with ``multilabel``).
 
     Example:
         >>> import torch
@@ -81,6 +91,7 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
         num_classes: int = 10,
         train_views: TrainViews = "all",
         label_smoothing: float = 0.0,
+        multilabel: bool = False,
         knn_k: int = 0,
         knn_temperature: float = 0.07,
         optimizer: OptimizerCallable | None = None,
@@ -97,15 +108,16 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__
         self.online = OnlineEvaluation(
-            self.feature_dim, num_classes, probe=False, knn_k=knn_k, knn_temperature=knn_temperature
+            self.feature_dim, num_classes, False, knn_k=knn_k, knn_temperature=knn_temperature, multilabel=multilabel
         )
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         self.num_classes = num_classes
+        self.multilabel = multilabel
         self.train_views = train_views
         self.label_smoothing = label_smoothing
-        self.train_metrics = accuracy_metrics(num_classes, top5=False).clone(prefix="train/")
+        self.train_metrics = classifier_metrics(num_classes, multilabel, train=True).clone(prefix="train/")
         self.eval_metrics = nn.ModuleDict(
-            {stage: accuracy_metrics(num_classes).clone(prefix=f"{stage}/") for stage in STAGES}
+            {stage: classifier_metrics(num_classes, multilabel).clone(prefix=f"{stage}/") for stage in STAGES}
         )
 
     def features(self, inputs: Tensor) -> Tensor:
@@ -120,7 +132,7 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
 
     def _training_inputs(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Flatten training inputs to single samples ``(N, *input_shape)`` and labels ``(N,)`` per ``train_views``."""
-        check_labels(labels, inputs.shape[0], self.num_classes)
+        check_labels(labels, inputs.shape[0], self.num_classes, self.multilabel)
         if self.train_views == "single":
             return inputs, labels
         if inputs.dim() < 3:
@@ -131,13 +143,13 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
         if self.train_views == "first":
             return inputs[:, 0], labels
         n_views = inputs.shape[1]
-        return inputs.flatten(0, 1), labels.repeat_interleave(n_views)  # sample-major, as the views are stored
+        return inputs.flatten(0, 1), labels.repeat_interleave(n_views, dim=0)  # sample-major, as the views are stored
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, labels = self._training_inputs(*batch)
         logits = self(inputs)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        self.train_metrics(logits, labels)
+        loss = classifier_loss(logits, labels, self.multilabel, self.label_smoothing)
+        self.train_metrics(metric_scores(logits.detach(), self.multilabel), labels)
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         self.log_dict(self.train_metrics, prog_bar=True)
         return loss
@@ -145,15 +157,16 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         """Update the ``stage`` metrics with one batch; returns the encoder features ``(batch, feature_dim)``."""
         images, labels = batch
+        check_labels(labels, images.shape[0], self.num_classes, self.multilabel)
         features = self.features(images)
         self.online.eval_step(features, labels, stage)
         logits = self.classifier(features)
         metrics = self.eval_metrics[stage]
         assert isinstance(metrics, MetricCollection)
-        metrics(logits, labels)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        metrics(metric_scores(logits, self.multilabel), labels)
+        self.log(f"{stage}/loss", classifier_loss(logits, labels, self.multilabel), sync_dist=True)
         for name, metric in metrics.items(keep_base=False):
-            self.log(name, metric, prog_bar=name.endswith("top1"))
+            self.log(name, metric, prog_bar=is_headline(name))
         return features
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

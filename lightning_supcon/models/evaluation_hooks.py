@@ -12,7 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch import Tensor
 
-from lightning_supcon.models.online_eval import OnlineEvaluation
+from lightning_supcon.models.online_eval import OnlineEvaluation, is_headline
 from lightning_supcon.utils.bank import bank_batches
 
 
@@ -34,7 +34,7 @@ class OnlineEvaluationHooks(pl.LightningModule):
         """Encode the kNN bank, then log ``{stage}/knn_*`` (nothing when the kNN is off or there is no bank)."""
         self.online.fill_bank(self.encode, bank_batches(self.trainer))
         for name, value in self.online.knn_results(stage).items():  # already global: sync_dist averages equals
-            self.log(name, value, prog_bar=name.endswith("top1"), sync_dist=True)
+            self.log(name, value, prog_bar=is_headline(name), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_knn("val")

@@ -43,6 +43,7 @@ class LinearProbeModule(CrossEntropyModule):
         in_channels: Image channels (linked from the DataModule by the CLI).
         num_classes: Number of classes (linked from the DataModule by the CLI).
         train_views: See :class:`CrossEntropyModule`.
+        multilabel: A multi-label head (see :class:`CrossEntropyModule`), linked from a multi-label DataModule.
         retrieval: Also log Precision@1, R-Precision and MAP@R of the encoder features on the evaluation set.
         optimizer: Any ``torch.optim`` optimiser or LARS, as in :class:`CrossEntropyModule` ([0] trains its
             ImageNet classifier with RMSProp, the CIFAR reference code with SGD); ``None``: SGD, lr 0.1, momentum
@@ -69,13 +70,21 @@ class LinearProbeModule(CrossEntropyModule):
         in_channels: int = 3,
         num_classes: int = 10,
         train_views: TrainViews = "all",
+        multilabel: bool = False,
         retrieval: bool = True,
         optimizer: OptimizerCallable | None = None,
         schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
         trust_checkpoint: bool = False,
     ) -> None:
         super().__init__(
-            encoder, feature_dim, in_channels, num_classes, train_views, optimizer=optimizer, schedule=schedule
+            encoder,
+            feature_dim,
+            in_channels,
+            num_classes,
+            train_views,
+            multilabel=multilabel,
+            optimizer=optimizer,
+            schedule=schedule,
         )
         self.checkpoint = checkpoint
         if checkpoint is not None:

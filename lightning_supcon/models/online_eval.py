@@ -6,7 +6,9 @@
   https://arxiv.org/abs/1805.01978 (weighted kNN)
 
 A plain ``nn.Module`` holding the probe, its metrics and the kNN metric; the LightningModule that owns it calls
-its steps and logs what they return. The kNN bank is the clean training set, encoded at the end of each
+its steps and logs what they return. With ``multilabel=True`` the labels are multi-hot ``(N, num_labels)``: the
+probe is trained with binary cross-entropy and both are rated by mAP, F1 and label accuracy
+(:mod:`lightning_supcon.metrics.multilabel`). The kNN bank is the clean training set, encoded at the end of each
 evaluation epoch (:func:`~lightning_supcon.utils.bank.bank_batches` reads it from the DataModule).
 """
 
@@ -16,12 +18,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from lightning_supcon.metrics.knn import BankDtype, KNNAccuracy
+from lightning_supcon.metrics.knn_multilabel import MultilabelKNN
+from lightning_supcon.metrics.multilabel import multilabel_metrics
 from lightning_supcon.metrics.topk import TopKAccuracy
+from lightning_supcon.models.labels import classifier_loss, known
 from lightning_supcon.utils.numerics import l2_normalize
 
 STAGES = ("val", "test")
@@ -43,23 +47,49 @@ def accuracy_metrics(num_classes: int, top5: bool = True) -> MetricCollection:
     return MetricCollection(metrics)
 
 
+def classifier_metrics(num_classes: int, multilabel: bool, train: bool = False) -> MetricCollection:
+    """The metrics of a classifier's scores: top-1 (and top-5 unless ``train``) accuracy of class logits, or with
+    ``multilabel`` the ``f1`` and ``accuracy`` (and ``map`` unless ``train``) of label probabilities.
+
+    Example:
+        >>> sorted(classifier_metrics(3, multilabel=True).keys())
+        ['accuracy', 'f1', 'map']
+    """
+    return (
+        multilabel_metrics(num_classes, ranking=not train) if multilabel else accuracy_metrics(num_classes, not train)
+    )
+
+
+def metric_scores(logits: Tensor, multilabel: bool) -> Tensor:
+    """What :func:`classifier_metrics` rate: the logits of classes, the probabilities (sigmoid) of labels."""
+    return logits.sigmoid() if multilabel else logits
+
+
+def is_headline(name: str) -> bool:
+    """Whether a logged metric goes to the progress bar: top-1 accuracy, or mAP for multi-label data."""
+    return name.endswith(("top1", "map"))
+
+
 class OnlineEvaluation(nn.Module):
     """A linear probe on detached features and a weighted kNN classifier, with their metrics.
 
     Logged names (by the owning module): ``train/probe_loss``, ``train/probe_top1``, ``{stage}/probe_top1``,
-    ``{stage}/probe_top5`` and ``{stage}/knn_top1``, ``{stage}/knn_top5`` for ``stage`` in ``val``, ``test``.
+    ``{stage}/probe_top5`` and ``{stage}/knn_top1``, ``{stage}/knn_top5`` for ``stage`` in ``val``, ``test``; with
+    ``multilabel``: ``train/probe_f1``, ``train/probe_accuracy``, ``{stage}/probe_map``, ``{stage}/probe_f1``,
+    ``{stage}/probe_accuracy`` and ``{stage}/knn_map``, ``{stage}/knn_f1``, ``{stage}/knn_accuracy``.
 
     Args:
         feature_dim: Size of the encoder features.
-        num_classes: Number of classes.
+        num_classes: Number of classes, or of labels with ``multilabel``.
         probe: Train a linear probe (its own parameter group, learning rate ``probe_lr``, no weight decay).
         probe_lr: Learning rate of the probe.
         knn_k: Neighbours of the kNN; 0 turns it off (and the clean training pass with it).
         knn_temperature: Temperature of the kNN vote weights.
         knn_bank_dtype: Storage dtype of the kNN bank (``"bfloat16"`` halves it); ``None``: the features' dtype.
+        multilabel: Labels are multi-hot ``(N, num_classes)``: binary cross-entropy and multi-label metrics.
 
     Raises:
-        ValueError: For ``num_classes < 2`` or ``knn_k < 0``.
+        ValueError: For ``num_classes < 2`` (``< 1`` with ``multilabel``) or ``knn_k < 0``.
 
     Example:
         >>> import torch
@@ -79,60 +109,79 @@ class OnlineEvaluation(nn.Module):
         probe_lr: float = 0.1,
         knn_k: int = 200,
         knn_temperature: float = 0.07,
+        multilabel: bool = False,
         knn_bank_dtype: BankDtype | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"Expected `num_classes` >= 2, but got {num_classes}.")
+        if num_classes < (1 if multilabel else 2):
+            raise ValueError(f"Expected `num_classes` >= {1 if multilabel else 2}, but got {num_classes}.")
         if knn_k < 0:
             raise ValueError(f"Expected `knn_k` >= 0 (0 turns kNN off), but got {knn_k}.")
         self.probe_lr = probe_lr
+        self.multilabel = multilabel
         self.probe = nn.Linear(feature_dim, num_classes) if probe else None
-        self.train_metrics = accuracy_metrics(num_classes, top5=False).clone(prefix="train/probe_")
+        self.train_metrics = classifier_metrics(num_classes, multilabel, train=True).clone(prefix="train/probe_")
         self.eval_metrics = nn.ModuleDict(
-            {stage: accuracy_metrics(num_classes).clone(prefix=f"{stage}/probe_") for stage in STAGES}
+            {stage: classifier_metrics(num_classes, multilabel).clone(prefix=f"{stage}/probe_") for stage in STAGES}
         )
+        knn_class = MultilabelKNN if multilabel else KNNAccuracy
         self.knn = (
-            KNNAccuracy(num_classes, k=knn_k, temperature=knn_temperature, bank_dtype=knn_bank_dtype)
+            knn_class(num_classes, k=knn_k, temperature=knn_temperature, bank_dtype=knn_bank_dtype)
             if knn_k > 0
             else None
         )
 
-    def training_step(self, features: Tensor, labels: Tensor) -> Tensor | None:
-        """The probe's cross-entropy on detached ``features`` ``(N, feature_dim)`` with ``labels`` ``(N,)``, and
-        an update of ``train_metrics``; ``None`` without a probe."""
+    def training_step(self, features: Tensor, labels: Tensor, detach: bool = True) -> Tensor | None:
+        """The probe's cross-entropy (binary with ``multilabel``) on ``features`` ``(N, feature_dim)`` with
+        ``labels`` ``(N,)`` (``(N, num_classes)`` multi-hot), and an update of ``train_metrics``; ``None`` without a
+        probe. ``detach=False`` lets the loss's gradient reach the features (a classifier trained jointly with the
+        encoder); by default the probe only reads them. Samples of unknown class (``-1``) are left out (a batch
+        without a known label gives a zero loss)."""
         if self.probe is None:
             return None
-        logits = self.probe(features.detach())
-        self.train_metrics(logits, labels)  # forward: the batch value for on_step logging, and accumulate
-        return F.cross_entropy(logits, labels)
+        labelled = known(labels)
+        features, labels = features[labelled], labels[labelled]
+        logits = self.probe(features.detach() if detach else features)
+        if not labelled.any():
+            return logits.sum() * 0.0  # zero, and still a graph for the optimiser
+        # forward: the batch value for on_step logging, and accumulate
+        self.train_metrics(metric_scores(logits.detach(), self.multilabel), labels)
+        return classifier_loss(logits, labels, self.multilabel)
 
     def eval_step(self, features: Tensor, labels: Tensor, stage: str) -> MetricCollection | None:
-        """Update the kNN queries and the probe's ``stage`` metrics with one evaluation batch.
+        """Update the kNN queries and the probe's ``stage`` metrics with one evaluation batch (its samples of
+        known class).
 
         Returns:
-            The probe metrics to log for this batch, or ``None`` without a probe.
+            The probe metrics to log for this batch, or ``None`` without a probe or a known label.
         """
+        labelled = known(labels)
+        if not labelled.any():
+            return None
+        features, labels = features[labelled], labels[labelled]
         if self.knn is not None:
             self.knn.update(l2_normalize(features, dim=1), labels, bank=False)
         if self.probe is None:
             return None
         metrics = self.eval_metrics[stage]
         assert isinstance(metrics, MetricCollection)
-        metrics(self.probe(features), labels)
+        metrics(metric_scores(self.probe(features), self.multilabel), labels)
         return metrics
 
     @torch.no_grad()
     def fill_bank(self, encode: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tensor, Tensor]]) -> None:
-        """Add the features ``encode(images)`` of the clean training ``batches`` to the kNN bank (no-op when off)."""
+        """Add the features ``encode(images)`` of the clean training ``batches`` to the kNN bank (no-op when off);
+        samples of unknown class (``-1``) are not encoded."""
         if self.knn is None:
             return
         for images, labels in batches:
-            self.knn.update(l2_normalize(encode(images), dim=1), labels, bank=True)
+            labelled = known(labels)
+            if labelled.any():
+                self.knn.update(l2_normalize(encode(images[labelled]), dim=1), labels[labelled], bank=True)
 
     def knn_results(self, stage: str) -> dict[str, Tensor]:
-        """``{"{stage}/knn_top1": ..., "{stage}/knn_top5": ...}`` over every rank's samples, then reset; empty when
-        the kNN is off or saw no bank or no query."""
+        """``{"{stage}/knn_top1": ..., "{stage}/knn_top5": ...}`` (``knn_map``, ``knn_f1``, ``knn_accuracy`` with
+        ``multilabel``) over every rank's samples, then reset; empty when the kNN is off or saw no bank or no query."""
         if self.knn is None:
             return {}
         results: dict[str, Tensor] = {}

@@ -20,7 +20,7 @@ from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
 from lightning_supcon.models.heads import HeadKind, ProjectionHead
 from lightning_supcon.models.hparams import save_hparams
 from lightning_supcon.models.labels import check_labels
-from lightning_supcon.models.online_eval import OnlineEvaluation
+from lightning_supcon.models.online_eval import OnlineEvaluation, is_headline
 from lightning_supcon.models.optimization import OptimizationMixin, Schedule, sgd
 from lightning_supcon.models.queue import MemoryQueue, MomentumEncoder
 from lightning_supcon.utils import distributed
@@ -30,7 +30,9 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
     """Supervised contrastive pretraining (stage 1 of [0]) with online evaluation.
 
     Batches are ``(views, labels)`` with ``views`` of shape ``(batch, n_views, *input_shape)``: augmentation belongs
-    to the DataModule, so a plain DataLoader of ready-made views works too. Under DDP the loss contrasts local
+    to the DataModule, so a plain DataLoader of ready-made views works too. ``labels`` are class labels ``(batch,)``,
+    ``-1`` for a sample of unknown class (its own views are its only positives; probe and kNN leave it out), or
+    multi-hot ``(batch, num_classes)`` with ``multilabel``. Under DDP the loss contrasts local
     anchors with the features of every rank (the loss's ``gather_distributed=True``), with exact gradients.
 
     Online evaluation (:class:`~lightning_supcon.models.online_eval.OnlineEvaluation`), from the first epoch: a
@@ -45,7 +47,8 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         feature_dim: Size of the encoder's features; inferred for built-ins and modules with a ``feature_dim``
             attribute, required otherwise.
         in_channels: Image channels for built-in encoders (linked from the DataModule by the CLI).
-        num_classes: Classes of the online probe and kNN (linked from the DataModule by the CLI).
+        num_classes: Classes of the online probe and kNN, or labels per sample with ``multilabel`` (linked from the
+            DataModule by the CLI).
         projection_dim: Output size of the projection head (the paper: 128).
         projection_head: ``"mlp"`` (hidden size = feature_dim, as in the paper) or ``"linear"``.
         loss: The contrastive loss, with its options (temperature, summation, ``gather_distributed``, ...);
@@ -54,6 +57,13 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         supervised: Use labels; ``False`` trains SimCLR (each sample its own class) on the same data.
         probe: Train the online linear probe.
         probe_lr: Learning rate of the online probe (its own parameter group, no weight decay, not scaled).
+        ce_weight: ``0``: the probe reads detached features (evaluation only). ``> 0``: the probe is a classifier
+            trained jointly with the encoder, its cross-entropy's gradient reaching it: the training loss is
+            ``SupCon + ce_weight x CE`` (logged ``train/loss``, ``train/ce_loss``, ``train/total_loss``): the
+            ``stage_1_cross_entropy_loss_weight`` of the TensorFlow code of [0]. Needs ``probe=True``.
+        multilabel: Labels are multi-hot ``(batch, num_classes)`` (linked from a multi-label DataModule by the
+            CLI): the loss weighs pairs by their label overlap (its ``multilabel`` option), the probe and kNN are
+            rated by mAP and F1 (see :mod:`lightning_supcon.models.labels`). Not with a queue.
         knn_k: Neighbours of the online kNN; 0 turns it off (and the clean training pass with it).
         knn_temperature: Temperature of the kNN vote weights.
         knn_bank_dtype: Storage dtype of the kNN bank, sharded over the processes (``"bfloat16"`` halves it); ``None``:
@@ -72,8 +82,9 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         compile_encoder: ``torch.compile`` the encoder.
 
     Raises:
-        ValueError: For ``num_classes < 2``, ``knn_k < 0``, ``queue_size < 0``, or a ``queue_momentum`` without a
-            queue or outside ``[0, 1)``.
+        ValueError: For ``num_classes < 2``, ``knn_k < 0``, ``queue_size < 0``, a ``queue_momentum`` without a
+            queue or outside ``[0, 1)``, a negative ``ce_weight`` or one without probe, or a queue with
+            ``multilabel``.
 
     Example:
         >>> model = SupConModule(encoder="small_cnn", in_channels=1, loss=SupConLoss(temperature=0.2))
@@ -95,6 +106,8 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         supervised: bool = True,
         probe: bool = True,
         probe_lr: float = 0.1,
+        ce_weight: float = 0.0,
+        multilabel: bool = False,
         knn_k: int = 200,
         knn_temperature: float = 0.07,
         knn_bank_dtype: BankDtype | None = None,
@@ -110,6 +123,12 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
             raise ValueError(f"Expected `queue_size` >= 0 (0 turns the queue off), but got {queue_size}.")
         if queue_momentum is not None and not queue_size > 0:
             raise ValueError(f"`queue_momentum` ({queue_momentum}) needs a queue: set `queue_size` > 0.")
+        if not ce_weight >= 0:
+            raise ValueError(f"Expected `ce_weight` >= 0 (0: a detached probe), but got {ce_weight}.")
+        if ce_weight > 0 and not probe:
+            raise ValueError(f"`ce_weight` ({ce_weight}) trains the probe jointly with the encoder: set `probe=True`.")
+        if multilabel and queue_size > 0:
+            raise ValueError("The memory queue holds class labels: set `queue_size: 0` with `multilabel=True`.")
         self.criterion = loss if loss is not None else SupConLoss()
         self.optimizer = optimizer if optimizer is not None else sgd(lr=0.05, weight_decay=1e-4)
         self.schedule = schedule
@@ -118,9 +137,18 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__
         self.head = ProjectionHead(self.feature_dim, projection_dim, kind=projection_head)
         self.online = OnlineEvaluation(
-            self.feature_dim, num_classes, probe, probe_lr, knn_k, knn_temperature, knn_bank_dtype=knn_bank_dtype
+            self.feature_dim,
+            num_classes,
+            probe,
+            probe_lr,
+            knn_k,
+            knn_temperature,
+            multilabel=multilabel,
+            knn_bank_dtype=knn_bank_dtype,
         )
         self.num_classes = num_classes
+        self.multilabel = multilabel
+        self.ce_weight = ce_weight
         self.supervised = supervised
         self.queue = MemoryQueue(queue_size, projection_dim) if queue_size > 0 else None
         self.momentum_encoder = (
@@ -152,7 +180,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
             raise ValueError(
                 f"Expected training views of shape (batch, n_views, *input_shape), but got {tuple(views.shape)}."
             )
-        check_labels(labels, views.shape[0], self.num_classes)
+        check_labels(labels, views.shape[0], self.num_classes, self.multilabel, allow_unknown=True)
         if views.shape[1] == 1 and not self.supervised:
             raise ValueError(
                 "n_views=1 without labels (supervised=False) leaves every anchor without a positive: use n_views >= 2."
@@ -182,12 +210,18 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         gathering = self.criterion.gather_distributed and distributed.is_distributed()
         global_batch = batch_size * (self.trainer.world_size if gathering else 1)
         self.log("train/global_batch", float(global_batch), reduce_fx="max")
-        probe_loss = self.online.training_step(features, labels.repeat_interleave(n_views))
-        if probe_loss is not None:
-            self.log("train/probe_loss", probe_loss, sync_dist=True)
-            self.log_dict(self.online.train_metrics, prog_bar=True)
-            loss = loss + probe_loss
-        return loss
+        # With ce_weight > 0 the probe is a classifier trained jointly: its gradient reaches the encoder.
+        probe_loss = self.online.training_step(features, labels.repeat_interleave(n_views, dim=0), not self.ce_weight)
+        if probe_loss is None:
+            return loss
+        self.log_dict(self.online.train_metrics, prog_bar=True)
+        if self.ce_weight:
+            loss = loss + self.ce_weight * probe_loss
+            self.log("train/ce_loss", probe_loss, sync_dist=True)
+            self.log("train/total_loss", loss, sync_dist=True)
+            return loss
+        self.log("train/probe_loss", probe_loss, sync_dist=True)
+        return loss + probe_loss
 
     @torch.no_grad()
     def _enqueue(self, views: Tensor, projections: Tensor, labels: Tensor) -> None:
@@ -214,7 +248,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         metrics = self.online.eval_step(features, labels, stage)
         if metrics is not None:
             for name, metric in metrics.items(keep_base=False):
-                self.log(name, metric, prog_bar=name.endswith("top1"))
+                self.log(name, metric, prog_bar=is_headline(name))
         if self.supervised:
             # Within each process: under DDP the ranks may run different numbers of evaluation batches (every
             # sample once, no padding), so an evaluation step must hold no collective.

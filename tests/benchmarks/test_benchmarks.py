@@ -94,7 +94,17 @@ class TestLoss:
         proc = run_script("loss.py", "--batch", "16", "--runs", "1", "--device", "cpu", tmp_path=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         variants = ["lightning_supcon", "textbook", "pytorch_metric_learning", "matmul_bound"]
-        assert list(table_rows(proc.stdout)) == variants
+        supervision = [
+            "class labels",
+            "partial labels (50% -1)",
+            "class_mean denominator",
+            "weighted mask",
+            "multi-hot",
+        ]
+        rows = table_rows(proc.stdout)
+        assert list(rows) == [*variants, "supervision", *supervision]  # two tables; the second's header row
+        assert rows["class labels"][2:4] == ["1.00x", "1.00x"]
+        assert rows["partial labels (50% -1)"][0] == "fused" and rows["multi-hot"][0] == "explicit masks"
 
 
 class TestGPUScript:

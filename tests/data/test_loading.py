@@ -45,6 +45,13 @@ class TestEpochSampler:
 
 
 class TestMappedDataset:
+    def test_class_labels_as_int_multi_hot_labels_as_tensors(self) -> None:
+        data = MappedDataset(
+            [(torch.zeros(1), torch.tensor(3)), (torch.zeros(1), torch.tensor([1, 0, 1]))], lambda x: x
+        )
+        assert data[0][1] == 3 and isinstance(data[0][1], int)
+        assert data[(1, 7)][1].tolist() == [1, 0, 1]
+
     def test_seeded_transform_leaves_the_global_generator_alone(self) -> None:
         data = MappedDataset([(torch.zeros(1), 0)] * 3, lambda x: x + torch.rand(1))
         torch.manual_seed(0)

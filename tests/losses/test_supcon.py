@@ -191,8 +191,9 @@ class TestEdgeCases:
         torch.testing.assert_close(out, reference_supcon(feats, labels, **kwargs), rtol=1e-12, atol=1e-14)
 
     def test_labels_on_any_integer_values(self) -> None:
+        """Any ids >= 0 (below 0 only -1, the unknown class: see TestPartialLabels)."""
         feats = _features(6, 2)
-        torch.testing.assert_close(supcon_loss(feats, LABELS * 1000 - 7), supcon_loss(feats, LABELS))
+        torch.testing.assert_close(supcon_loss(feats, LABELS * 1000 + 7), supcon_loss(feats, LABELS))
 
 
 class TestBadInput:

@@ -35,10 +35,23 @@ SUM_CASES = [
     for s, su, sz in itertools.product(["labels", "simclr"], ["out", "in"], [(4, 4), (5, 3)])
 ]
 CASES += SUM_CASES
+# Issue 17: unknown labels (-1 at the same local positions on both ranks: local group ids would collide),
+# weighted masks, multi-hot labels, and the class-averaged denominator.
+VARIANT_CASES = [
+    {"views": v, "supervision": s, "contrast_mode": "all", "summation": su, "sizes": sz}
+    for v, s, su, sz in itertools.product(
+        [1, 2], ["partial", "weighted", "jaccard", "any"], ["out", "in"], [(4, 4), (5, 3)]
+    )
+] + [
+    {"views": v, "supervision": s, "contrast_mode": m, "summation": su, "sizes": (5, 3), "denominator": "class_mean"}
+    for v, s, m, su in itertools.product([1, 2], ["labels", "partial", "simclr"], ["all", "one"], ["out", "in"])
+]
+CASES += VARIANT_CASES
+PARTIAL_CONTROL = VARIANT_CASES[2]  # 1 view, unknown labels, L_in, 4 + 4
 
 
 def _case_inputs(case: dict) -> tuple[Tensor, Tensor | None, Tensor]:
-    """The global batch of a case: inputs (B, V, 6), labels or None, and the weight (8, 6)."""
+    """The global batch of a case: inputs (B, V, 6), labels (or a weighted mask's rows) or None, the weight (8, 6)."""
     gen = torch.Generator().manual_seed(1)
     batch = sum(case["sizes"])
     x = torch.randn(batch, case["views"], 6, generator=gen, dtype=torch.float64)
@@ -48,6 +61,14 @@ def _case_inputs(case: dict) -> tuple[Tensor, Tensor | None, Tensor]:
         labels = torch.arange(batch) % 3
     elif case["supervision"] == "sparse":  # several anchors without any positive
         labels = torch.tensor([0, 1, 0, 2, 3, 4, 5, 0])[:batch]
+    elif case["supervision"] == "partial":
+        labels = torch.tensor([0, -1, 1, -1, 0, -1, 1, -1])[:batch]
+    elif case["supervision"] == "weighted":  # rows of the (B, B_global) mask
+        levels = torch.tensor([0.0, 0.0, 0.25, 0.5, 1.0], dtype=torch.float64)
+        labels = levels[torch.randint(0, 5, (batch, batch), generator=gen)]
+    elif case["supervision"] in ("jaccard", "any"):
+        labels = torch.randint(0, 2, (batch, 4), generator=gen)
+        labels[1] = 0  # a sample without labels
     else:
         labels = None
     return x, labels, weight
@@ -56,13 +77,17 @@ def _case_inputs(case: dict) -> tuple[Tensor, Tensor | None, Tensor]:
 def _loss_and_grad(x: Tensor, labels: Tensor | None, weight: Tensor, case: dict) -> tuple[Tensor, Tensor]:
     weight = weight.clone().requires_grad_()
     feats = F.normalize(torch.einsum("bvi,oi->bvo", x, weight), dim=-1)
+    weighted = case["supervision"] == "weighted"
     loss = supcon_loss(
         feats,
-        labels,
+        None if weighted else labels,
+        mask=labels if weighted else None,
         contrast_mode=case["contrast_mode"],
         summation=case["summation"],
+        denominator=case.get("denominator", "all"),
         reduction=case.get("reduction", "mean"),
         gather_distributed=True,
+        multilabel="any" if case["supervision"] == "any" else "jaccard",
     )
     loss.backward()
     assert weight.grad is not None
@@ -98,6 +123,15 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     results.append((weight_local.grad / WORLD, weight_local.grad / WORLD))
     gathered = distributed.gather(torch.arange(3) + 10 * rank)  # no-grad path, equal sizes
     results.append((gathered, gathered))
+    # Control for unknown labels: groups made unique per rank only (from the local index) collide across ranks.
+    case = PARTIAL_CONTROL
+    x, labels, weight = _case_inputs(case)
+    assert labels is not None
+    local_labels = labels[:4] if rank == 0 else labels[4:]
+    colliding = torch.where(local_labels == -1, 1000 + torch.arange(4), local_labels)
+    _, grad = _loss_and_grad(x[:4] if rank == 0 else x[4:], colliding, weight, case)
+    dist.all_reduce(grad)
+    results.append((grad / WORLD, grad / WORLD))
     if rank == 0:
         torch.save(results, Path(out_dir) / "results.pt")
     dist.destroy_process_group()
@@ -123,7 +157,7 @@ def test_global_batch_gradient_is_exact(distributed_results: list, index: int) -
 
 @pytest.mark.distributed
 def test_plain_gather_concatenates_in_rank_order(distributed_results: list) -> None:
-    gathered, _ = distributed_results[-1]
+    gathered, _ = distributed_results[len(CASES) + 1]
     assert gathered.tolist() == [0, 1, 2, 10, 11, 12]
 
 
@@ -132,8 +166,19 @@ def test_local_only_contrast_differs(distributed_results: list) -> None:
     case = CASES[24]  # 2 views, labels, all anchors, L_out, 4 + 4
     x, labels, weight = _case_inputs(case)
     _, expected_grad = _loss_and_grad(x, labels, weight, case)
-    local_grad, _ = distributed_results[-2]
+    local_grad, _ = distributed_results[len(CASES)]
     assert not torch.allclose(local_grad, expected_grad, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.distributed
+def test_unknown_labels_groups_unique_across_ranks(distributed_results: list) -> None:
+    """Rank-local unique groups for label -1 would make rank 0's and rank 1's unlabelled samples positives."""
+    case = PARTIAL_CONTROL
+    assert case["supervision"] == "partial" and case["sizes"] == (4, 4) and case["views"] == 1
+    x, labels, weight = _case_inputs(case)
+    _, expected_grad = _loss_and_grad(x, labels, weight, case)
+    colliding_grad, _ = distributed_results[len(CASES) + 2]
+    assert not torch.allclose(colliding_grad, expected_grad, rtol=1e-3, atol=1e-6)
 
 
 def test_single_process_is_identity() -> None:

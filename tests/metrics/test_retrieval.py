@@ -117,7 +117,9 @@ class TestRetrievalMetricsFunctional:
         assert retrieval_metrics(embeddings, torch.tensor([0, 0, 1, 1]))["precision_at_1"].item() == 0.0
 
     def test_rejects_bad_input(self) -> None:
-        with pytest.raises(ValueError, match=r"`embeddings` \(N, D\) and `labels` \(N,\), but got \(4, 3\) and \(3,\)"):
+        with pytest.raises(
+            ValueError, match=r"`embeddings` \(N, D\) and `labels` \(N,\) or \(N, L\), but got \(4, 3\) and \(3,\)"
+        ):
             retrieval_metrics(torch.randn(4, 3), torch.tensor([0, 1, 2]))
         with pytest.raises(ValueError, match="`chunk_size` to be a positive integer, but got 0"):
             retrieval_metrics(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]), chunk_size=0)
@@ -164,3 +166,18 @@ class TestRetrievalMetrics:
             RetrievalMetrics(chunk_size=-2)
         with pytest.raises(ValueError, match=r"but got \(2, 3\) and \(3,\)"):
             RetrievalMetrics().update(torch.randn(2, 3), torch.tensor([0, 1, 2]))
+
+
+class TestMultiHotLabels:
+    def test_a_label_set_is_a_class(self) -> None:
+        embeddings, classes = _clustered(40, 6, 5, noise=1.0)
+        multi_hot = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 1, 1], [1, 0, 0]])[classes]  # (40, 3)
+        expected = _reference(embeddings, [tuple(row) for row in multi_hot.tolist()])  # type: ignore[arg-type]
+        assert 0 < expected["precision_at_1"] < 1
+        got = retrieval_metrics(embeddings, multi_hot)
+        for name, value in expected.items():
+            assert got[name].item() == pytest.approx(value, abs=1e-6), name
+        metric = RetrievalMetrics()
+        metric.update(embeddings[:17], multi_hot[:17])
+        metric.update(embeddings[17:], multi_hot[17:])
+        assert metric.compute() == got

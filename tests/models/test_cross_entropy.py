@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon import DigitsDataModule
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
+from lightning_supcon.models.linear_probe import LinearProbeModule
 from lightning_supcon.models.optimization import sgd
 from tests.helpers import cpu_trainer
 
@@ -148,3 +149,47 @@ class TestCrossEntropyModuleErrors:
         model = CrossEntropyModule(encoder=MLP(), num_classes=4)
         with pytest.raises(ValueError, match=r"labels of shape \(4,\)"):
             model._training_inputs(torch.randn(4, 2, 12), torch.zeros(4, 2, dtype=torch.long))
+
+
+def _multi_hot(n: int = 32, n_views: int | None = 2) -> TensorDataset:
+    """3 binary labels, each moving its own direction of the 12 inputs; every label set, the empty one included."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([[(i >> bit) & 1 for bit in range(3)] for i in range(n)])
+    samples = 2.0 * labels.float() @ torch.randn(3, 12, generator=gen) + 0.3 * torch.randn(n, 12, generator=gen)
+    if n_views is None:
+        return TensorDataset(samples, labels)
+    return TensorDataset(samples[:, None] + 0.1 * torch.randn(n, n_views, 12, generator=gen), labels)
+
+
+class TestMultilabelHead:
+    def test_trains_with_binary_cross_entropy_and_logs_multilabel_metrics(self, tmp_path: Path) -> None:
+        model = CrossEntropyModule(
+            encoder=MLP(), num_classes=3, multilabel=True, optimizer=sgd(lr=0.1, weight_decay=0.0)
+        )
+        views, labels = _multi_hot().tensors
+        before = F.binary_cross_entropy_with_logits(model(views[:, 0]), labels.float()).item()
+        trainer = cpu_trainer(tmp_path, max_epochs=10)
+        trainer.fit(model, DataLoader(_multi_hot(), batch_size=8), DataLoader(_multi_hot(n_views=None), batch_size=8))
+        after = F.binary_cross_entropy_with_logits(model(views[:, 0]), labels.float()).item()
+        assert after < before / 2
+        metrics = trainer.callback_metrics
+        assert {"train/loss", "train/f1", "train/accuracy", "val/loss", "val/map", "val/f1", "val/accuracy"} <= set(
+            metrics
+        )
+        assert not any("top" in key for key in metrics)
+        assert metrics["val/map"] > 0.9
+
+    def test_views_repeat_multi_hot_labels_sample_major(self) -> None:
+        model = CrossEntropyModule(encoder=MLP(), num_classes=3, multilabel=True)
+        _, labels = model._training_inputs(torch.randn(2, 2, 12), torch.tensor([[1, 0, 1], [0, 1, 0]]))
+        assert labels.tolist() == [[1, 0, 1], [1, 0, 1], [0, 1, 0], [0, 1, 0]]
+
+    def test_linear_probe_has_the_multilabel_head(self) -> None:
+        probe = LinearProbeModule(encoder=MLP(), num_classes=3, multilabel=True)
+        assert probe.multilabel and probe.classifier.out_features == 3
+        assert sorted(probe.eval_metrics["val"].keys()) == ["val/accuracy", "val/f1", "val/map"]
+
+    def test_class_labels_to_a_multilabel_head(self) -> None:
+        model = CrossEntropyModule(encoder=MLP(), num_classes=3, multilabel=True)
+        with pytest.raises(ValueError, match="Class labels need `multilabel=False`"):
+            model._training_inputs(torch.randn(4, 2, 12), torch.tensor([0, 1, 2, 0]))

@@ -102,3 +102,88 @@ def test_ddp_knn_with_tiny_uneven_sets_finishes_like_one_process(tmp_path: Path)
         subprocess.run(cmd, check=True, env=env, cwd=tmp_path, timeout=300, capture_output=True)  # a hang times out
         results.append(torch.load(out, weights_only=True))
     assert results[0]["val/knn_top1"] == results[1]["val/knn_top1"]
+
+
+def _multi_hot_clusters(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of 3 binary labels: each label moves its own coordinate; every label set, the empty one included."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.tensor([[(i >> bit) & 1 for bit in range(3)] for i in range(n)])
+    return torch.cat([labels * 3.0, torch.zeros(n, 5)], dim=1) + 0.1 * torch.randn(n, 8, generator=gen), labels
+
+
+class TestMultilabelOnlineEvaluation:
+    def test_names_and_binary_cross_entropy(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=3, knn_k=0, multilabel=True)
+        features, labels = _multi_hot_clusters()
+        loss = online.training_step(features, labels)
+        assert online.probe is not None and loss is not None
+        expected = torch.nn.functional.binary_cross_entropy_with_logits(online.probe(features), labels.float())
+        torch.testing.assert_close(loss, expected)
+        assert sorted(online.train_metrics.keys(keep_base=False)) == ["train/probe_accuracy", "train/probe_f1"]
+        metrics = online.eval_step(features, labels, "val")
+        assert metrics is not None
+        assert sorted(metrics.keys(keep_base=False)) == ["val/probe_accuracy", "val/probe_f1", "val/probe_map"]
+
+    def test_probabilities_not_logits_are_rated(self) -> None:
+        # Logits in [0, 1] would be taken as probabilities by torchmetrics: all predicted positive at 0.5 without
+        # the sigmoid; with it (sigmoid(0.4) > 0.5 and sigmoid(-0.6) < 0.5) the predictions follow the sign.
+        online = OnlineEvaluation(feature_dim=2, num_classes=2, knn_k=0, multilabel=True)
+        assert online.probe is not None
+        with torch.no_grad():
+            online.probe.weight.copy_(torch.eye(2))
+            online.probe.bias.zero_()
+        metrics = online.eval_step(torch.tensor([[0.4, -0.6], [-0.6, 0.4]]), torch.tensor([[1, 0], [0, 1]]), "val")
+        assert metrics is not None and metrics["val/probe_accuracy"].compute() == 1.0
+
+    def test_detach_false_trains_the_features(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=3, knn_k=0, multilabel=True)
+        features = _multi_hot_clusters()[0].requires_grad_(True)
+        loss = online.training_step(features, _multi_hot_clusters()[1], detach=False)
+        assert loss is not None
+        loss.backward()
+        assert features.grad is not None and features.grad.abs().sum() > 0
+
+    @pytest.mark.filterwarnings("ignore:No positive samples")
+    def test_knn_of_separable_label_sets_is_exact(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=3, probe=False, knn_k=3, multilabel=True)
+        features, labels = _multi_hot_clusters(n=48)
+        online.eval_step(features[:16], labels[:16], "val")
+        online.fill_bank(lambda x: x, [(features[16:], labels[16:])])
+        results = online.knn_results("val")
+        assert results == {"val/knn_map": 1.0, "val/knn_f1": 1.0, "val/knn_accuracy": 1.0}
+
+
+class TestUnknownLabels:
+    """Label -1 (unknown class, a partially labelled batch): the probe and the kNN leave the sample out."""
+
+    def test_probe_loss_and_metrics_on_the_labelled_rows(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, knn_k=0)
+        features, labels = _clusters(n=8)
+        partial = torch.where(torch.arange(8) % 2 == 0, labels, -1)
+        loss = online.training_step(features, partial)
+        assert online.probe is not None and loss is not None
+        expected = torch.nn.functional.cross_entropy(online.probe(features[::2]), labels[::2])
+        torch.testing.assert_close(loss, expected)
+        assert online.train_metrics["train/probe_top1"].total == 4  # type: ignore[index]
+
+    def test_a_batch_without_known_labels(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, knn_k=3)
+        features = torch.randn(4, 8, requires_grad=True)
+        loss = online.training_step(features, torch.full((4,), -1))
+        assert loss is not None and loss.item() == 0.0 and loss.requires_grad
+        assert online.eval_step(features, torch.full((4,), -1), "val") is None
+
+    def test_knn_bank_and_queries_skip_unknown_samples(self) -> None:
+        features, labels = _clusters()
+        results = []
+        for unknown in (False, True):
+            online = OnlineEvaluation(feature_dim=8, num_classes=4, probe=False, knn_k=3)
+            extra = features[:6] + 5.0 * torch.randn(6, 8)  # far off, labelled -1: must not count
+            query = torch.cat([features[:20], extra]) if unknown else features[:20]
+            query_labels = torch.cat([labels[:20], torch.full((6,), -1)]) if unknown else labels[:20]
+            online.eval_step(query, query_labels, "val")
+            bank_labels = torch.cat([labels[20:], torch.full((6,), -1)]) if unknown else labels[20:]
+            bank = torch.cat([features[20:], extra]) if unknown else features[20:]
+            online.fill_bank(lambda x: x, [(bank, bank_labels)])
+            results.append(online.knn_results("val"))
+        assert results[0] == results[1] == {"val/knn_top1": torch.tensor(1.0)}

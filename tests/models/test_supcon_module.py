@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon import DigitsDataModule, Schedule, SupConLoss, SupConModule
 from lightning_supcon.cli import cli
+from lightning_supcon.data import MultilabelDigitsDataModule
 from lightning_supcon.models.optimization import sgd
 from lightning_supcon.optim import LARS, ScaleRule
 from tests.helpers import DIGITS, cli_error, cpu_trainer, fit_args, one_error_line
@@ -350,3 +351,99 @@ class TestEvaluationReports:
         )
         cpu_trainer(tmp_path, limit_val_batches=3).validate(model, datamodule=dm, verbose=False)
         assert seen == [100, 100, 100]
+
+
+class TestJointCrossEntropy:
+    """``ce_weight``: SupCon + ce_weight x CE with the classifier's gradient reaching the encoder; 0: detached probe."""
+
+    @staticmethod
+    def _model(ce_weight: float) -> SupConModule:
+        torch.manual_seed(0)
+        return SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, ce_weight=ce_weight).double()
+
+    @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # the step, called without a Trainer
+    @pytest.mark.parametrize("ce_weight", [0.0, 0.5, 2.0])
+    def test_gradients_are_supcon_plus_weighted_cross_entropy(self, ce_weight: float) -> None:
+        model = self._model(ce_weight)
+        views, labels = next(iter(_views_loader()))
+        views = views.double()
+        encoder, probe = list(model.encoder.parameters()), list(model.online.parameters())
+        total = model.training_step((views, labels), 0)
+        got = torch.autograd.grad(total, encoder + probe)
+        # Reference: the two losses built again from their definitions, differentiated separately.
+        features = model(views.flatten(0, 1))
+        supcon = model.criterion(model.project(features).view(8, 2, -1), labels)
+        cross_entropy = nn.functional.cross_entropy(model.online.probe(features), labels.repeat_interleave(2))
+        supcon_grads = torch.autograd.grad(supcon, encoder, retain_graph=True)
+        ce_encoder = torch.autograd.grad(cross_entropy, encoder, retain_graph=True)
+        ce_probe = torch.autograd.grad(cross_entropy, probe)
+        assert all(g.abs().sum() > 0 for g in ce_encoder)  # the CE does move the encoder when not detached
+        for g, s, c in zip(got[: len(encoder)], supcon_grads, ce_encoder, strict=True):
+            torch.testing.assert_close(g, s + ce_weight * c, rtol=1e-10, atol=1e-12)
+        probe_weight = ce_weight if ce_weight else 1.0  # a detached probe still learns from its own CE
+        for g, c in zip(got[len(encoder) :], ce_probe, strict=True):
+            torch.testing.assert_close(g, probe_weight * c, rtol=1e-10, atol=1e-12)
+
+    def test_logs_the_cross_entropy_and_the_total(self, tmp_path: Path) -> None:
+        model = self._model(0.5).float()
+        trainer = cpu_trainer(tmp_path, max_steps=2)
+        trainer.fit(model, train_dataloaders=_views_loader())
+        metrics = trainer.callback_metrics
+        assert "train/probe_loss" not in metrics
+        expected = metrics["train/loss"] + 0.5 * metrics["train/ce_loss"]
+        torch.testing.assert_close(metrics["train/total_loss"], expected)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"), [({"ce_weight": -1.0}, "ce_weight"), ({"ce_weight": 1.0, "probe": False}, "probe=True")]
+    )
+    def test_bad_weights(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            SupConModule(encoder="small_cnn", in_channels=1, **kwargs)
+
+
+class TestMultilabel:
+    """Multi-hot labels: the loss weighs pairs by label overlap, the probe and kNN log mAP / F1 / accuracy."""
+
+    @pytest.mark.filterwarnings("ignore:No positive samples")
+    def test_multilabel_digits_log_map_and_f1(self, tmp_path: Path) -> None:
+        dm = MultilabelDigitsDataModule(batch_size=32, n_views=2)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, knn_k=5)
+        trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2)
+        trainer.fit(model, datamodule=dm)
+        expected = {"train/loss", "train/probe_f1", "train/probe_accuracy", "val/loss", "val/probe_map", "val/knn_map"}
+        assert expected | {"val/probe_f1", "val/knn_f1", "val/knn_accuracy"} <= set(trainer.callback_metrics)
+        assert not any("top" in key for key in trainer.callback_metrics)
+
+    def test_multi_hot_labels_reach_the_loss(self) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3, multilabel=True, probe=False, knn_k=0)
+        seen: list[torch.Tensor] = []
+        model.criterion.register_forward_pre_hook(lambda _, args: seen.append(args[1]))
+        views, labels = torch.randn(4, 2, 12), torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 0], [1, 0, 1]])
+        with pytest.warns(UserWarning, match="self.log"):
+            model.training_step((views, labels), 0)
+        assert torch.equal(seen[0], labels)
+
+    def test_class_labels_to_a_multilabel_model(self) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3, multilabel=True)
+        with pytest.raises(ValueError, match="Class labels need `multilabel=False`"):
+            model._check_batch(torch.randn(4, 2, 12), torch.tensor([0, 1, 2, 0]))
+
+    def test_unknown_class_labels_are_accepted(self) -> None:
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3)
+        model._check_batch(torch.randn(4, 2, 12), torch.tensor([0, -1, 2, -1]))  # issue 17 item 3: -1 = unknown
+        with pytest.raises(ValueError, match=r"\[-1, num_classes=3\)"):
+            model._check_batch(torch.randn(4, 2, 12), torch.tensor([0, -2, 2, -1]))
+
+    def test_partially_labelled_batches_train(self, tmp_path: Path) -> None:
+        views, labels = next(iter(_views_loader(batch=32)))
+        partial = torch.where(torch.arange(32) % 2 == 0, labels, -1)  # half the samples of unknown class
+        loader = DataLoader(TensorDataset(views, partial), batch_size=8)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        trainer = cpu_trainer(tmp_path, max_steps=2)
+        trainer.fit(model, train_dataloaders=loader)
+        assert torch.isfinite(trainer.callback_metrics["train/loss"])
+        assert torch.isfinite(trainer.callback_metrics["train/probe_loss"])
+
+    def test_no_queue_with_multi_hot_labels(self) -> None:
+        with pytest.raises(ValueError, match="queue_size: 0"):
+            SupConModule(encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, queue_size=64)

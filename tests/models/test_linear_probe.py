@@ -11,11 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon.cli import cli
 from lightning_supcon.models.checkpoint import export_encoder, load_encoder_checkpoint, save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.linear_probe import LinearProbeModule
 from lightning_supcon.models.optimization import sgd
-from tests.helpers import cpu_trainer
+from tests.helpers import ROOT, cpu_trainer
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +295,17 @@ class TestFineTuning:
     def test_bad_encoder_lr(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             LinearProbeModule(encoder="small_cnn", in_channels=1, **kwargs)
+
+
+def test_finetune_config_trains_the_encoder_from_the_command_line(
+    supcon_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lightning-supcon fit --config configs/digits_finetune.yaml``: the encoder's weights and BN statistics move."""
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(ROOT / "configs" / "digits_finetune.yaml"), "--trainer.fast_dev_run=true"]
+    app = cli([*args, f"--model.init_args.checkpoint={supcon_checkpoint}", "--data.init_args.label_fraction=0.1"])
+    assert app.trainer.state.finished and app.model.hparams["freeze_encoder"] is False
+    assert len(app.datamodule._dataset("train")) == 145  # round(0.1 x n) of each digit's 139-146 training images
+    before, after = _encoder_state(supcon_checkpoint), app.model.encoder.state_dict()
+    assert all(not torch.equal(after[k], before[k]) for k in before if k.endswith(("weight", "running_mean")))
+    assert {g["initial_lr"] for g in app.trainer.optimizers[0].param_groups} == {0.1, 0.01}

@@ -14,6 +14,8 @@ from lightning_supcon.data.image_folder import (
 from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, SampleDataset
 from lightning_supcon.data.normalize import ToNormalizedFloat
 from lightning_supcon.data.recipe import COLOURS, DEVICE_COLOURS, SIMCLR, AugmentRecipe, Colour
+from lightning_supcon.data.sampler import SAMPLERS, ClassBalancedSampler, SamplerKind
+from lightning_supcon.data.subsets import dataset_labels, label_subset, stratified_subset
 from lightning_supcon.data.transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -39,6 +41,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_RECIPE",
     "IMAGENET_STD",
+    "SAMPLERS",
     "SIMCLR",
     "ArrayImageDataset",
     "AugmentOn",
@@ -46,6 +49,7 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "CIFARDataModule",
+    "ClassBalancedSampler",
     "Colour",
     "DeviceMultiViewAugment",
     "DigitsDataModule",
@@ -58,10 +62,14 @@ __all__ = [
     "RandomResizedCropAffine",
     "ResumableLoader",
     "SampleDataset",
+    "SamplerKind",
     "ToNormalizedFloat",
+    "dataset_labels",
     "eval_transform",
+    "label_subset",
     "load_digit_images",
     "load_rgb",
     "scan_folder",
+    "stratified_subset",
     "supcon_transform",
 ]

@@ -108,7 +108,10 @@ class ClassBalancedSampler(EpochSampler):
             )
         self.batch_size, self.samples_per_class = batch_size, samples_per_class
         self.classes_per_batch = global_batch // samples_per_class
-        self.members = {int(c): np.flatnonzero(labels == c) for c in kept}
+        known = np.flatnonzero(labels >= 0)
+        by_class = known[np.argsort(labels[known], kind="stable")]  # indices grouped by class, ascending in each
+        groups = np.split(by_class, np.cumsum(np.bincount(labels[known]))[:-1])  # groups[c]: the samples of class c
+        self.members = {int(c): groups[c] for c in kept}
         self.num_batches = int(counts[counts >= samples_per_class].sum()) // global_batch
         if len(kept) < self.classes_per_batch or self.num_batches == 0:
             raise ValueError(

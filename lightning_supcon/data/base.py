@@ -67,8 +67,8 @@ from lightning_supcon.data.device_augment import DeviceMultiViewAugment
 from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, SampleDataset, initial_seed
 from lightning_supcon.data.normalize import ToNormalizedFloat
 from lightning_supcon.data.recipe import DEVICE_COLOURS, SIMCLR, AugmentRecipe
-from lightning_supcon.data.sampler import SAMPLERS, ClassBalancedSampler, SamplerKind
-from lightning_supcon.data.subsets import dataset_labels, label_subset
+from lightning_supcon.data.sampler import SamplerKind, check_sampler, train_sampler
+from lightning_supcon.data.subsets import check_label_fraction, label_subset
 from lightning_supcon.data.transforms import MultiViewTransform, decode_steps, supcon_transform
 
 AugmentOn = Literal["cpu", "device"]
@@ -107,19 +107,15 @@ class MultiViewDataModule(pl.LightningDataModule):
         pin_memory: Pin loader memory (faster host-to-GPU copies).
         drop_last: Drop the incomplete last training batch.
         augment: The augmentation recipe of the training views (CLI: ``--data.init_args.augment.flip false``).
-        label_fraction: Train on a class-stratified fraction of the training set, at least one sample per class
-            (:func:`~lightning_supcon.data.subsets.stratified_subset`, e.g. 0.01 or 0.1); 1: all of it. The clean
-            training loader (kNN bank) uses the same subset.
-        subset_seed: Seed of that subset, apart from the run's seed: the same subset on every rank and in every run.
-        sampler: ``"random"``: shuffled epochs; ``"balanced"``: ``samples_per_class`` samples of each of
-            ``global batch / samples_per_class`` classes in every global batch
-            (:class:`~lightning_supcon.data.sampler.ClassBalancedSampler`).
-        samples_per_class: ``m`` of ``sampler="balanced"``; it must divide the global batch.
+        label_fraction: Train (and build the kNN bank) on this class-stratified fraction of the training set
+            (:func:`~lightning_supcon.data.subsets.stratified_subset`); 1: all. ``subset_seed``: its seed.
+        sampler: ``"random"``, or ``"balanced"``: ``samples_per_class`` samples of each of ``global batch /
+            samples_per_class`` classes per global batch (:class:`~lightning_supcon.data.sampler.ClassBalancedSampler`).
 
     Raises:
         ValueError: For ``batch_size``, ``n_views`` or ``eval_batch_size`` < 1, ``num_workers`` < 0, an unknown
-            ``augment_on``, or an ``augment.colour`` the device backend lacks with ``augment_on="device"``; for
-            ``label_fraction`` outside ``(0, 1]``, an unknown ``sampler`` or ``samples_per_class`` < 1.
+            ``augment_on``, or an ``augment.colour`` the device backend lacks with ``augment_on="device"``; a bad
+            ``label_fraction``, ``sampler`` or ``samples_per_class``.
     """
 
     num_classes: int
@@ -156,13 +152,8 @@ class MultiViewDataModule(pl.LightningDataModule):
                 f"Expected `augment.colour` to be one of {DEVICE_COLOURS} with `augment_on='device'`, but got "
                 f"{augment.colour!r}."
             )
-        if not 0.0 < label_fraction <= 1.0:
-            raise ValueError(f"Expected argument `label_fraction` in (0, 1], but got {label_fraction}.")
-        if sampler not in SAMPLERS or samples_per_class < 1:
-            raise ValueError(
-                f"Expected argument `sampler` to be one of {SAMPLERS} and `samples_per_class` >= 1, but got "
-                f"{sampler!r} and {samples_per_class}."
-            )
+        check_label_fraction(label_fraction)
+        check_sampler(sampler, samples_per_class)
         self.label_fraction, self.subset_seed = label_fraction, subset_seed
         self.sampler, self.samples_per_class = sampler, samples_per_class
         self.batch_size = batch_size
@@ -268,12 +259,9 @@ class MultiViewDataModule(pl.LightningDataModule):
             self.seed = int(strategy.broadcast(self.seed, src=0))  # one order on all ranks, even unseeded
         on_cpu = self.augment_on == "cpu"
         transform = MultiViewTransform(self.train_transform(), self.n_views) if on_cpu else self.decode_transform(True)
-        if self.sampler == "balanced":
-            sampler: EpochSampler = ClassBalancedSampler(
-                dataset_labels(data), self.seed, self.batch_size, self.samples_per_class, world_size, rank
-            )
-        else:
-            sampler = EpochSampler(data, self.seed, num_replicas=world_size, rank=rank)
+        sampler = train_sampler(
+            self.sampler, data, self.seed, self.batch_size, self.samples_per_class, world_size, rank
+        )
         loader = self._loader(data, transform, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last)
         if self._train_loader_state is not None:
             loader.load_state_dict(self._train_loader_state)

@@ -32,6 +32,7 @@ import numpy as np
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_supcon.data.loading import EpochSampler
+from lightning_supcon.data.subsets import dataset_labels
 
 #: The training orders of a DataModule: ``"random"`` (a shuffled epoch) or ``"balanced"`` (this module).
 SamplerKind = Literal["random", "balanced"]
@@ -139,3 +140,22 @@ class ClassBalancedSampler(EpochSampler):
         """This rank's slice of each global batch, batch after batch."""
         share = self.global_batches()[:, self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
         return [int(i) for i in share.reshape(-1)]
+
+
+def check_sampler(sampler: str, samples_per_class: int) -> None:
+    """Raise ``ValueError`` for a ``sampler`` not in :data:`SAMPLERS` or ``samples_per_class`` < 1."""
+    if sampler not in SAMPLERS or samples_per_class < 1:
+        raise ValueError(
+            f"Expected argument `sampler` to be one of {SAMPLERS} and `samples_per_class` >= 1, but got {sampler!r} "
+            f"and {samples_per_class}."
+        )
+
+
+def train_sampler(
+    kind: SamplerKind, data: Any, seed: int, batch_size: int, samples_per_class: int, num_replicas: int, rank: int
+) -> EpochSampler:
+    """The training order of a DataModule: a shuffled :class:`EpochSampler` (``"random"``) or a
+    :class:`ClassBalancedSampler` over ``data``'s labels (``"balanced"``)."""
+    if kind == "balanced":
+        return ClassBalancedSampler(dataset_labels(data), seed, batch_size, samples_per_class, num_replicas, rank)
+    return EpochSampler(data, seed, num_replicas=num_replicas, rank=rank)

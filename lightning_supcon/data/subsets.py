@@ -54,6 +54,12 @@ def dataset_labels(data: Any) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64)
 
 
+def check_label_fraction(fraction: float) -> None:
+    """Raise ``ValueError`` unless ``fraction`` is in ``(0, 1]``."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"Expected `label_fraction` in (0, 1], but got {fraction}.")
+
+
 def stratified_subset(labels: Any, fraction: float, seed: int = 0) -> np.ndarray:
     """Indices of a class-stratified random ``fraction`` of the samples, at least one per class, sorted.
 
@@ -76,8 +82,7 @@ def stratified_subset(labels: Any, fraction: float, seed: int = 0) -> np.ndarray
         >>> set(subset) <= set(stratified_subset(labels, 0.5, seed=0))  # nested
         True
     """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"Expected `label_fraction` in (0, 1], but got {fraction}.")
+    check_label_fraction(fraction)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.ndim != 1:
         raise ValueError(

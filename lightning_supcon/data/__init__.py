@@ -15,6 +15,8 @@ from lightning_supcon.data.loading import EpochSampler, MappedDataset, Resumable
 from lightning_supcon.data.multilabel import DIGIT_ATTRIBUTES, MultilabelDigitsDataModule, attribute_labels
 from lightning_supcon.data.normalize import ToNormalizedFloat
 from lightning_supcon.data.recipe import COLOURS, DEVICE_COLOURS, SIMCLR, AugmentRecipe, Colour
+from lightning_supcon.data.sampler import SAMPLERS, ClassBalancedSampler, SamplerKind
+from lightning_supcon.data.subsets import dataset_labels, label_subset, stratified_subset
 from lightning_supcon.data.transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -41,6 +43,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_RECIPE",
     "IMAGENET_STD",
+    "SAMPLERS",
     "SIMCLR",
     "ArrayImageDataset",
     "AugmentOn",
@@ -48,6 +51,7 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "CIFARDataModule",
+    "ClassBalancedSampler",
     "Colour",
     "DeviceMultiViewAugment",
     "DigitsDataModule",
@@ -61,11 +65,15 @@ __all__ = [
     "RandomResizedCropAffine",
     "ResumableLoader",
     "SampleDataset",
+    "SamplerKind",
     "ToNormalizedFloat",
     "attribute_labels",
+    "dataset_labels",
     "eval_transform",
+    "label_subset",
     "load_digit_images",
     "load_rgb",
     "scan_folder",
+    "stratified_subset",
     "supcon_transform",
 ]

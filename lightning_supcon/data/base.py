@@ -68,6 +68,8 @@ from lightning_supcon.data.loading import EpochSampler, MappedDataset, Resumable
 from lightning_supcon.data.normalize import ToNormalizedFloat
 from lightning_supcon.data.predict_split import PredictSplit, check_predict_split, predict_loader
 from lightning_supcon.data.recipe import DEVICE_COLOURS, SIMCLR, AugmentRecipe
+from lightning_supcon.data.sampler import SamplerKind, check_sampler, train_sampler
+from lightning_supcon.data.subsets import check_label_fraction, label_subset
 from lightning_supcon.data.transforms import MultiViewTransform, decode_steps, supcon_transform
 
 AugmentOn = Literal["cpu", "device"]
@@ -107,10 +109,15 @@ class MultiViewDataModule(pl.LightningDataModule):
         drop_last: Drop the incomplete last training batch.
         augment: The augmentation recipe of the training views (CLI: ``--data.init_args.augment.flip false``).
         predict_split: The clean split ``predict`` embeds, ``"train"``, ``"val"`` or ``"test"`` (ValueError else).
+        label_fraction: Train (and build the kNN bank) on this class-stratified fraction of the training set
+            (:func:`~lightning_supcon.data.subsets.stratified_subset`); 1: all. ``subset_seed``: its seed.
+        sampler: ``"random"``, or ``"balanced"``: ``samples_per_class`` samples of each of ``global batch /
+            samples_per_class`` classes per global batch (:class:`~lightning_supcon.data.sampler.ClassBalancedSampler`).
 
     Raises:
         ValueError: For ``batch_size``, ``n_views`` or ``eval_batch_size`` < 1, ``num_workers`` < 0, an unknown
-            ``augment_on``, or an ``augment.colour`` the device backend lacks with ``augment_on="device"``.
+            ``augment_on``, or an ``augment.colour`` the device backend lacks with ``augment_on="device"``; a bad
+            ``label_fraction``, ``sampler`` or ``samples_per_class``.
     """
 
     num_classes: int
@@ -130,6 +137,10 @@ class MultiViewDataModule(pl.LightningDataModule):
         drop_last: bool = True,
         augment: AugmentRecipe = SIMCLR,
         predict_split: PredictSplit = "test",
+        label_fraction: float = 1.0,
+        subset_seed: int = 0,
+        sampler: SamplerKind = "random",
+        samples_per_class: int = 4,
     ) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("n_views", n_views), ("eval_batch_size", eval_batch_size)):
@@ -144,6 +155,10 @@ class MultiViewDataModule(pl.LightningDataModule):
                 f"Expected `augment.colour` to be one of {DEVICE_COLOURS} with `augment_on='device'`, but got "
                 f"{augment.colour!r}."
             )
+        check_label_fraction(label_fraction)
+        check_sampler(sampler, samples_per_class)
+        self.label_fraction, self.subset_seed = label_fraction, subset_seed
+        self.sampler, self.samples_per_class = sampler, samples_per_class
         self.batch_size = batch_size
         self.n_views = n_views
         self.num_workers = num_workers
@@ -202,7 +217,10 @@ class MultiViewDataModule(pl.LightningDataModule):
     def _dataset(self, split: str) -> SampleDataset | None:
         if split not in self._datasets:
             make = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
-            self._datasets[split] = make()
+            data = make()
+            if split == "train":
+                data = label_subset(data, self.label_fraction, self.subset_seed)
+            self._datasets[split] = data
         return self._datasets[split]
 
     def _loader(self, data: SampleDataset, transform: Callable[[Any], Tensor], **options: Any) -> Any:
@@ -245,7 +263,9 @@ class MultiViewDataModule(pl.LightningDataModule):
             self.seed = int(strategy.broadcast(self.seed, src=0))  # one order on all ranks, even unseeded
         on_cpu = self.augment_on == "cpu"
         transform = MultiViewTransform(self.train_transform(), self.n_views) if on_cpu else self.decode_transform(True)
-        sampler = EpochSampler(data, self.seed, num_replicas=world_size, rank=rank)
+        sampler = train_sampler(
+            self.sampler, data, self.seed, self.batch_size, self.samples_per_class, world_size, rank
+        )
         loader = self._loader(data, transform, batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last)
         if self._train_loader_state is not None:
             loader.load_state_dict(self._train_loader_state)

@@ -118,9 +118,13 @@ class EpochSampler(DistributedSampler):
         """Where the next iteration starts: the resume position if it is of the current epoch, else 0."""
         return self._resume[1] if self._resume is not None and self._resume[0] == self.epoch else 0
 
+    def indices(self) -> list[int]:
+        """This rank's sample indices of the current epoch, in order (a subclass may draw another order)."""
+        return list(super().__iter__())
+
     def __iter__(self) -> Iterator[SampleKey]:  # type: ignore[override]
         start, self._resume = self.start(), None  # a resume applies once
-        for index in list(super().__iter__())[start:]:
+        for index in self.indices()[start:]:
             yield index, sample_seed(self.seed, self.epoch, index)
 
 

@@ -1,8 +1,10 @@
-"""Linear evaluation of a SupCon encoder (stage 2 of [0]): a linear classifier on frozen features.
+"""Stage 2 of [0] on a SupCon encoder: a linear classifier on frozen features, or the encoder fine-tuned with it.
 
 - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362 (Sec. 3: the
   projection head is dropped and a linear classifier is trained with cross-entropy on the frozen encoder)
 - [1] Musgrave et al., A Metric Learning Reality Check, ECCV 2020, https://arxiv.org/abs/2003.08505 (MAP@R)
+- [2] Chen et al., Big Self-Supervised Models are Strong Semi-Supervised Learners (SimCLRv2), NeurIPS 2020,
+  https://arxiv.org/abs/2006.10029 (fine-tuning the whole pretrained network on a fraction of the labels)
 
 Encoder files are read by :func:`~lightning_supcon.models.checkpoint.load_encoder_checkpoint`.
 """
@@ -19,20 +21,26 @@ from lightning_supcon.metrics.retrieval import RetrievalMetrics
 from lightning_supcon.models.checkpoint import load_encoder_checkpoint
 from lightning_supcon.models.cross_entropy import CrossEntropyModule, TrainViews
 from lightning_supcon.models.online_eval import STAGES
-from lightning_supcon.models.optimization import Schedule
+from lightning_supcon.models.optimization import Schedule, decay_groups
 
 
 class LinearProbeModule(CrossEntropyModule):
-    """Linear evaluation of a pretrained SupCon encoder, frozen: stage 2 of [0].
+    """Stage 2 of [0] on a pretrained SupCon encoder: linear evaluation (frozen, the default) or fine-tuning.
 
-    The encoder is built from ``encoder`` (as in SupConModule), loaded from ``checkpoint``, frozen
-    (``requires_grad=False``) and kept in eval mode even while the classifier trains, so its BatchNorm statistics
-    do not move. Only ``nn.Linear(feature_dim, num_classes)`` is optimised, with cross-entropy. Training batches
-    follow ``train_views`` (default: every view of ``(B, V, ...)`` is a sample; use ``data.n_views: 1``).
+    The encoder is built from ``encoder`` (as in SupConModule) and loaded from ``checkpoint``; a linear classifier
+    ``nn.Linear(feature_dim, num_classes)`` is trained on its features with cross-entropy. Training batches follow
+    ``train_views`` (default: every view of ``(B, V, ...)`` is a sample; use ``data.n_views: 1``).
+
+    - ``freeze_encoder=True`` (the paper's protocol [0]): the encoder is frozen (``requires_grad=False``) and kept in
+      eval mode even while the classifier trains, so its BatchNorm statistics do not move. Only the classifier is
+      optimised.
+    - ``freeze_encoder=False``: the encoder is fine-tuned with the classifier, as users adapt a pretrained encoder
+      to a new task [2]: its weights get gradients and its BatchNorm layers train (batch statistics, running
+      statistics updated). ``encoder_lr`` gives it its own learning rate (typically lower than the classifier's).
 
     Logs what :class:`CrossEntropyModule` logs, and with ``retrieval=True`` the leave-one-out retrieval metrics of
     the encoder features [1] ``val/precision_at_1``, ``val/r_precision``, ``val/map_at_r`` (and ``test/``): they
-    score the frozen representation itself, so they do not change while the probe trains.
+    score the representation itself, so with a frozen encoder they do not change while the probe trains.
 
     Args:
         checkpoint: Path of a SupConModule Lightning checkpoint or of an exported encoder (see
@@ -51,12 +59,26 @@ class LinearProbeModule(CrossEntropyModule):
         schedule: As in :class:`CrossEntropyModule`.
         trust_checkpoint: Unpickle a ``checkpoint`` that needs it in full, which can run code stored in the file:
             only for files you trust. ``False`` (default): such a file is refused with one error.
+        freeze_encoder: ``True`` (default): linear evaluation, the encoder frozen in eval mode; ``False``: fine-tune
+            the encoder too, its BatchNorm layers in training mode.
+        encoder_lr: With ``freeze_encoder=False``, the encoder's learning rate in a parameter group of its own
+            (weights with the optimiser's weight decay, biases and norm parameters without; the schedule applies,
+            ``schedule.lr_scaling`` does not, as for other extra groups); ``None``: the optimiser's learning rate,
+            scaled with the classifier's.
 
     Raises:
         FileNotFoundError: If ``checkpoint`` does not exist.
         ValueError: If it is not a SupCon checkpoint, or its encoder differs from ``encoder`` (name, feature size,
             input channels, weight names or shapes); if it is unreadable (empty, truncated, not a torch file) or needs
-            full unpickling without ``trust_checkpoint``; when run without ``checkpoint`` nor ``--ckpt_path``.
+            full unpickling without ``trust_checkpoint``; when run without ``checkpoint`` nor ``--ckpt_path``; for
+            ``encoder_lr`` <= 0, or set with ``freeze_encoder=True``.
+
+    Example:
+        >>> probe = LinearProbeModule(encoder="small_cnn", in_channels=1, freeze_encoder=False, encoder_lr=0.01)
+        >>> probe.train().encoder.training, all(p.requires_grad for p in probe.encoder.parameters())
+        (True, True)
+        >>> LinearProbeModule(encoder="small_cnn", in_channels=1).train().encoder.training
+        False
     """
 
     checkpoint_kind = "linear_probe"
@@ -75,6 +97,8 @@ class LinearProbeModule(CrossEntropyModule):
         optimizer: OptimizerCallable | None = None,
         schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
         trust_checkpoint: bool = False,
+        freeze_encoder: bool = True,
+        encoder_lr: float | None = None,
     ) -> None:
         super().__init__(
             encoder,
@@ -86,13 +110,21 @@ class LinearProbeModule(CrossEntropyModule):
             optimizer=optimizer,
             schedule=schedule,
         )
+        if encoder_lr is not None and (freeze_encoder or not encoder_lr > 0):
+            raise ValueError(
+                f"Expected `encoder_lr` > 0 with `freeze_encoder=False` (a frozen encoder has no learning rate), but "
+                f"got encoder_lr={encoder_lr} with freeze_encoder={freeze_encoder}."
+            )
         self.checkpoint = checkpoint
+        self.freeze_encoder = freeze_encoder
+        self.encoder_lr = encoder_lr
         if checkpoint is not None:
             meta, state_dict = load_encoder_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)
             self._check_encoder(checkpoint, meta, state_dict)
             self.encoder.load_state_dict(state_dict)
-        self.encoder.requires_grad_(False)
-        self.encoder.eval()
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
         self.retrieval = nn.ModuleDict({stage: RetrievalMetrics() for stage in STAGES}) if retrieval else None
 
     def _require_weights(self) -> None:
@@ -147,18 +179,28 @@ class LinearProbeModule(CrossEntropyModule):
             )
 
     def train(self, mode: bool = True) -> LinearProbeModule:
-        """Set the classifier's mode; the frozen encoder always stays in eval mode (BatchNorm statistics fixed)."""
+        """Set the module's mode; a frozen encoder always stays in eval mode (BatchNorm statistics fixed)."""
         super().train(mode)
-        self.encoder.eval()
+        if self.freeze_encoder:
+            self.encoder.eval()
         return self
 
     def features(self, inputs: Tensor) -> Tensor:
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             out: Tensor = self.encoder(inputs)
         return out
 
     def optimized_parameters(self) -> list[nn.Parameter]:
-        return list(self.classifier.parameters())
+        """The classifier; a fine-tuned encoder too, unless it has its own ``encoder_lr`` (then an extra group)."""
+        if self.freeze_encoder or self.encoder_lr is not None:
+            return list(self.classifier.parameters())
+        return list(self.classifier.parameters()) + list(self.encoder.parameters())
+
+    def extra_param_groups(self) -> list[dict[str, Any]]:
+        """The fine-tuned encoder at ``encoder_lr``, split like the main groups (no weight decay for ``ndim <= 1``)."""
+        if self.freeze_encoder or self.encoder_lr is None:
+            return []
+        return [group | {"lr": self.encoder_lr} for group in decay_groups(self.encoder.parameters())]
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         features = super()._eval_step(batch, stage)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lightning_supcon.losses import SupConLoss
 from lightning_supcon.metrics.knn import BankDtype
+from lightning_supcon.models.class_positives import anchors_with_class_positives
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
 from lightning_supcon.models.encoders import resolve_encoder
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
@@ -210,6 +211,9 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         gathering = self.criterion.gather_distributed and distributed.is_distributed()
         global_batch = batch_size * (self.trainer.world_size if gathering else 1)
         self.log("train/global_batch", float(global_batch), reduce_fx="max")
+        contrasted = distributed.gather(labels) if gathering else labels  # the labels the loss contrasts
+        positives = anchors_with_class_positives(contrasted) if self.supervised else torch.zeros((), device=self.device)
+        self.log("train/anchors_with_class_positives", positives, sync_dist=True)
         # With ce_weight > 0 the probe is a classifier trained jointly: its gradient reaches the encoder.
         probe_loss = self.online.training_step(features, labels.repeat_interleave(n_views, dim=0), not self.ce_weight)
         if probe_loss is None:

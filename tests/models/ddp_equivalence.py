@@ -82,6 +82,7 @@ def main(devices: int, out: str, local: bool, queue: bool, batchnorm: str | None
             {
                 "state_dict": state_dict,
                 "global_batch": global_batch,
+                "class_positives": trainer.callback_metrics["train/anchors_with_class_positives"].item(),
                 "norm_during_fit": sorted(during_fit),
                 "norm_after_fit": _norm_layers(model),
             },

@@ -44,6 +44,8 @@ def test_ddp_two_processes_equal_one_process_with_global_batch(tmp_path: Path) -
     ddp = _train(tmp_path, 2)
     local = _train(tmp_path, 2, "--local")
     assert single["global_batch"] == 16 and ddp["global_batch"] == 16 and local["global_batch"] == 8
+    # The logged fraction of anchors with a class positive is the global batch's (4 classes x 4), not a rank's mean.
+    assert single["class_positives"] == ddp["class_positives"] == 1.0 > local["class_positives"]
     assert _max_relative_difference(ddp["state_dict"], single["state_dict"]) < 1e-5
     # The control: contrasting only within each rank's 8 samples ends elsewhere.
     assert _max_relative_difference(local["state_dict"], single["state_dict"]) > 1e-3

@@ -11,11 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon.cli import cli
 from lightning_supcon.models.checkpoint import export_encoder, load_encoder_checkpoint, save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.linear_probe import LinearProbeModule
 from lightning_supcon.models.optimization import sgd
-from tests.helpers import cpu_trainer
+from tests.helpers import ROOT, cpu_trainer
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +234,78 @@ def test_exported_encoder_loads_with_weights_only(tmp_path: Path) -> None:
     meta, weights = load_encoder_checkpoint(exported)
     assert meta["in_channels"] == 1
     assert all(torch.equal(weights[k], v) for k, v in model.encoder.state_dict().items())
+
+
+class TestFineTuning:
+    """``freeze_encoder=False``: the encoder trains with the classifier (own learning rate, BatchNorm in train mode)."""
+
+    def test_fit_changes_the_encoder_and_its_batchnorm_statistics(
+        self, supcon_checkpoint: Path, tmp_path: Path
+    ) -> None:
+        probe = _probe(supcon_checkpoint, freeze_encoder=False, encoder_lr=0.05, retrieval=False)
+        before = {k: v.clone() for k, v in probe.encoder.state_dict().items()}
+        modes: list[bool] = []
+
+        class RecordMode(pl.Callback):
+            def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
+                assert isinstance(module, LinearProbeModule)
+                modes.append(all(m.training for m in module.encoder.modules()))
+
+        trainer = cpu_trainer(
+            tmp_path, max_steps=3, limit_val_batches=1, val_check_interval=2, callbacks=[RecordMode()]
+        )
+        trainer.fit(probe, datamodule=DigitsDataModule(batch_size=32, n_views=1))
+        assert modes == [True, True, True]  # train mode on every step, also after validation
+        after = probe.encoder.state_dict()
+        weights = [k for k in before if k.endswith("weight")]
+        assert weights and all(not torch.equal(after[k], before[k]) for k in weights)
+        assert after["features.1.num_batches_tracked"].item() == before["features.1.num_batches_tracked"].item() + 3
+        assert not torch.equal(after["features.1.running_mean"], before["features.1.running_mean"])
+        groups = trainer.optimizers[0].param_groups
+        encoder_ids = {id(p) for p in probe.encoder.parameters()}
+        in_encoder = [g for g in groups if {id(p) for p in g["params"]} <= encoder_ids]
+        assert {id(p) for g in in_encoder for p in g["params"]} == encoder_ids
+        assert all(g["initial_lr"] == 0.05 for g in in_encoder)
+        assert {g["initial_lr"] for g in groups if g not in in_encoder} == {0.1}  # the default SGD's
+        assert [all(p.ndim <= 1 for p in g["params"]) for g in in_encoder] == [False, True]  # weights, then biases
+        assert in_encoder[1]["weight_decay"] == 0.0
+
+    def test_without_encoder_lr_the_encoder_shares_the_main_groups(self, supcon_checkpoint: Path) -> None:
+        probe = _probe(supcon_checkpoint, freeze_encoder=False)
+        assert probe.extra_param_groups() == []
+        assert {id(p) for p in probe.optimized_parameters()} == {id(p) for p in probe.parameters()}
+
+    def test_frozen_is_the_default(self, supcon_checkpoint: Path) -> None:
+        probe = _probe(supcon_checkpoint)
+        assert probe.freeze_encoder and probe.hparams["freeze_encoder"] is True
+        assert {id(p) for p in probe.optimized_parameters()} == {id(p) for p in probe.classifier.parameters()}
+
+    def test_gradients_reach_the_encoder(self, supcon_checkpoint: Path) -> None:
+        probe = _probe(supcon_checkpoint, freeze_encoder=False).train()
+        probe(torch.randn(4, 1, 16, 16)).sum().backward()
+        assert all(p.grad is not None for p in probe.encoder.parameters())
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"encoder_lr": 0.01}, r"`encoder_lr` > 0 with `freeze_encoder=False`.*freeze_encoder=True"),
+            ({"freeze_encoder": False, "encoder_lr": 0.0}, r"got encoder_lr=0.0 with freeze_encoder=False"),
+        ],
+    )
+    def test_bad_encoder_lr(self, kwargs: dict, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            LinearProbeModule(encoder="small_cnn", in_channels=1, **kwargs)
+
+
+def test_finetune_config_trains_the_encoder_from_the_command_line(
+    supcon_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lightning-supcon fit --config configs/digits_finetune.yaml``: the encoder's weights and BN statistics move."""
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", str(ROOT / "configs" / "digits_finetune.yaml"), "--trainer.fast_dev_run=true"]
+    app = cli([*args, f"--model.init_args.checkpoint={supcon_checkpoint}", "--data.init_args.label_fraction=0.1"])
+    assert app.trainer.state.finished and app.model.hparams["freeze_encoder"] is False
+    assert len(app.datamodule._dataset("train")) == 145  # round(0.1 x n) of each digit's 139-146 training images
+    before, after = _encoder_state(supcon_checkpoint), app.model.encoder.state_dict()
+    assert all(not torch.equal(after[k], before[k]) for k in before if k.endswith(("weight", "running_mean")))
+    assert {g["initial_lr"] for g in app.trainer.optimizers[0].param_groups} == {0.1, 0.01}

@@ -1,0 +1,113 @@
+"""A class-stratified, seeded fraction of a training set's labels: the semi-supervised protocol of [0] and [1].
+
+:func:`stratified_subset` keeps, in every class, ``round(fraction * n_class)`` samples and at least one, drawn
+from a per-class random order seeded by ``(seed, class)``. The subset depends on the labels and the seed only, so
+every DDP rank (and every run with another training seed) computes the same one without a collective, and the
+subsets of one seed are nested: the 1% subset is part of the 10% one.
+
+Why not scikit-learn's ``train_test_split(stratify=...)`` (the helper solo-learn [1] uses): it allocates the
+samples over the whole set (``_approximate_mode``), so at 1% a class with 5 of 2,005 samples gets none; it refuses
+a ``train_size`` smaller than the number of classes (1% of 500 digits over 10 classes) and any class with a single
+sample. Rounding per class keeps every class, which a label fraction must.
+
+- [0] Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709 (Sec. 6: fine-tuning on 1% and 10% of
+  the ImageNet labels, a class-balanced subset)
+- [1] da Costa et al., solo-learn, JMLR 2022, https://github.com/vturrisi/solo-learn (``data_fraction``)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Subset, TensorDataset
+
+
+def dataset_labels(data: Any) -> np.ndarray:
+    """The integer labels of a data set of ``(image, label)`` samples, as an int64 array ``(N,)``.
+
+    Read without loading images where the data set keeps them: a ``Subset`` (its parent's, at its indices), a
+    ``TensorDataset`` (its last tensor), a ``targets`` or ``labels`` attribute (torchvision's and
+    :class:`~lightning_supcon.data.cifar.ArrayImageDataset`'s), a ``samples`` list of ``(path, label)`` pairs
+    (:class:`~lightning_supcon.data.image_folder.ImageFileDataset`); otherwise by indexing every sample (which
+    decodes every image once).
+
+    Example:
+        >>> dataset_labels(TensorDataset(torch.zeros(3, 2), torch.tensor([2, 0, 2]))).tolist()
+        [2, 0, 2]
+        >>> dataset_labels([("a", 1), ("b", 0)]).tolist()
+        [1, 0]
+    """
+    if isinstance(data, Subset):
+        return dataset_labels(data.dataset)[np.asarray(data.indices, dtype=np.int64)]
+    if isinstance(data, TensorDataset):
+        labels: Any = data.tensors[-1]
+    elif hasattr(data, "targets") or hasattr(data, "labels"):
+        labels = data.targets if hasattr(data, "targets") else data.labels
+    elif isinstance(getattr(data, "samples", None), list):
+        labels = [label for _, label in data.samples]
+    else:
+        labels = [data[index][1] for index in range(len(data))]
+    if isinstance(labels, torch.Tensor):
+        labels = labels.cpu().numpy()
+    return np.asarray(labels, dtype=np.int64)
+
+
+def check_label_fraction(fraction: float) -> None:
+    """Raise ``ValueError`` unless ``fraction`` is in ``(0, 1]``."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"Expected `label_fraction` in (0, 1], but got {fraction}.")
+
+
+def stratified_subset(labels: Any, fraction: float, seed: int = 0) -> np.ndarray:
+    """Indices of a class-stratified random ``fraction`` of the samples, at least one per class, sorted.
+
+    Args:
+        labels: Integer class labels ``(N,)``; samples labelled ``-1`` (unknown) are never picked.
+        fraction: Fraction of each class to keep, in ``(0, 1]``: ``max(1, round(fraction * n_class))`` samples.
+        seed: Seed of the draw; class ``c`` draws its order from ``(seed, c)``.
+
+    Returns:
+        int64 indices into ``labels``, ascending.
+
+    Raises:
+        ValueError: For a ``fraction`` outside ``(0, 1]``, labels that are not one-dimensional, or labels below -1.
+
+    Example:
+        >>> labels = [0] * 50 + [1] * 30 + [2] * 2
+        >>> subset = stratified_subset(labels, 0.1, seed=0)
+        >>> np.bincount(np.asarray(labels)[subset]).tolist()
+        [5, 3, 1]
+        >>> set(subset) <= set(stratified_subset(labels, 0.5, seed=0))  # nested
+        True
+    """
+    check_label_fraction(fraction)
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.ndim != 1:
+        raise ValueError(
+            f"Expected class labels of shape (N,) for a stratified subset, but got shape {labels.shape} (a multi-label "
+            "data set has no single class to stratify by)."
+        )
+    if labels.size and labels.min() < -1:
+        raise ValueError(f"Expected class labels >= 0 (or -1 for unknown), but got {int(labels.min())}.")
+    picked = []
+    for label in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == label)
+        keep = min(len(members), max(1, int(np.floor(fraction * len(members) + 0.5))))
+        order = np.random.default_rng((seed, int(label))).permutation(len(members))
+        picked.append(members[order[:keep]])
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
+def label_subset(data: Any, fraction: float, seed: int = 0) -> Any:
+    """``data`` itself for ``fraction == 1``, else the ``Subset`` of its :func:`stratified_subset`.
+
+    Example:
+        >>> data = TensorDataset(torch.zeros(20, 1), torch.arange(20) % 2)
+        >>> len(label_subset(data, 0.2)), label_subset(data, 1.0) is data
+        (4, True)
+    """
+    if fraction == 1.0:
+        return data
+    return Subset(data, stratified_subset(dataset_labels(data), fraction, seed).tolist())

@@ -1,0 +1,158 @@
+"""label_fraction: a class-stratified, seeded subset of the training labels, resumable (DDP: test_sampler.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Subset, TensorDataset
+
+from lightning_supcon.data import DigitsDataModule
+from lightning_supcon.data.subsets import dataset_labels, label_subset, stratified_subset
+
+LONG_TAIL = np.repeat(np.arange(5), [1000, 300, 40, 5, 1])  # 1,346 samples, classes of 1,000 down to 1
+
+
+def _reference_counts(labels: np.ndarray, fraction: float) -> list[int]:
+    """Per class, from the definition: round(fraction * n_class), at least 1, at most n_class."""
+    return [min(n, max(1, int(np.floor(fraction * n + 0.5)))) for n in np.bincount(labels)]
+
+
+class TestStratifiedSubset:
+    @pytest.mark.parametrize("fraction", [0.001, 0.01, 0.1, 0.5, 1.0])
+    @pytest.mark.parametrize("labels", [LONG_TAIL, np.repeat(np.arange(100), 7)], ids=["long_tail", "100_classes"])
+    def test_per_class_counts(self, labels: np.ndarray, fraction: float) -> None:
+        subset = stratified_subset(labels, fraction, seed=3)
+        assert np.bincount(labels[subset], minlength=labels.max() + 1).tolist() == _reference_counts(labels, fraction)
+        assert len(set(subset.tolist())) == len(subset) and (np.diff(subset) > 0).all()  # distinct, sorted
+
+    def test_scikit_learn_would_drop_a_class(self) -> None:
+        """Why our own: the whole-set allocation of ``train_test_split(stratify=...)`` leaves class 3 (5 samples)
+        with none at 1%, and refuses class 4 (1 sample) outright."""
+        from sklearn.model_selection import train_test_split
+
+        labels = LONG_TAIL[LONG_TAIL < 4]
+        picked, _ = train_test_split(np.arange(len(labels)), train_size=0.01, stratify=labels, random_state=0)
+        assert np.bincount(labels[picked], minlength=4)[3] == 0
+        assert np.bincount(labels[stratified_subset(labels, 0.01)], minlength=4)[3] == 1
+
+    def test_fixed_by_the_seed(self) -> None:
+        a, b = stratified_subset(LONG_TAIL, 0.1, seed=0), stratified_subset(LONG_TAIL, 0.1, seed=0)
+        assert np.array_equal(a, b)
+        assert not np.array_equal(a, stratified_subset(LONG_TAIL, 0.1, seed=1))
+        torch.manual_seed(123)
+        np.random.seed(123)  # the global generators play no part
+        assert np.array_equal(a, stratified_subset(LONG_TAIL, 0.1, seed=0))
+
+    def test_nested_over_fractions(self) -> None:
+        small, large = stratified_subset(LONG_TAIL, 0.01, seed=2), stratified_subset(LONG_TAIL, 0.1, seed=2)
+        assert set(small.tolist()) <= set(large.tolist())
+
+    def test_unknown_labels_are_never_picked(self) -> None:
+        labels = np.array([-1] * 10 + [0] * 10 + [1] * 10)
+        subset = stratified_subset(labels, 0.5)
+        assert (labels[subset] >= 0).all() and np.bincount(labels[subset]).tolist() == [5, 5]
+
+    @pytest.mark.parametrize(
+        ("labels", "fraction", "match"),
+        [
+            ([0, 1], 0.0, r"`label_fraction` in \(0, 1\], but got 0.0"),
+            ([0, 1], 1.5, r"`label_fraction` in \(0, 1\], but got 1.5"),
+            ([[0, 1], [1, 0]], 0.5, r"shape \(N,\).*got shape \(2, 2\).*multi-label"),
+            ([0, -2], 0.5, r"labels >= 0 \(or -1 for unknown\), but got -2"),
+        ],
+    )
+    def test_errors(self, labels: Any, fraction: float, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            stratified_subset(labels, fraction)
+
+
+class LabelsAttribute(torch.utils.data.Dataset):
+    def __init__(self, labels: list[int], name: str) -> None:
+        setattr(self, name, labels)
+        self._labels = labels
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        raise AssertionError("the labels are read without loading a sample")
+
+
+class IndexOnly(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return torch.zeros(1), [4, 5, 6][index]
+
+
+class TestDatasetLabels:
+    @pytest.mark.parametrize(
+        "data",
+        [
+            TensorDataset(torch.zeros(3, 2), torch.tensor([4, 5, 6])),
+            LabelsAttribute([4, 5, 6], "labels"),
+            LabelsAttribute([4, 5, 6], "targets"),
+            SimpleNamespace(samples=[("a.png", 4), ("b.png", 5), ("c.png", 6)]),
+            IndexOnly(),
+            Subset(TensorDataset(torch.zeros(5, 1), torch.tensor([9, 4, 9, 5, 6])), [1, 3, 4]),
+        ],
+        ids=["tensor_dataset", "labels", "targets", "samples", "indexing", "subset"],
+    )
+    def test_reads_the_labels(self, data: Any) -> None:
+        labels = dataset_labels(data)
+        assert labels.dtype == np.int64 and labels.tolist() == [4, 5, 6]
+
+    def test_label_subset_keeps_the_samples(self) -> None:
+        data = TensorDataset(torch.arange(40).float(), torch.arange(40) % 4)
+        subset = label_subset(data, 0.25, seed=1)
+        assert isinstance(subset, Subset) and len(subset) == 12
+        assert all(subset[i][0].item() == subset.indices[i] for i in range(len(subset)))
+
+
+class TestDataModuleLabelFraction:
+    def test_training_split_only(self) -> None:
+        dm = DigitsDataModule(batch_size=8, image_size=8, label_fraction=0.1, subset_seed=5)
+        full = DigitsDataModule(batch_size=8, image_size=8)
+        labels = dataset_labels(full.train_dataset())
+        train = dm._dataset("train")
+        assert isinstance(train, Subset)
+        assert np.array_equal(np.asarray(train.indices), stratified_subset(labels, 0.1, seed=5))
+        assert np.bincount(dataset_labels(train)).tolist() == _reference_counts(labels, 0.1)
+        assert len(dm.train_eval_dataloader().dataset) == len(train)  # the kNN bank: the labelled subset
+        assert dm._dataset("val") is dm.val_dataset()  # evaluation on the whole validation set
+
+    def test_the_subset_does_not_follow_the_run_seed(self) -> None:
+        a, b = DigitsDataModule(image_size=8, label_fraction=0.1), DigitsDataModule(image_size=8, label_fraction=0.1)
+        a.seed, b.seed = 1, 2
+        assert a._dataset("train").indices == b._dataset("train").indices  # type: ignore[union-attr]
+
+    def test_bad_fraction(self) -> None:
+        with pytest.raises(ValueError, match=r"`label_fraction` in \(0, 1\], but got 0"):
+            DigitsDataModule(label_fraction=0)
+
+    @pytest.mark.parametrize("sampler", ["random", "balanced"])
+    def test_resume_mid_epoch(self, sampler: str) -> None:
+        def loader() -> Any:
+            dm = DigitsDataModule(batch_size=16, image_size=8, label_fraction=0.5, sampler=sampler)  # type: ignore[arg-type]
+            dm.seed = 7
+            return dm.train_dataloader()
+
+        full = list(loader())
+        first = loader()
+        iterator = iter(first)
+        for _ in range(3):
+            next(iterator)
+        resumed = loader()
+        resumed.load_state_dict(first.state_dict())
+        rest = list(resumed)
+        assert len(rest) == len(full) - 3
+        for (views, labels), (full_views, full_labels) in zip(rest, full[3:], strict=True):
+            assert torch.equal(labels, full_labels) and torch.equal(views, full_views)
+
+
+# The same subset on every DDP rank (2 gloo processes): tests/data/test_sampler.py, in the one spawn of both.

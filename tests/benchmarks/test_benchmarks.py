@@ -107,6 +107,18 @@ class TestLoss:
         assert rows["partial labels (50% -1)"][0] == "fused" and rows["multi-hot"][0] == "explicit masks"
 
 
+class TestLongTail:
+    @pytest.mark.slow
+    def test_quick_table(self, tmp_path: Path) -> None:
+        proc = run_script("long_tail.py", "--quick", "--threads", "1", tmp_path=tmp_path, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        rows = [line for line in proc.stdout.splitlines() if line.startswith("| 10 |")]
+        assert [row.split("|")[2].strip() for row in rows] == [
+            "SupCon L_out",
+            "L_out, class-averaged denominator (BCL)",
+        ]
+
+
 class TestGPUScript:
     def test_skips_cleanly_without_cuda(self, tmp_path: Path) -> None:
         proc = run_script("gpu.sh", tmp_path=tmp_path, timeout=120)

@@ -109,6 +109,6 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple
     except ValueError as error:
         raise ValueError(
             f"Cannot hold out a stratified validation set of `val_fraction` {fraction} from {len(targets)} training "
-            f"samples: {error} Give a validation split or change `val_fraction`."
+            f"samples ({error}): give a validation split or change `val_fraction`."
         ) from error
     return [int(i) for i in train], [int(i) for i in val]

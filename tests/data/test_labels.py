@@ -70,5 +70,5 @@ class TestStratifiedSplit:
     def test_errors(self) -> None:
         with pytest.raises(ValueError, match=r"`val_fraction` to be in \(0, 1\), but got 1.0"):
             stratified_split([0, 1], 1.0, seed=0)
-        with pytest.raises(ValueError, match=r"Cannot hold out a stratified validation set.*Give a validation split"):
+        with pytest.raises(ValueError, match=r"Cannot hold out a stratified validation set.*: give a validation split"):
             stratified_split([0, 0, 0, 1], 0.25, seed=0)

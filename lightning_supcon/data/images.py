@@ -137,15 +137,10 @@ class ImageDataModule(MultiViewDataModule):
                 raise ValueError(f"Expected argument `{name}` to be >= 1, but got {value}.")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"Expected argument `val_fraction` to be in (0, 1), but got {val_fraction}.")
-        default = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ("auto", "auto")
-        self._statistics: dict[str, tuple[float, ...] | str] = {}
-        for name, value, fallback in (("mean", mean, default[0]), ("std", std, default[1])):
-            value = fallback if value is None else value
-            if value != "auto" and len(value) != channels:
-                raise ValueError(
-                    f"Expected `{name}` to be 'auto' or {channels} value(s), one per channel, but got {value!r}."
-                )
-            self._statistics[name] = value if value == "auto" else tuple(float(v) for v in value)
+        self._statistics: dict[str, tuple[float, ...] | str] = {
+            "mean": _statistic("mean", mean, IMAGENET_MEAN, channels),
+            "std": _statistic("std", std, IMAGENET_STD, channels),
+        }
         self.image_size = image_size
         self.resize = round(image_size / 0.875) if resize is None else resize
         self.channels = channels
@@ -274,6 +269,19 @@ class ImageDataModule(MultiViewDataModule):
         decode = self.decode_transform(train=False)
         images = torch.stack([decode(data[int(i)][0]) for i in picked])  # (n, C, image_size, image_size) uint8
         return channel_statistics(images)
+
+
+def _statistic(
+    name: str, value: tuple[float, ...] | str | None, imagenet: tuple[float, ...], channels: int
+) -> tuple[float, ...] | str:
+    """A checked ``mean`` or ``std`` argument: ``"auto"`` or ``channels`` floats; ``None`` -> ImageNet's or auto."""
+    if value is None:
+        return imagenet if channels == 3 else "auto"
+    if value == "auto":
+        return value
+    if isinstance(value, str) or len(value) != channels:
+        raise ValueError(f"Expected `{name}` to be 'auto' or {channels} value(s), one per channel, but got {value!r}.")
+    return tuple(float(v) for v in value)
 
 
 @rank_zero_only

@@ -97,6 +97,13 @@ class TestNormalisation:
             assert dm.std == IMAGENET_STD  # only the one asked for is measured
         assert results[0] == results[1] != results[2]
 
+    def test_set_after_construction_renews_the_normalisation(self, image_tree: tuple[Path, Path]) -> None:
+        dm = _dm(image_tree)
+        assert dm.normalize.mean.flatten().tolist() == pytest.approx(IMAGENET_MEAN)
+        dm.mean, dm.std = (0.1, 0.2, 0.3), (1.0, 1.0, 1.0)
+        assert dm.normalize.mean.flatten().tolist() == pytest.approx([0.1, 0.2, 0.3])
+        assert dm.normalize.std.flatten().tolist() == [1.0, 1.0, 1.0]
+
     def test_pinned_values_give_the_same_batches(self, image_tree: tuple[Path, Path]) -> None:
         auto = _dm(image_tree, mean="auto", std="auto", batch_size=4)
         pinned = _dm(image_tree, mean=auto.mean, std=auto.std, batch_size=4)

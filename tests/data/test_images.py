@@ -21,7 +21,7 @@ from lightning_supcon.data import (
     load_image,
 )
 from tests.data.formats import write_image_tree
-from tests.helpers import DIGITS
+from tests.helpers import DIGITS, spawn_ranks
 
 
 def _dm(tree: tuple[Path, Path], **kwargs: object) -> ImageFolderDataModule:
@@ -122,6 +122,27 @@ class TestNormalisation:
     def test_errors(self, image_tree: tuple[Path, Path], kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             _dm(image_tree, **kwargs)
+
+
+def _auto_statistics_on_rank(rank: int, port: int, out_dir: str) -> None:
+    """A DDP process: its own global seeds, the tree the test wrote, ``mean``/``std`` measured (``auto``)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(100 + rank)
+    np.random.seed(100 + rank)
+    dm = ImageFolderDataModule(f"{out_dir}/tree", f"{out_dir}/tree", image_size=8, channels=1, split_seed=3)
+    torch.save((dm.mean, dm.std), f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # ~10 s, 2 processes; `make test-slow`. The rank- and seed-independence is also tested above.
+@pytest.mark.distributed
+def test_auto_statistics_equal_on_two_ddp_processes(tmp_path: Path) -> None:
+    files = [f"{i}.png:RGB" for i in range(5)]
+    write_image_tree(tmp_path / "tree", {"a": files, "b": [name.replace("RGB", "L") for name in files]})
+    first, second = spawn_ranks(_auto_statistics_on_rank, tmp_path, world=2)
+    assert first == second and len(first[0]) == 1
 
 
 class TestHeldOutValidation:

@@ -4,7 +4,9 @@ from lightning_supcon.callbacks import EmbeddingPlot, EmbeddingWriter, MetricsSu
 from lightning_supcon.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
+    CsvDataModule,
     DigitsDataModule,
+    HFDataModule,
     ImageFolderDataModule,
     MultiViewDataModule,
 )
@@ -26,9 +28,11 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "CrossEntropyModule",
+    "CsvDataModule",
     "DigitsDataModule",
     "EmbeddingPlot",
     "EmbeddingWriter",
+    "HFDataModule",
     "ImageFolderDataModule",
     "LinearProbeModule",
     "MetricsSummary",

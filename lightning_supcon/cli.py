@@ -42,7 +42,8 @@ DESCRIPTION = (
 OPTIONS_HINT = (
     "Model and data options: `lightning-supcon {cmd} --model.help lightning_supcon.SupConModule` (or "
     "CrossEntropyModule, LinearProbeModule) and `--data.help lightning_supcon.DigitsDataModule` (or "
-    "CIFAR10DataModule, CIFAR100DataModule, ImageFolderDataModule); a config's values: `--config X --print_config`."
+    "CIFAR10DataModule, CIFAR100DataModule, ImageFolderDataModule, CsvDataModule, HFDataModule); a config's values: "
+    "`--config X --print_config`."
 )
 _SHOWN_SUBCLASSES = "lightning_supcon."
 

@@ -2,18 +2,24 @@
 
 from lightning_supcon.data.base import AUGMENT_ON, AugmentOn, MultiViewDataModule
 from lightning_supcon.data.cifar import ArrayImageDataset, CIFAR10DataModule, CIFAR100DataModule, CIFARDataModule
+from lightning_supcon.data.csv_list import CsvDataModule, read_image_list
 from lightning_supcon.data.device_augment import DeviceMultiViewAugment
 from lightning_supcon.data.digits import DIGITS_RECIPE, DigitsDataModule, load_digit_images
-from lightning_supcon.data.image_folder import (
+from lightning_supcon.data.hf import HFDataModule
+from lightning_supcon.data.image_folder import ImageFileDataset, ImageFolderDataModule, load_rgb, scan_folder
+from lightning_supcon.data.images import (
+    AUTO_SAMPLE,
+    CHANNELS,
     IMAGENET_RECIPE,
-    ImageFileDataset,
-    ImageFolderDataModule,
-    load_rgb,
-    scan_folder,
+    Channels,
+    ImageDataModule,
+    ImageDataset,
+    LabelledImages,
+    load_image,
 )
 from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, SampleDataset
 from lightning_supcon.data.multilabel import DIGIT_ATTRIBUTES, MultilabelDigitsDataModule, attribute_labels
-from lightning_supcon.data.normalize import ToNormalizedFloat
+from lightning_supcon.data.normalize import ToNormalizedFloat, channel_statistics
 from lightning_supcon.data.recipe import COLOURS, DEVICE_COLOURS, SIMCLR, AugmentRecipe, Colour
 from lightning_supcon.data.sampler import SAMPLERS, ClassBalancedSampler, SamplerKind
 from lightning_supcon.data.subsets import dataset_labels, label_subset, stratified_subset
@@ -32,6 +38,8 @@ from lightning_supcon.data.warp import RandomResizedCropAffine
 
 __all__ = [
     "AUGMENT_ON",
+    "AUTO_SAMPLE",
+    "CHANNELS",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CIFAR100_MEAN",
@@ -51,13 +59,19 @@ __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "CIFARDataModule",
+    "Channels",
     "ClassBalancedSampler",
     "Colour",
+    "CsvDataModule",
     "DeviceMultiViewAugment",
     "DigitsDataModule",
     "EpochSampler",
+    "HFDataModule",
+    "ImageDataModule",
+    "ImageDataset",
     "ImageFileDataset",
     "ImageFolderDataModule",
+    "LabelledImages",
     "MappedDataset",
     "MultiViewDataModule",
     "MultiViewTransform",
@@ -68,11 +82,14 @@ __all__ = [
     "SamplerKind",
     "ToNormalizedFloat",
     "attribute_labels",
+    "channel_statistics",
     "dataset_labels",
     "eval_transform",
     "label_subset",
     "load_digit_images",
+    "load_image",
     "load_rgb",
+    "read_image_list",
     "scan_folder",
     "stratified_subset",
     "supcon_transform",

@@ -1,9 +1,11 @@
 """``ImageFolderDataModule``: ImageNet or any class-per-folder tree (``train_dir/<class>/<image>``).
 
-Every image is converted to RGB (grayscale, RGBA, palette, CMYK). The recipe is SupCon's ImageNet one [0]: crop
-scale ``(0.08, 1)`` and SimCLR's Gaussian blur [1]; evaluation resizes to ``image_size / 0.875`` (256 for 224)
-and takes the central square. On the device path the loader workers decode and resize every image to that
-fixed size (the training crops are drawn from it on the device).
+The classes are the sub-folders of the training tree, sorted (torchvision's ``ImageFolder`` convention); every
+image is decoded as RGB, or as grayscale with ``channels=1`` (:class:`~lightning_supcon.data.images.ImageDataModule`
+does the rest). The default recipe is SupCon's ImageNet one [0]: crop scale ``(0.08, 1)`` and SimCLR's Gaussian
+blur [1]; evaluation resizes to ``image_size / 0.875`` (256 for 224) and takes the central square. On the device
+path the loader workers decode and resize every image to that fixed size (the training crops are drawn from it on
+the device).
 
 - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
 - [1] Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709
@@ -12,36 +14,28 @@ fixed size (the training crops are drawn from it on the device).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
-from torch import Tensor
-from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
-from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.images import (
+    IMAGENET_RECIPE,
+    ImageDataModule,
+    ImageDataset,
+    LabelledImages,
+    Split,
+    load_image,
+)
 from lightning_supcon.data.recipe import AugmentRecipe
-from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decode_steps
-
-#: SupCon's ImageNet recipe [0]: crop scale (0.08, 1), flip, SimCLR's colour steps and Gaussian blur [1].
-IMAGENET_RECIPE = AugmentRecipe(scale=(0.08, 1.0), blur_p=0.5)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def load_rgb(path: str) -> Image.Image:
     """Decode an image file as RGB; raises ``OSError`` naming the file when it cannot be read."""
-    try:
-        with Image.open(path) as file:
-            image: Image.Image = file
-            if image.mode == "P" and "transparency" in image.info:
-                image = image.convert("RGBA")  # palette transparency goes through RGBA, as PIL recommends
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for unreadable or truncated data
-        raise OSError(f"Cannot read image file {path!r}: {error}") from error
+    return load_image(path, "RGB")
 
 
 def is_readable(path: str) -> bool:
@@ -89,34 +83,46 @@ def scan_folder(root: str | Path, classes: list[str] | None = None) -> tuple[lis
     return classes, samples
 
 
-class ImageFileDataset(Dataset):
+def readable_only(found: LabelledImages) -> LabelledImages:
+    """``found`` without the files PIL cannot read (:func:`is_readable`), with one warning giving their number.
+
+    Raises:
+        ValueError: If no file is readable.
+    """
+    readable = [is_readable(str(found.images[i])) for i in range(len(found.images))]
+    keep = [i for i, ok in enumerate(readable) if ok]
+    bad = [str(found.images[i]) for i, ok in enumerate(readable) if not ok]
+    if bad:
+        rank_zero_warn(f"Skipped {len(bad)} unreadable image(s) in {found.where!r}, e.g. {bad[0]!r}.")
+    if not keep:
+        raise ValueError(f"Expected readable images in {found.where!r}, but all {len(bad)} are unreadable.")
+    return LabelledImages([str(found.images[i]) for i in keep], [found.labels[i] for i in keep], found.where)
+
+
+class ImageFileDataset(ImageDataset):
     """``(PIL RGB image, label)`` samples from ``(path, label)`` pairs."""
 
     def __init__(self, samples: list[tuple[str, int]]) -> None:
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        path, label = self.samples[index]
-        return load_rgb(path), label
+        super().__init__([path for path, _ in samples], [label for _, label in samples], "RGB")
 
 
-class ImageFolderDataModule(MultiViewDataModule):
+class ImageFolderDataModule(ImageDataModule):
     """A class-per-folder image tree such as ImageNet's; the classes are the sub-folders of ``train_dir``.
 
     Args:
         train_dir: Training images, ``train_dir/<class>/<image>``.
-        val_dir: Validation images, the same layout; its classes must be among the training ones.
-        test_dir: Optional test images; ``None`` tests on ``val_dir``.
+        val_dir: Validation images, the same layout; its classes must be among the training ones. ``None``: a
+            stratified ``val_fraction`` of ``train_dir``, seeded by ``split_seed``.
+        test_dir: Optional test images; ``None`` tests on the validation set.
         image_size: Side of the square training views and evaluation crops.
         skip_corrupt: Check every file when the data sets are built and leave out those PIL cannot read, with
             one warning giving their number (costs a pass over the file headers; a file whose header is fine but
             whose data is truncated still raises when loaded). ``False``: an unreadable image raises an
             ``OSError`` naming it when loaded.
         augment: The augmentation recipe; default :data:`IMAGENET_RECIPE`.
-        **kwargs: The arguments of :class:`MultiViewDataModule`.
+        **kwargs: The arguments of :class:`~lightning_supcon.data.images.ImageDataModule` (``resize``,
+            ``channels``, ``mean``, ``std``, ``val_fraction``, ``split_seed``) and of
+            :class:`~lightning_supcon.data.base.MultiViewDataModule` (``batch_size``, ``augment_on``, ...).
 
     Raises:
         FileNotFoundError: When a directory is missing (on first use).
@@ -125,64 +131,33 @@ class ImageFolderDataModule(MultiViewDataModule):
 
     Example:
         >>> dm = ImageFolderDataModule("imagenet/train", "imagenet/val", batch_size=128, augment_on="device")
-        >>> dm.image_size, dm.resize, dm.augment.scale, dm.augment.blur_p
-        (224, 256, (0.08, 1.0), 0.5)
+        >>> dm.image_size, dm.resize, dm.augment.scale, dm.augment.blur_p, dm.in_channels
+        (224, 256, (0.08, 1.0), 0.5, 3)
+        >>> dm = ImageFolderDataModule("scans/train", channels=1, image_size=32, resize=32, mean="auto")
+        >>> dm.in_channels, dm.resize, dm.val_fraction
+        (1, 32, 0.1)
     """
-
-    mean = IMAGENET_MEAN
-    std = IMAGENET_STD
 
     def __init__(
         self,
         train_dir: str,
-        val_dir: str,
+        val_dir: str | None = None,
         test_dir: str | None = None,
         image_size: int = 224,
         skip_corrupt: bool = False,
         augment: AugmentRecipe = IMAGENET_RECIPE,
         **kwargs: Any,
     ) -> None:
-        super().__init__(augment=augment, **kwargs)
+        super().__init__(image_size=image_size, augment=augment, **kwargs)
         self.train_dir = train_dir
         self.val_dir = val_dir
         self.test_dir = test_dir
-        self.image_size = image_size
         self.skip_corrupt = skip_corrupt
-        self.resize = round(image_size / 0.875)
-        self._classes: list[str] | None = None
 
-    @property
-    def classes(self) -> list[str]:
-        """The class names, sorted sub-folder names of ``train_dir``."""
-        if self._classes is None:
-            self._classes = scan_folder(self.train_dir)[0]
-        return self._classes
-
-    @property  # type: ignore[override]
-    def num_classes(self) -> int:  # type: ignore[override]
-        return len(self.classes)
-
-    def _folder(self, root: str) -> ImageFileDataset:
-        _, samples = scan_folder(root, self.classes)
-        if self.skip_corrupt:
-            bad = [path for path, _ in samples if not is_readable(path)]
-            if bad:
-                rank_zero_warn(f"Skipped {len(bad)} unreadable image(s) in {root!r}, e.g. {bad[0]!r}.")
-                skip = set(bad)
-                samples = [sample for sample in samples if sample[0] not in skip]
-            if not samples:
-                raise ValueError(f"Expected readable images in {root!r}, but all {len(bad)} are unreadable.")
-        return ImageFileDataset(samples)
-
-    def train_dataset(self) -> ImageFileDataset:
-        return self._folder(self.train_dir)
-
-    def val_dataset(self) -> ImageFileDataset:
-        return self._folder(self.val_dir)
-
-    def test_dataset(self) -> ImageFileDataset | None:
-        return None if self.test_dir is None else self._folder(self.test_dir)
-
-    def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:
-        """Resize to ``image_size / 0.875`` and crop the centre: that square for training, ``image_size`` else."""
-        return v2.Compose(decode_steps(self.resize if train else self.image_size, resize=self.resize))
+    def source(self, split: Split) -> LabelledImages | None:
+        root = {"train": self.train_dir, "val": self.val_dir, "test": self.test_dir}[split]
+        if root is None:
+            return None
+        names, samples = scan_folder(root, None if split == "train" else self.classes)
+        found = LabelledImages([path for path, _ in samples], [names[label] for _, label in samples], root)
+        return readable_only(found) if self.skip_corrupt else found

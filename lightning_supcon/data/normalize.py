@@ -64,3 +64,34 @@ class ToNormalizedFloat(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+def channel_statistics(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images in ``[0, 1]`` units, over all images and pixels,
+    rounded to 4 decimals: the ``mean`` and ``std`` that :class:`ToNormalizedFloat` then takes.
+
+    Computed in float64, so the result does not depend on the batch's order or the number of threads (exact sums of
+    uint8 values).
+
+    Args:
+        images: uint8 ``(N, C, H, W)``.
+
+    Returns:
+        ``(mean, std)``, each a tuple of ``C`` floats; ``std`` is the unbiased sample standard deviation.
+
+    Raises:
+        ValueError: For images that are not a uint8 ``(N, C, H, W)`` batch with at least 2 pixels per channel.
+
+    Example:
+        >>> images = torch.tensor([[[[0, 255]], [[51, 51]]]], dtype=torch.uint8)  # (1, 2, 1, 2)
+        >>> channel_statistics(images)
+        ((0.5, 0.2), (0.7071, 0.0))
+    """
+    if images.ndim != 4 or images.dtype != torch.uint8 or images[:, 0].numel() < 2:
+        raise ValueError(
+            f"Expected uint8 images (N, C, H, W) with >= 2 pixels, but got {images.dtype} {tuple(images.shape)}."
+        )
+    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0  # (C, N * H * W)
+    mean = tuple(round(v, 4) for v in pixels.mean(dim=1).tolist())
+    std = tuple(round(v, 4) for v in pixels.std(dim=1).tolist())
+    return mean, std

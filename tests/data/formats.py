@@ -86,3 +86,45 @@ def write_image_tree(root: Path, classes: dict[str, list[str]], size: tuple[int,
             else:
                 _image(mode, size, seed).save(root / name / file)
     return root
+
+
+def digits_split(seed: int = 0, val_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """The train and val indices of ``DigitsDataModule``'s split (stratified, seeded) of scikit-learn's digits."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    target = load_digits().target
+    train, val = train_test_split(np.arange(len(target)), test_size=val_fraction, stratify=target, random_state=seed)
+    return train, val
+
+
+def _digit_images() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return np.round(data.images * 255 / 16).astype(np.uint8), data.target  # (1797, 8, 8) 0..255, (1797,)
+
+
+def write_digits_tree(root: Path) -> tuple[Path, Path]:
+    """The 1,797 digits as 8x8 grayscale PNGs ``root/{train,val}/<digit>/<index>.png``, split as ``DigitsDataModule``
+    splits them; returns ``(train_dir, val_dir)``."""
+    images, target = _digit_images()
+    for split, indices in zip(("train", "val"), digits_split(), strict=True):
+        for i in indices:
+            folder = root / split / str(target[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i], "L").save(folder / f"{i:04d}.png")
+    return root / "train", root / "val"
+
+
+def write_digits_list(root: Path) -> Path:
+    """The 1,797 digits as 8x8 grayscale PNGs ``root/images/<index>.png`` and one list ``root/digits.csv`` of
+    ``path,label`` rows (a header, integer labels) in scikit-learn's order; returns the list's path."""
+    images, target = _digit_images()
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = ["path,label"]
+    for i, (image, label) in enumerate(zip(images, target, strict=True)):
+        Image.fromarray(image, "L").save(root / "images" / f"{i:04d}.png")
+        rows.append(f"images/{i:04d}.png,{label}")
+    (root / "digits.csv").write_text("\n".join(rows) + "\n")
+    return root / "digits.csv"

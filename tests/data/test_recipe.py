@@ -6,6 +6,7 @@ The statistics both backends draw from one recipe are compared in ``tests/data/t
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -153,3 +154,136 @@ class TestCommandLine:
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert "Traceback" not in err and "`jitter_p` to be in [0, 1], but got 1.5" in err
+
+
+#: A value other than SIMCLR's for every field of AugmentRecipe.
+CHANGED: dict[str, Any] = {
+    "scale": (0.3, 0.6),
+    "ratio": (0.5, 2.0),
+    "flip": False,
+    "degrees": 20.0,
+    "translate": 0.2,
+    "colour": "none",
+    "jitter": 1.0,
+    "jitter_p": 0.5,
+    "grayscale_p": 0.4,
+    "blur_p": 0.3,
+    "blur_sigma": (0.5, 1.5),
+}
+
+
+def _expected(recipe: AugmentRecipe, channels: int) -> dict[str, Any]:
+    """What a backend must build from ``recipe``: the steps a field turns on or off, and their parameters."""
+    jitter, grayscale = recipe.colour_steps(channels)
+    return {
+        "crop": (recipe.scale, recipe.ratio),
+        "flip": recipe.flip,
+        "warp": (recipe.degrees, recipe.translate) if recipe.warps else None,
+        "jitter": (recipe.jitter_p, recipe.jitter_factors) if jitter else None,
+        "grayscale": recipe.grayscale_p if grayscale else None,
+        "blur": (recipe.blur_p, recipe.blur_sigma) if recipe.blur_p > 0 else None,
+    }
+
+
+def _read_cpu(steps: list[Any]) -> dict[str, Any]:
+    """The recipe a torchvision pipeline carries out, read back from its steps."""
+    crop = steps[0]
+    applied = {type(s.transforms[0]).__name__: s for s in steps if isinstance(s, v2.RandomApply)}
+    jitter = applied.get("ColorJitter")
+    factors = None
+    if jitter is not None:
+        cj = jitter.transforms[0]
+        upper = (cj.brightness[1] - 1, cj.contrast[1] - 1, cj.saturation[1] - 1, cj.hue[1])
+        factors = tuple(round(v, 6) for v in upper)
+    grayscale = [s.p for s in steps if isinstance(s, v2.RandomGrayscale)]
+    blur = applied.get("GaussianBlur")
+    return {
+        "crop": (crop.scale, crop.ratio),
+        "flip": any(isinstance(s, v2.RandomHorizontalFlip) for s in steps),
+        "warp": (crop.degrees, crop.translate) if isinstance(crop, RandomResizedCropAffine) else None,
+        "jitter": None if jitter is None else (jitter.p, factors),
+        "grayscale": grayscale[0] if grayscale else None,
+        "blur": None if blur is None else (blur.p, tuple(blur.transforms[0].sigma)),
+    }
+
+
+def _read_device(augment: DeviceMultiViewAugment) -> dict[str, Any]:
+    """The recipe a kornia pipeline carries out, read back from its modules."""
+    steps = {type(m).__name__: m for m in [*augment.geometric, *augment.colour]}
+    crop = steps["RandomResizedCrop"]._param_generator
+    affine = steps.get("RandomAffine")
+    jitter, grayscale, blur = (steps.get(n) for n in ("ColorJitter", "RandomGrayscale", "RandomGaussianBlur"))
+    return {
+        "crop": (crop.scale, crop.ratio),
+        "flip": "RandomHorizontalFlip" in steps and steps["RandomHorizontalFlip"].p == 0.5,
+        "warp": None if affine is None else (affine._param_generator.degrees, affine._param_generator.translate[0]),
+        "jitter": None
+        if jitter is None
+        else (jitter.p, (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue)),
+        "grayscale": None if grayscale is None else grayscale.p,
+        "blur": None if blur is None else (blur.p, blur._param_generator.sigma),
+    }
+
+
+class TestEveryFieldOnBothBackends:
+    def test_every_field_is_covered(self) -> None:
+        assert set(CHANGED) == {field.name for field in fields(AugmentRecipe)}
+        assert all(getattr(SIMCLR, name) != value for name, value in CHANGED.items())
+
+    @pytest.mark.parametrize("channels", [1, 3])
+    @pytest.mark.parametrize("field", list(CHANGED))
+    def test_field_honoured(self, field: str, channels: int) -> None:
+        """Each field changed alone (with a warp and a blur on, so that their own fields show) is carried out by
+        both backends; with one channel the colour jitter and grayscale are left out by both, and the views keep
+        one channel."""
+        base = replace(SIMCLR, degrees=5.0, blur_p=0.5) if field in ("translate", "blur_sigma") else SIMCLR
+        recipe = replace(base, **{field: CHANGED[field]})
+        mean, std = (0.5,) * channels, (0.25,) * channels
+        cpu = supcon_transform(16, mean, std, recipe)
+        device = DeviceMultiViewAugment(16, mean, std, n_views=2, recipe=recipe)
+        expected = _expected(recipe, channels)
+        assert _read_cpu(cpu.transforms) == expected == _read_device(device)
+        colour_field = field in ("colour", "jitter", "jitter_p", "grayscale_p")
+        assert expected != _expected(base, channels) or (channels == 1 and colour_field)  # the change shows
+        if channels == 1:
+            assert expected["jitter"] is None and expected["grayscale"] is None
+        image = torch.randint(0, 256, (channels, 20, 20), dtype=torch.uint8)
+        assert cpu(image).shape == (channels, 16, 16)
+        assert device(image.unsqueeze(0)).shape == (1, 2, channels, 16, 16)
+
+    @pytest.mark.parametrize("colour", ["autoaugment", "randaugment"])
+    def test_searched_policies_on_the_cpu_for_grayscale_too(self, colour: str) -> None:
+        recipe = AugmentRecipe(colour=colour)  # type: ignore[arg-type]
+        for channels in (1, 3):
+            tf = supcon_transform(16, (0.5,) * channels, (0.25,) * channels, recipe)
+            name = {"autoaugment": "AutoAugment", "randaugment": "RandAugment"}[colour]
+            assert type(tf.transforms[2]).__name__ == name
+            assert tf(torch.randint(0, 256, (channels, 20, 20), dtype=torch.uint8)).shape == (channels, 16, 16)
+
+
+class TestEveryFieldFromFlagsAndYaml:
+    def _datamodule(self, tmp_path: Path, tree: tuple[Path, Path], *args: str) -> Any:
+        folders = [f"--data.train_dir={tree[0]}", f"--data.val_dir={tree[1]}"]
+        data = ["--data=lightning_supcon.ImageFolderDataModule", *folders, "--data.channels=1"]
+        app = cli(["--config", DIGITS, f"--trainer.default_root_dir={tmp_path}", *data, *args], run=False)
+        return app.datamodule
+
+    @staticmethod
+    def _flag(value: Any) -> str:
+        if isinstance(value, tuple):
+            return "[" + ",".join(str(v) for v in value) + "]"
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    def test_flags(self, tmp_path: Path, image_tree: tuple[Path, Path]) -> None:
+        flags = [f"--data.init_args.augment.{name}={self._flag(value)}" for name, value in CHANGED.items()]
+        dm = self._datamodule(tmp_path, image_tree, *flags)
+        assert dm.augment == AugmentRecipe(**CHANGED)
+        cpu, device = _read_cpu(dm.train_transform().transforms), _read_device(dm.device_augment())
+        assert cpu == _expected(dm.augment, 1) == device
+
+    def test_yaml(self, tmp_path: Path, image_tree: tuple[Path, Path]) -> None:
+        lines = [f"      {name}: {self._flag(value)}" for name, value in CHANGED.items()]
+        config = tmp_path / "augment.yaml"
+        config.write_text("data:\n  init_args:\n    augment:\n" + "\n".join(lines) + "\n")
+        dm = self._datamodule(tmp_path, image_tree, "--config", str(config))
+        assert dm.augment == AugmentRecipe(**CHANGED)

@@ -1,0 +1,164 @@
+"""``CsvDataModule``: images listed in CSV/TSV files of ``path,label`` rows, the paths relative to a root folder.
+
+The common format when images are not sorted into class folders (Kaggle-style ``train.csv``, medical and
+satellite data sets). Each list is read with Python's ``csv`` module; a label is a class name, or a class index
+when every label of a list is an integer (:func:`~lightning_supcon.data.labels.parse_labels`). Everything else,
+grayscale or RGB decoding, the seeded validation split, ``mean``/``std`` ``"auto"``, is
+:class:`~lightning_supcon.data.images.ImageDataModule`'s.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any
+
+from lightning_supcon.data.image_folder import IMAGENET_RECIPE, readable_only
+from lightning_supcon.data.images import ImageDataModule, LabelledImages, Split
+from lightning_supcon.data.labels import parse_labels
+from lightning_supcon.data.recipe import AugmentRecipe
+
+
+def read_image_list(
+    path: str,
+    root: str | None = None,
+    delimiter: str | None = None,
+    header: bool | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+) -> LabelledImages:
+    """The images and labels of a CSV/TSV list of ``path,label`` rows.
+
+    Args:
+        path: The list file.
+        root: The folder the image paths are relative to; ``None``: the list's own folder. Absolute paths are kept.
+        delimiter: The column separator; ``None``: a tab for ``.tsv`` and ``.tab`` files, else a comma.
+        header: Whether the first row names the columns; ``None``: it does when it holds both ``path_column`` and
+            ``label_column``. With a header the two columns are found by name (other columns are ignored);
+            without one the path is the first column and the label the second.
+        path_column: The image column's name in the header.
+        label_column: The label column's name in the header.
+
+    Returns:
+        The absolute or root-joined image paths, their labels (:func:`~lightning_supcon.data.labels.parse_labels`)
+        and ``path`` as the source's name.
+
+    Raises:
+        FileNotFoundError: If the list, or an image it names, does not exist (the first few named, with their
+            rows and a hint when the first row looks like a header).
+        ValueError: For an empty list, a header without the named columns, or a row with too few columns.
+
+    Example:
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> for name in ("a.png", "b.png"):
+        ...     _ = open(os.path.join(folder, name), "wb")
+        >>> with open(os.path.join(folder, "train.csv"), "w") as f:
+        ...     _ = f.write("path,label\\na.png,cat\\nb.png,dog\\n")
+        >>> found = read_image_list(os.path.join(folder, "train.csv"))
+        >>> [os.path.basename(p) for p in found.images], found.labels
+        (['a.png', 'b.png'], ['cat', 'dog'])
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Expected an image list file (CSV/TSV), but {path!r} is not a file.")
+    if delimiter is None:
+        delimiter = "\t" if path.lower().endswith((".tsv", ".tab")) else ","
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        rows = [row for row in csv.reader(file, delimiter=delimiter) if any(cell.strip() for cell in row)]
+    if not rows:
+        raise ValueError(f"Expected `path,label` rows in {path!r}, but it is empty.")
+    names = [cell.strip() for cell in rows[0]]
+    if header is None:
+        header = path_column in names and label_column in names
+    first_row = 2 if header else 1
+    columns = (0, 1)
+    if header:
+        missing = [name for name in (path_column, label_column) if name not in names]
+        if missing:
+            raise ValueError(f"Expected columns {missing} in the header of {path!r}, but it has {names}.")
+        columns = (names.index(path_column), names.index(label_column))
+        rows = rows[1:]
+    short = next((i for i, row in enumerate(rows) if len(row) <= max(columns)), None)
+    if short is not None:
+        raise ValueError(
+            f"Expected >= {max(columns) + 1} columns separated by {delimiter!r} in row {short + first_row} of "
+            f"{path!r}, but got {rows[short]}."
+        )
+    base = os.path.dirname(os.path.abspath(path)) if root is None else root
+    paths = [os.path.join(base, row[columns[0]].strip()) for row in rows]
+    missing_rows = [(i + first_row, p) for i, p in enumerate(paths) if not os.path.isfile(p)]
+    if missing_rows:
+        shown = ", ".join(f"row {row}: {p!r}" for row, p in missing_rows[:3])
+        hint = (
+            " (is the first row a header? set `header: true` and name its columns with `path_column`/`label_column`)"
+            if missing_rows[0][0] == 1
+            else ""
+        )
+        raise FileNotFoundError(f"{len(missing_rows)} image(s) listed in {path!r} do not exist: {shown}{hint}.")
+    return LabelledImages(paths, parse_labels([row[columns[1]] for row in rows]), path)
+
+
+class CsvDataModule(ImageDataModule):
+    """Images listed in CSV/TSV files (``path,label`` rows, paths relative to ``root``).
+
+    Args:
+        train_list: The training list.
+        val_list: The validation list; ``None``: a stratified ``val_fraction`` of the training list, seeded by
+            ``split_seed``.
+        test_list: The test list; ``None`` tests on the validation set.
+        root: The folder the listed paths are relative to; ``None``: each list's own folder.
+        delimiter: The column separator; ``None``: a tab for ``.tsv``/``.tab`` files, else a comma.
+        header: Whether each list's first row names its columns; ``None`` (auto): when it holds both
+            ``path_column`` and ``label_column``.
+        path_column: The image column's name in a header.
+        label_column: The label column's name in a header.
+        image_size: Side of the square training views and evaluation crops.
+        skip_corrupt: Leave out, with one warning, the images PIL cannot read (see
+            :class:`~lightning_supcon.data.image_folder.ImageFolderDataModule`).
+        augment: The augmentation recipe; default :data:`~lightning_supcon.data.images.IMAGENET_RECIPE`.
+        **kwargs: The arguments of :class:`~lightning_supcon.data.images.ImageDataModule` (``resize``,
+            ``channels``, ``mean``, ``std``, ``val_fraction``, ``split_seed``) and of
+            :class:`~lightning_supcon.data.base.MultiViewDataModule`.
+
+    Raises:
+        FileNotFoundError: For a missing list or listed image (on first use).
+        ValueError: For a malformed list, or a validation or test label that is not a training class.
+
+    Example:
+        >>> dm = CsvDataModule("data/train.csv", channels=1, image_size=28, resize=28, mean="auto", std="auto")
+        >>> dm.in_channels, dm.val_fraction, dm.augment.scale
+        (1, 0.1, (0.08, 1.0))
+    """
+
+    def __init__(
+        self,
+        train_list: str,
+        val_list: str | None = None,
+        test_list: str | None = None,
+        root: str | None = None,
+        delimiter: str | None = None,
+        header: bool | None = None,
+        path_column: str = "path",
+        label_column: str = "label",
+        image_size: int = 224,
+        skip_corrupt: bool = False,
+        augment: AugmentRecipe = IMAGENET_RECIPE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(image_size=image_size, augment=augment, **kwargs)
+        self.train_list = train_list
+        self.val_list = val_list
+        self.test_list = test_list
+        self.root = root
+        self.delimiter = delimiter
+        self.header = header
+        self.path_column = path_column
+        self.label_column = label_column
+        self.skip_corrupt = skip_corrupt
+
+    def source(self, split: Split) -> LabelledImages | None:
+        path = {"train": self.train_list, "val": self.val_list, "test": self.test_list}[split]
+        if path is None:
+            return None
+        found = read_image_list(path, self.root, self.delimiter, self.header, self.path_column, self.label_column)
+        return readable_only(found) if self.skip_corrupt else found

@@ -1,0 +1,152 @@
+"""``HFDataModule``: a Hugging Face ``datasets`` data set on disk, an image column and a label column.
+
+Either a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (read with
+``datasets.load_from_disk``), or local files read by a packaged ``datasets`` builder (``datasets.load_dataset``:
+``path="parquet"`` with ``data_files``, ``path="imagefolder"`` with ``data_dir``-style ``data_files``, or a local
+folder of such files). Nothing is downloaded. The image column is decoded by ``datasets``' ``Image`` feature
+(file paths and encoded bytes are cast to it); the labels are class indices (integer or ``ClassLabel`` column, whose
+names become the classes) or class names (string column). Needs the optional extra:
+``pip install 'lightning-supcon[hf]'``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image
+
+from lightning_supcon.data.images import IMAGENET_RECIPE, ImageDataModule, LabelledImages, Split
+from lightning_supcon.data.labels import RawLabel, class_names
+from lightning_supcon.data.recipe import AugmentRecipe
+
+EXTRA_HINT = "pip install 'lightning-supcon[hf]'"
+
+
+def import_datasets() -> Any:
+    """The ``datasets`` package, or an ``ImportError`` naming the extra that installs it."""
+    try:
+        return importlib.import_module("datasets")
+    except ImportError as error:
+        raise ImportError(f"HFDataModule needs the Hugging Face `datasets` package (>= 2.14): {EXTRA_HINT}") from error
+
+
+class HFImages:
+    """The images of one ``datasets.Dataset`` column, by index, as PIL images (decoded on access)."""
+
+    def __init__(self, table: Any, column: str) -> None:
+        self.table = table
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> Image.Image:
+        image: Image.Image = self.table[int(index)][self.column]
+        return image
+
+
+class HFDataModule(ImageDataModule):
+    """A Hugging Face ``datasets`` image data set saved on disk, or local parquet or image files.
+
+    Args:
+        path: A ``save_to_disk`` folder (``dataset_dict.json`` or ``state.json`` inside), else what
+            ``datasets.load_dataset`` takes for local files: a packaged builder (``"parquet"``, ``"imagefolder"``)
+            with ``data_files``, or a local folder of data files.
+        data_files: For a builder: a file or glob, or ``{split: file(s)}``, e.g.
+            ``{"train": "data/train-*.parquet", "test": "data/test.parquet"}``.
+        image_column: The column of images (``datasets.Image``, or file paths / encoded bytes to cast to it).
+        label_column: The column of labels (``ClassLabel``, integers or strings).
+        train_split: The training split's name.
+        val_split: The validation split's name; ``None``: a stratified ``val_fraction`` of the training split,
+            seeded by ``split_seed``.
+        test_split: The test split's name; ``None`` tests on the validation set.
+        cache_dir: Where ``load_dataset`` writes its Arrow cache; ``None``: ``datasets``' default
+            (``~/.cache/huggingface/datasets`` or ``HF_DATASETS_CACHE``).
+        image_size: Side of the square training views and evaluation crops.
+        augment: The augmentation recipe; default :data:`~lightning_supcon.data.images.IMAGENET_RECIPE`.
+        **kwargs: The arguments of :class:`~lightning_supcon.data.images.ImageDataModule` (``resize``,
+            ``channels``, ``mean``, ``std``, ``val_fraction``, ``split_seed``) and of
+            :class:`~lightning_supcon.data.base.MultiViewDataModule`.
+
+    Raises:
+        ImportError: Without the ``datasets`` package, naming the extra (at construction).
+        ValueError: For a split or column the data set lacks, naming those it has (on first use).
+
+    Example:
+        >>> dm = HFDataModule("data/my_dataset", image_column="img", label_column="fine_label", channels=3)
+        >>> dm.image_column, dm.label_column, dm.val_split, dm.in_channels
+        ('img', 'fine_label', None, 3)
+    """
+
+    def __init__(
+        self,
+        path: str,
+        data_files: str | list[str] | dict[str, str | list[str]] | None = None,
+        image_column: str = "image",
+        label_column: str = "label",
+        train_split: str = "train",
+        val_split: str | None = None,
+        test_split: str | None = None,
+        cache_dir: str | None = None,
+        image_size: int = 224,
+        augment: AugmentRecipe = IMAGENET_RECIPE,
+        **kwargs: Any,
+    ) -> None:
+        import_datasets()
+        super().__init__(image_size=image_size, augment=augment, **kwargs)
+        self.path = path
+        self.data_files = data_files
+        self.image_column = image_column
+        self.label_column = label_column
+        self.train_split = train_split
+        self.val_split = val_split
+        self.test_split = test_split
+        self.cache_dir = cache_dir
+        self._tables: Any = None
+
+    def _load(self) -> Any:
+        """The ``DatasetDict`` (a lone ``Dataset`` becomes the training split)."""
+        if self._tables is None:
+            datasets = import_datasets()
+            saved = any(os.path.isfile(os.path.join(self.path, f)) for f in ("dataset_dict.json", "state.json"))
+            if saved:
+                tables = datasets.load_from_disk(self.path)
+            else:
+                tables = datasets.load_dataset(self.path, data_files=self.data_files, cache_dir=self.cache_dir)
+            if isinstance(tables, datasets.Dataset):
+                tables = datasets.DatasetDict({self.train_split: tables})
+            self._tables = tables
+        return self._tables
+
+    def _table(self, name: str) -> Any:
+        datasets = import_datasets()
+        tables = self._load()
+        if name not in tables:
+            raise ValueError(f"Expected a split {name!r} in {self.path!r}, but it has {sorted(tables)}.")
+        table = tables[name]
+        for column in (self.image_column, self.label_column):
+            if column not in table.column_names:
+                raise ValueError(
+                    f"Expected a column {column!r} in split {name!r} of {self.path!r}, but it has {table.column_names}."
+                )
+        table = table.select_columns([self.image_column, self.label_column])
+        if not isinstance(table.features[self.image_column], datasets.Image):
+            table = table.cast_column(self.image_column, datasets.Image())
+        return table
+
+    def source(self, split: Split) -> LabelledImages | None:
+        name = {"train": self.train_split, "val": self.val_split, "test": self.test_split}[split]
+        if name is None:
+            return None
+        table = self._table(name)
+        labels = list(table[self.label_column])
+        return LabelledImages(HFImages(table, self.image_column), labels, f"split {name!r} of {self.path!r}")
+
+    def class_names(self, labels: Sequence[RawLabel]) -> list[str]:
+        """A ``ClassLabel`` column's names; else from the labels (:func:`~lightning_supcon.data.labels.class_names`)."""
+        feature = self._table(self.train_split).features[self.label_column]
+        names = getattr(feature, "names", None)
+        return list(names) if names else class_names(labels)

@@ -1,0 +1,293 @@
+"""``ImageDataModule``: the base of the DataModules that need no code (class folders, CSV lists, HF tables).
+
+A subclass says only where a split's images and raw labels are (:meth:`ImageDataModule.source`); the rest is here
+and is the same for every source: images decoded with PIL as grayscale (``channels=1``) or RGB (``channels=3``),
+resized (shorter side to ``resize``) and centre-cropped to ``image_size``; classes from the training labels
+(:mod:`~lightning_supcon.data.labels`); a seeded, stratified validation split when the source has none; the
+normalisation given, ImageNet's, or ``"auto"``: measured once on a seeded sample of training images and printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, get_args
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_lightning.utilities import rank_zero_only
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.labels import RawLabel, class_names, encode_labels, stratified_split
+from lightning_supcon.data.normalize import channel_statistics
+from lightning_supcon.data.recipe import AugmentRecipe
+from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decode_steps
+
+#: SupCon's ImageNet recipe [0]: crop scale (0.08, 1), flip, SimCLR's colour steps and Gaussian blur [1].
+IMAGENET_RECIPE = AugmentRecipe(scale=(0.08, 1.0), blur_p=0.5)
+Channels = Literal[1, 3]
+CHANNELS: tuple[int, ...] = get_args(Channels)
+Split = Literal["train", "val", "test"]
+#: Training images sampled (seeded by ``split_seed``) to measure ``mean``/``std`` when they are ``"auto"``.
+AUTO_SAMPLE = 500
+_MODES = {1: "L", 3: "RGB"}
+
+
+class ImageSource(Protocol):
+    """A split's images by index: each a file path or a PIL image."""
+
+    def __getitem__(self, index: int) -> str | Image.Image: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """One split as a source gives it: its images, their raw labels (names or class indices) and where it is."""
+
+    images: ImageSource
+    labels: Sequence[RawLabel]
+    where: str
+
+
+def load_image(image: str | Image.Image, mode: str = "RGB") -> Image.Image:
+    """A PIL image in ``mode`` (``"L"`` or ``"RGB"``) from a file path or a PIL image of any mode.
+
+    Grayscale, RGBA, palette and CMYK images are converted with PIL's ``convert`` (ITU-R 601-2 luma for ``"L"``);
+    palette transparency goes through RGBA, as PIL recommends.
+
+    Raises:
+        OSError: Naming the file, when it cannot be read.
+    """
+    try:
+        if isinstance(image, str):
+            with Image.open(image) as file:
+                return load_image(file, mode)
+        if image.mode == "P" and "transparency" in image.info:
+            image = image.convert("RGBA")
+        return image.convert(mode)
+    except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for unreadable or truncated data
+        raise OSError(f"Cannot read image file {image!r}: {error}") from error
+
+
+class ImageDataset(Dataset):
+    """``(PIL image in mode, class index)`` samples of ``images`` (paths or PIL images) at ``indices``."""
+
+    def __init__(self, images: ImageSource, labels: Sequence[int], mode: str = "RGB", indices: Sequence[int] = ()):
+        self.images = images
+        self.labels = labels
+        self.mode = mode
+        self.indices = list(indices) or list(range(len(labels)))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        i = self.indices[index]
+        return load_image(self.images[i], self.mode), int(self.labels[i])
+
+
+class ImageDataModule(MultiViewDataModule):
+    """Image data sets with no code: a subclass implements :meth:`source` only.
+
+    Args:
+        image_size: Side of the square training views and evaluation crops.
+        resize: The shorter side is resized to this, then the centre ``image_size`` square is taken (evaluation;
+            the device path's training crops are drawn from the centre ``resize`` square); ``None``:
+            ``round(image_size / 0.875)``, ImageNet's 256 for 224. ``resize = image_size`` keeps the whole image.
+        channels: ``1`` decodes grayscale (1 channel), ``3`` RGB; linked into the model's ``in_channels``. With 1
+            channel the recipe's colour jitter and grayscale steps are skipped (they need RGB).
+        mean: Per-channel mean (``channels`` values), ``"auto"``, or ``None``: ImageNet's for RGB (what pretrained
+            backbones expect), ``"auto"`` for grayscale. ``"auto"`` measures it on :data:`AUTO_SAMPLE` training
+            images drawn with ``split_seed`` (the same on every process) and prints it once, to pin.
+        std: Per-channel standard deviation, likewise.
+        val_fraction: Fraction of the training samples held out for validation (stratified by class, seeded by
+            ``split_seed``) when the source has no validation split.
+        split_seed: Seed of that split and of the ``"auto"`` sample.
+        augment: The augmentation recipe; default :data:`IMAGENET_RECIPE`.
+        **kwargs: The arguments of :class:`~lightning_supcon.data.base.MultiViewDataModule`.
+
+    Raises:
+        ValueError: For a ``channels`` other than 1 or 3, a ``mean``/``std`` of another length, an
+            ``image_size`` or ``resize`` < 1, or ``val_fraction`` outside ``(0, 1)``; on first use, for labels
+            that are not training classes.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        resize: int | None = None,
+        channels: Channels = 3,
+        mean: tuple[float, ...] | Literal["auto"] | None = None,
+        std: tuple[float, ...] | Literal["auto"] | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        augment: AugmentRecipe = IMAGENET_RECIPE,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(augment=augment, **kwargs)
+        if channels not in CHANNELS:
+            raise ValueError(f"Expected argument `channels` to be one of {CHANNELS}, but got {channels}.")
+        for name, value in (("image_size", image_size), ("resize", resize)):
+            if value is not None and value < 1:
+                raise ValueError(f"Expected argument `{name}` to be >= 1, but got {value}.")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"Expected argument `val_fraction` to be in (0, 1), but got {val_fraction}.")
+        self._statistics: dict[str, tuple[float, ...] | str] = {
+            "mean": _statistic("mean", mean, IMAGENET_MEAN, channels),
+            "std": _statistic("std", std, IMAGENET_STD, channels),
+        }
+        self.image_size = image_size
+        self.resize = round(image_size / 0.875) if resize is None else resize
+        self.channels = channels
+        self.in_channels = channels
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self._classes: list[str] | None = None
+        self._found: dict[str, LabelledImages | None] = {}
+        self._splits: dict[str, ImageDataset | None] = {}
+
+    # ---- what a subclass provides -------------------------------------------------------------------------
+    def source(self, split: Split) -> LabelledImages | None:
+        """The images and raw labels of ``split``; ``None`` when the source has no such split (``"val"``: a
+        seeded split of the training set; ``"test"``: the validation set)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `source(split)`.")
+
+    def class_names(self, labels: Sequence[RawLabel]) -> list[str]:
+        """The classes of the training labels (:func:`~lightning_supcon.data.labels.class_names`); a source that
+        knows its class names (a ``ClassLabel`` column) returns those."""
+        return class_names(labels)
+
+    # ---- classes and splits --------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        """The class names; a label's class index is its position here."""
+        if self._classes is None:
+            train = self._train_source()
+            self._classes = self.class_names(train.labels)
+        return self._classes
+
+    @property  # type: ignore[override]
+    def num_classes(self) -> int:  # type: ignore[override]
+        return len(self.classes)
+
+    def _source(self, split: Split) -> LabelledImages | None:
+        if split not in self._found:
+            self._found[split] = self.source(split)
+        return self._found[split]
+
+    def _train_source(self) -> LabelledImages:
+        found = self._source("train")
+        if found is None:
+            raise ValueError(f"{type(self).__name__} has no training split.")
+        return found
+
+    def _split(self, split: Split) -> ImageDataset | None:
+        if split not in self._splits:
+            mode = _MODES[self.channels]
+            if split == "test" or (split == "val" and self._source("val") is not None):
+                found = self._source(split)
+                self._splits[split] = None if found is None else self._dataset_of(found, mode)
+            else:  # train, and val held out of it
+                train = self._train_source()
+                targets = encode_labels(train.labels, self.classes, train.where)
+                indices: tuple[list[int], list[int]] = (list(range(len(targets))), [])
+                if self._source("val") is None:
+                    indices = stratified_split(targets, self.val_fraction, self.split_seed)
+                    self._splits["val"] = ImageDataset(train.images, targets, mode, indices[1])
+                self._splits["train"] = ImageDataset(train.images, targets, mode, indices[0])
+        return self._splits[split]
+
+    def _dataset_of(self, found: LabelledImages, mode: str) -> ImageDataset:
+        return ImageDataset(found.images, encode_labels(found.labels, self.classes, found.where), mode)
+
+    def train_dataset(self) -> ImageDataset:
+        data = self._split("train")
+        assert data is not None
+        return data
+
+    def val_dataset(self) -> ImageDataset:
+        data = self._split("val")
+        assert data is not None
+        return data
+
+    def test_dataset(self) -> ImageDataset | None:
+        return self._split("test")
+
+    # ---- decoding and normalisation ------------------------------------------------------------------------
+    def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:
+        """Resize the shorter side to ``resize`` and crop the centre: that square for training, ``image_size``
+        else; uint8 ``(channels, side, side)``."""
+        return v2.Compose(decode_steps(self.resize if train else self.image_size, resize=self.resize))
+
+    @property
+    def mean(self) -> tuple[float, ...]:  # type: ignore[override]
+        """The per-channel mean of the normalisation (measured on first use when ``"auto"``)."""
+        return self._statistic("mean")
+
+    @mean.setter
+    def mean(self, value: tuple[float, ...]) -> None:
+        self._statistics["mean"] = tuple(value)
+        self._normalize = None
+
+    @property
+    def std(self) -> tuple[float, ...]:  # type: ignore[override]
+        """The per-channel standard deviation of the normalisation (measured on first use when ``"auto"``)."""
+        return self._statistic("std")
+
+    @std.setter
+    def std(self, value: tuple[float, ...]) -> None:
+        self._statistics["std"] = tuple(value)
+        self._normalize = None
+
+    def _statistic(self, name: str) -> tuple[float, ...]:
+        if "auto" in self._statistics.values():
+            mean, std = self.measure_statistics()
+            for key, measured in (("mean", mean), ("std", std)):
+                if self._statistics[key] == "auto":
+                    self._statistics[key] = measured
+            _print(
+                f"Normalisation measured on {min(AUTO_SAMPLE, len(self.train_dataset()))} training images "
+                f"(split_seed {self.split_seed}): pin it with --data.init_args.mean {_flag(self._statistics['mean'])} "
+                f"--data.init_args.std {_flag(self._statistics['std'])}"
+            )
+        value = self._statistics[name]
+        assert not isinstance(value, str)
+        return value
+
+    def measure_statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel ``(mean, std)`` of the clean evaluation views of up to :data:`AUTO_SAMPLE` training images,
+        drawn without replacement with ``split_seed``: a function of the data and the seed only, hence the same on
+        every DDP process (:func:`~lightning_supcon.data.normalize.channel_statistics`)."""
+        data = self.train_dataset()
+        rng = np.random.default_rng(self.split_seed)
+        picked = np.sort(rng.choice(len(data), size=min(AUTO_SAMPLE, len(data)), replace=False))
+        decode = self.decode_transform(train=False)
+        images = torch.stack([decode(data[int(i)][0]) for i in picked])  # (n, C, image_size, image_size) uint8
+        return channel_statistics(images)
+
+
+def _statistic(
+    name: str, value: tuple[float, ...] | str | None, imagenet: tuple[float, ...], channels: int
+) -> tuple[float, ...] | str:
+    """A checked ``mean`` or ``std`` argument: ``"auto"`` or ``channels`` floats; ``None`` -> ImageNet's or auto."""
+    if value is None:
+        return imagenet if channels == 3 else "auto"
+    if value == "auto":
+        return value
+    if isinstance(value, str) or len(value) != channels:
+        raise ValueError(f"Expected `{name}` to be 'auto' or {channels} value(s), one per channel, but got {value!r}.")
+    return tuple(float(v) for v in value)
+
+
+@rank_zero_only
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _flag(values: tuple[float, ...] | str) -> str:
+    return "[" + ",".join(f"{v:g}" for v in values) + "]"

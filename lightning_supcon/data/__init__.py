@@ -1,6 +1,6 @@
 """Data: multi-view DataModules for SupCon and their augmentation recipe, built for the CPU and for the device."""
 
-from lightning_supcon.data.base import AUGMENT_ON, AugmentOn, MultiViewDataModule
+from lightning_supcon.data.base import MultiViewDataModule
 from lightning_supcon.data.cifar import ArrayImageDataset, CIFAR10DataModule, CIFAR100DataModule, CIFARDataModule
 from lightning_supcon.data.csv_list import CsvDataModule, read_image_list
 from lightning_supcon.data.device_augment import DeviceMultiViewAugment
@@ -20,6 +20,7 @@ from lightning_supcon.data.images import (
 from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, SampleDataset
 from lightning_supcon.data.multilabel import DIGIT_ATTRIBUTES, MultilabelDigitsDataModule, attribute_labels
 from lightning_supcon.data.normalize import ToNormalizedFloat, channel_statistics
+from lightning_supcon.data.options import AUGMENT_ON, AugmentOn, check_loader_options
 from lightning_supcon.data.recipe import COLOURS, DEVICE_COLOURS, SIMCLR, AugmentRecipe, Colour
 from lightning_supcon.data.sampler import SAMPLERS, ClassBalancedSampler, SamplerKind
 from lightning_supcon.data.subsets import dataset_labels, label_subset, stratified_subset
@@ -83,6 +84,7 @@ __all__ = [
     "ToNormalizedFloat",
     "attribute_labels",
     "channel_statistics",
+    "check_loader_options",
     "dataset_labels",
     "eval_transform",
     "label_subset",

@@ -54,26 +54,30 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from lightning_supcon.data.device_augment import DeviceMultiViewAugment
-from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, SampleDataset, initial_seed
+from lightning_supcon.data.loading import (
+    EpochSampler,
+    MappedDataset,
+    ResumableLoader,
+    SampleDataset,
+    eval_sampler,
+    initial_seed,
+)
 from lightning_supcon.data.normalize import ToNormalizedFloat
+from lightning_supcon.data.options import AugmentOn, check_enough_samples, check_loader_options
 from lightning_supcon.data.predict_split import PredictSplit, check_predict_split, predict_loader
-from lightning_supcon.data.recipe import DEVICE_COLOURS, SIMCLR, AugmentRecipe
+from lightning_supcon.data.recipe import SIMCLR, AugmentRecipe
 from lightning_supcon.data.sampler import SamplerKind, check_sampler, train_sampler
 from lightning_supcon.data.subsets import check_label_fraction, label_subset
 from lightning_supcon.data.transforms import MultiViewTransform, decode_steps, supcon_transform
-
-AugmentOn = Literal["cpu", "device"]
-AUGMENT_ON: tuple[str, ...] = get_args(AugmentOn)
 
 
 class MultiViewDataModule(pl.LightningDataModule):
@@ -115,8 +119,7 @@ class MultiViewDataModule(pl.LightningDataModule):
             samples_per_class`` classes per global batch (:class:`~lightning_supcon.data.sampler.ClassBalancedSampler`).
 
     Raises:
-        ValueError: For ``batch_size``, ``n_views`` or ``eval_batch_size`` < 1, ``num_workers`` < 0, an unknown
-            ``augment_on``, or an ``augment.colour`` the device backend lacks with ``augment_on="device"``; a bad
+        ValueError: For bad loader options (:func:`~lightning_supcon.data.options.check_loader_options`), a bad
             ``label_fraction``, ``sampler`` or ``samples_per_class``.
     """
 
@@ -143,18 +146,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         samples_per_class: int = 4,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("n_views", n_views), ("eval_batch_size", eval_batch_size)):
-            if value is not None and value < 1:
-                raise ValueError(f"Expected argument `{name}` to be >= 1, but got {value}.")
-        if num_workers < 0:
-            raise ValueError(f"Expected argument `num_workers` to be >= 0, but got {num_workers}.")
-        if augment_on not in AUGMENT_ON:
-            raise ValueError(f"Expected argument `augment_on` to be one of {AUGMENT_ON}, but got {augment_on!r}.")
-        if augment_on == "device" and augment.colour not in DEVICE_COLOURS:
-            raise ValueError(
-                f"Expected `augment.colour` to be one of {DEVICE_COLOURS} with `augment_on='device'`, but got "
-                f"{augment.colour!r}."
-            )
+        check_loader_options(batch_size, n_views, eval_batch_size, num_workers, augment_on, augment)
         check_label_fraction(label_fraction)
         check_sampler(sampler, samples_per_class)
         self.label_fraction, self.subset_seed = label_fraction, subset_seed
@@ -193,7 +185,6 @@ class MultiViewDataModule(pl.LightningDataModule):
         the image the device backend crops its training views from (``train=True``). Default: convert only."""
         return v2.Compose(decode_steps(self.image_size))
 
-    # ---- built from the recipe -----------------------------------------------------------------------------
     def train_transform(self) -> Callable[[Any], Tensor]:
         """One augmented view of a raw image: the CPU backend of ``augment``."""
         return supcon_transform(self.image_size, self.mean, self.std, self.augment)
@@ -237,13 +228,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         )
 
     def _clean_loader(self, data: SampleDataset) -> DataLoader:
-        sampler: Sampler[int] | None = None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            # Each sample on exactly one rank (Lightning's default sampler repeats up to world_size - 1 to even out the
-            # shards, and metrics would count them twice). Ranks may run one batch fewer: no collective in eval steps.
-            sampler = UnrepeatedDistributedSampler(
-                data, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
+        sampler = eval_sampler(data, self.trainer)
         transform = self.decode_transform(False) if self.augment_on == "device" else self.eval_transform()
         return self._loader(data, transform, batch_size=self.eval_batch_size, sampler=sampler)
 
@@ -252,12 +237,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         data = self._dataset("train")
         assert data is not None
         world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-        if self.drop_last and -(-len(data) // world_size) < self.batch_size:
-            raise ValueError(
-                f"Expected at least `batch_size` ({self.batch_size}) training samples per process with "
-                f"`drop_last=True`, but the training set has {len(data)} for {world_size} process(es): lower "
-                "`batch_size` or set `drop_last=False`."
-            )
+        check_enough_samples(len(data), world_size, self.batch_size, self.drop_last)
         strategy = getattr(self.trainer, "strategy", None)
         if world_size > 1 and strategy is not None:
             self.seed = int(strategy.broadcast(self.seed, src=0))  # one order on all ranks, even unseeded

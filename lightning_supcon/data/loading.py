@@ -10,13 +10,14 @@ loader skips what was already trained on (without loading it).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 #: What :class:`EpochSampler` yields: a sample's index and the seed of its augmentation.
 SampleKey = tuple[int, int]
@@ -163,3 +164,15 @@ class ResumableLoader(DataLoader):
         assert self.batch_size is not None
         self._epoch, self._batches = int(state_dict["epoch"]), int(state_dict["batches"])
         self.sampler.resume(self._epoch, self._batches * self.batch_size)
+
+
+def eval_sampler(data: Sized, trainer: Any) -> Sampler[int] | None:
+    """The sampler of a clean evaluation loader: under DDP each sample on exactly one rank, in order.
+
+    Lightning's default distributed sampler repeats up to ``world_size - 1`` samples to even out the shards, and the
+    metrics would count them twice; with ``UnrepeatedDistributedSampler`` ranks may run one batch fewer, so no
+    collective may run in evaluation steps. ``None`` (a plain in-order loader) for one process or no trainer.
+    """
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    return UnrepeatedDistributedSampler(data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)

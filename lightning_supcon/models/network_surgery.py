@@ -82,9 +82,10 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
 
     Pretrained RGB filters are kept meaningful: for 1 channel the kernel is summed over R, G and B (a grey image
     then gives the response an RGB image of the same grey would); for ``C`` channels the RGB kernels are repeated
-    cyclically (R, G, B, R, ...) over the ``C`` channels and scaled by ``3 / C``, so a constant image gives the same
-    response as in RGB. The same rule is applied to freshly initialised weights. timm applies this rule itself
-    (``in_chans``); this function is for torchvision's networks.
+    cyclically (R, G, B, R, ...) over the ``C`` channels and scaled by ``3 / C``, which keeps the kernel's overall
+    scale; for one channel or a multiple of three a constant image gives exactly the response of the same constant
+    RGB image. The same rule is applied to freshly initialised weights. timm applies this rule itself (``in_chans``);
+    this function is for torchvision's networks.
 
     Args:
         model: The network; its first ``nn.Conv2d`` (:func:`first_conv`) is replaced when its input channels

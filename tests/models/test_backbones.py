@@ -6,6 +6,7 @@ No test downloads: pretrained weights are a randomly initialised network's, save
 from __future__ import annotations
 
 import builtins
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import torchvision
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from lightning_supcon.cli import cli, main
 from lightning_supcon.models.backbones import Backbone
+from tests.helpers import cli_error, fit_args, one_error_line
 
 LIBRARY_NETWORKS = [  # name, feature size, image size (ViTs: their fixed size)
     ("torchvision/resnet18", 512, 32),
@@ -180,3 +183,40 @@ class TestWeightsFile:
     def test_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match="does not exist"):
             Backbone("torchvision/resnet18", weights=str(tmp_path / "absent.pt"))
+
+
+def _backbone_args(name: str, *options: str) -> list[str]:
+    """``--model.init_args.encoder`` set to a :class:`Backbone` by class path, with ``options`` (``key=value``)."""
+    prefix = "--model.init_args.encoder.init_args"
+    return ["--model.init_args.encoder=lightning_supcon.Backbone", f"{prefix}.name={name}"] + [
+        f"{prefix}.{option}" for option in options
+    ]
+
+
+class TestCommandLine:
+    def test_fit_with_a_library_name(self, workdir: Path) -> None:
+        # the digits data have 1 channel (linked into the model): the name is built for it
+        main(fit_args("--model.init_args.encoder=timm/resnet18", "--data.init_args.batch_size=8", "--trainer.logger=false"))
+
+    def test_weights_file_from_the_config(self, workdir: Path) -> None:
+        source = Backbone("torchvision/resnet18", in_channels=1, cifar_stem=True)
+        torch.save({"state_dict": source.state_dict()}, workdir / "pretrained.pt")
+        options = ["in_channels=1", "cifar_stem=true", f"weights={workdir / 'pretrained.pt'}"]
+        model = cli(fit_args(*_backbone_args("torchvision/resnet18", *options))[1:], run=False).model  # no subcommand
+        assert isinstance(model.encoder, Backbone) and model.encoder_name == "torchvision/resnet18"
+        x = torch.randn(2, 1, 16, 16)
+        torch.testing.assert_close(_features(model.encoder, x), _features(source, x))
+
+    @pytest.mark.parametrize(
+        ("args", "match"),
+        [
+            (["--model.init_args.encoder=timm/resnt18"], "Unknown timm model 'resnt18' .*closest: 'resnet18'"),
+            (_backbone_args("timm/resnet18"), r"reads 3-channel images but the model's in_channels is 1"),
+            (_backbone_args("torchvision/resnet18", "in_channels=1", "weights=absent.pt"), "'absent.pt' does not exist"),
+        ],
+    )
+    def test_errors_are_one_line(
+        self, args: list[str], match: str, capsys: pytest.CaptureFixture[str], workdir: Path
+    ) -> None:
+        line = one_error_line(cli_error(capsys, fit_args(*args), workdir))
+        assert re.search(match, line), line

@@ -54,7 +54,9 @@ def _first_line(err: BaseException) -> str:
 def _torchvision(name: str, in_channels: int, pretrained: bool, cifar_stem: bool, options: dict[str, Any]) -> _Built:
     names = torchvision.models.list_models()
     if name not in names:
-        raise ValueError(f"Unknown torchvision model {name!r} (torchvision.models.list_models()){closest_names(name, names)}")
+        raise ValueError(
+            f"Unknown torchvision model {name!r} (torchvision.models.list_models()){closest_names(name, names)}"
+        )
     weights = None
     if pretrained:
         weights = torchvision.models.get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
@@ -62,7 +64,7 @@ def _torchvision(name: str, in_channels: int, pretrained: bool, cifar_stem: bool
         if offline() and not cached.is_file():
             raise ValueError(
                 f"The pretrained weights of torchvision/{name} are not in torch's cache ({cached}) and HF_HUB_OFFLINE "
-                "is set: download them once where there is network (TORCH_HOME decides the cache) or give `weights: PATH`"
+                "is set: download them once where there is network (TORCH_HOME sets the cache) or give `weights: PATH`"
             )
     try:
         net = torchvision.models.get_model(name, weights=weights, **options)
@@ -95,8 +97,11 @@ def _timm(name: str, in_channels: int, pretrained: bool, cifar_stem: bool, optio
             "must be in the Hugging Face cache (HF_HOME), or give `weights: PATH`"
         ) from None
     feature_dim = getattr(net, "head_hidden_size", None) or _dry_run_dim(net)
-    classifier = net.pretrained_cfg.get("classifier") or ()
-    removed = [f"{c}.{p}" for c in ([classifier] if isinstance(classifier, str) else classifier) for p in ("weight", "bias")]
+    pretrained_cfg: dict[str, Any] = getattr(net, "pretrained_cfg", None) or {}
+    classifier = pretrained_cfg.get("classifier") or ()
+    removed = [
+        f"{c}.{p}" for c in ([classifier] if isinstance(classifier, str) else classifier) for p in ("weight", "bias")
+    ]
     if cifar_stem:
         set_cifar_stem(net)
     return net, int(feature_dim), removed
@@ -104,7 +109,8 @@ def _timm(name: str, in_channels: int, pretrained: bool, cifar_stem: bool, optio
 
 def _dry_run_dim(net: nn.Module) -> int:
     """The feature size of a timm network without ``head_hidden_size`` (timm < 1.0): one forward pass."""
-    size = tuple(net.pretrained_cfg.get("input_size", (3, 224, 224)))  # type: ignore[union-attr, operator]
+    pretrained_cfg: dict[str, Any] = getattr(net, "pretrained_cfg", None) or {}
+    size = tuple(pretrained_cfg.get("input_size", (3, 224, 224)))
     with torch.no_grad():
         out: Tensor = net.eval()(torch.zeros(1, *size))
     net.train()
@@ -178,7 +184,9 @@ class Backbone(nn.Module):
         if pretrained and weights is not None:
             raise ValueError(f"Give `pretrained: true` or `weights: PATH` for {name!r}, not both")
         self.encoder_name, self.in_channels, self.cifar_stem = name, in_channels, cifar_stem
-        net, self.feature_dim, removed = FAMILIES[family](model_name, in_channels, pretrained, cifar_stem, options or {})
+        net, self.feature_dim, removed = FAMILIES[family](
+            model_name, in_channels, pretrained, cifar_stem, options or {}
+        )
         if weights is not None:
             load_weights(net, weights, ignore=removed)
         self.net = net

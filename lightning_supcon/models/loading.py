@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_supcon.models.checkpoint import CHECKPOINT_KEY, load_encoder_checkpoint
 from lightning_supcon.models.backbones import FAMILIES, Backbone
+from lightning_supcon.models.checkpoint import CHECKPOINT_KEY, load_encoder_checkpoint
 from lightning_supcon.models.encoders import SmallCNN
 from lightning_supcon.models.resnet import _RESNET_LAYOUTS, ResNet, rename_legacy_keys
 

@@ -91,22 +91,17 @@ class ResNet(TorchvisionResNet):
         self.fc = nn.Identity()  # type: ignore[assignment]
         if stem == "cifar":
             set_cifar_stem(self)
-        if in_channels != 3:
-            conv = self.conv1
-            self.conv1 = nn.Conv2d(
-                in_channels,
-                conv.out_channels,
-                conv.kernel_size,  # type: ignore[arg-type]
-                stride=conv.stride,  # type: ignore[arg-type]
-                padding=conv.padding,  # type: ignore[arg-type]
-                bias=False,
-            )
+        if in_channels != 3:  # the stem's conv for other channels, initialised as torchvision initialises convs
+            kernel, stride, padding = (3, 1, 1) if stem == "cifar" else (7, 2, 3)
+            self.conv1 = nn.Conv2d(in_channels, 64, kernel, stride=stride, padding=padding, bias=False)
             nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
 
 
 # index in the old `residual` nn.Sequential -> torchvision's block attribute (ReLUs at 2 and 5 hold no weights)
 _LEGACY_BLOCK_PARTS = {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3", "7": "bn3"}
-_LEGACY_KEY = re.compile(r"^(?P<pre>.*?)layers\.(?P<stage>\d)\.(?P<block>\d+)\.(?P<part>residual|shortcut)\.(?P<i>\d)\.")
+_LEGACY_KEY = re.compile(
+    r"^(?P<pre>.*?)layers\.(?P<stage>\d)\.(?P<block>\d+)\.(?P<part>residual|shortcut)\.(?P<i>\d)\."
+)
 
 
 def rename_legacy_keys(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -51,9 +51,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         return dict(load_file(str(path)))
     try:
         content: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 (pickle, zip and weights-only errors have no common base)
+    except Exception as err:  # pickle, zip and weights-only errors have no common base
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"Cannot read {str(path)!r} as weights (torch.load, weights_only=True): {first_line}") from None
+        raise ValueError(
+            f"Cannot read {str(path)!r} as weights (torch.load, weights_only=True): {first_line}"
+        ) from None
     for key in _NESTED:
         if isinstance(content, dict) and isinstance(content.get(key), dict):
             content = content[key]
@@ -133,7 +135,11 @@ def load_weights(module: nn.Module, path: str | Path, ignore: Iterable[str] = ()
     if missing or unexpected or shapes:
         parts = [
             f"{label} {len(keys)} (e.g. {', '.join(keys[:3])})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped (file vs model)", shapes))
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("mis-shaped (file vs model)", shapes),
+            )
             if keys
         ]
         raise ValueError(

@@ -44,7 +44,9 @@ def _features(encoder: nn.Module, x: Tensor) -> Tensor:
 class TestLibraryNetworks:
     @pytest.mark.parametrize(("name", "dim", "size"), LIBRARY_NETWORKS)
     @pytest.mark.parametrize("in_channels", [1, 3])
-    def test_classifier_removed_feature_dim_and_channels(self, name: str, dim: int, size: int, in_channels: int) -> None:
+    def test_classifier_removed_feature_dim_and_channels(
+        self, name: str, dim: int, size: int, in_channels: int
+    ) -> None:
         encoder = Backbone(name, in_channels=in_channels)
         assert encoder.feature_dim == dim and encoder.encoder_name == name
         assert _features(encoder, torch.randn(2, in_channels, size, size)).shape == (2, dim)
@@ -66,13 +68,15 @@ class TestLibraryNetworks:
             assert stem(torch.randn(1, 3, 32, 32)).shape[-1] == (32 if cifar_stem else 8)
 
     def test_cifar_stem_refused_without_a_resnet_stem(self) -> None:
-        with pytest.raises(ValueError, match="`cifar_stem` needs a ResNet-style network.*`ConvNeXt` has none"):
+        with pytest.raises(ValueError, match=r"`cifar_stem` needs a ResNet-style network.*`ConvNeXt` has none"):
             Backbone("torchvision/convnext_tiny", cifar_stem=True)
 
     def test_options_reach_the_library(self) -> None:
         encoder = Backbone("timm/vit_tiny_patch16_224", options={"img_size": 32})
         assert _features(encoder, torch.randn(2, 3, 32, 32)).shape == (2, 192)
-        assert Backbone("torchvision/resnet18", options={"zero_init_residual": True}).net.layer1[0].bn2.weight.eq(0).all()
+        assert (
+            Backbone("torchvision/resnet18", options={"zero_init_residual": True}).net.layer1[0].bn2.weight.eq(0).all()
+        )
 
     @pytest.mark.parametrize(
         ("name", "match"),
@@ -124,7 +128,9 @@ class TestPretrained:
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
         monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-        with pytest.raises(ValueError, match=r"timm could not load the pretrained weights of timm/resnet18: .*HF_HOME") as err:
+        with pytest.raises(
+            ValueError, match=r"timm could not load the pretrained weights of timm/resnet18: .*HF_HOME"
+        ) as err:
             Backbone("timm/resnet18", pretrained=True)
         assert "\n" not in str(err.value)
 
@@ -177,7 +183,9 @@ class TestWeightsFile:
             Backbone("torchvision/resnet18", weights=str(tmp_path / "resnet34.pt"))
         assert "\n" not in str(err.value)
         torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "rgb.pt")
-        with pytest.raises(ValueError, match=r"mis-shaped \(file vs model\) 1 \(e\.g\. conv1\.weight \(64, 3, 7, 7\) vs"):
+        with pytest.raises(
+            ValueError, match=r"mis-shaped \(file vs model\) 1 \(e\.g\. conv1\.weight \(64, 3, 7, 7\) vs"
+        ):
             Backbone("torchvision/resnet18", in_channels=1, weights=str(tmp_path / "rgb.pt"))
 
     def test_missing_file(self, tmp_path: Path) -> None:
@@ -196,7 +204,11 @@ def _backbone_args(name: str, *options: str) -> list[str]:
 class TestCommandLine:
     def test_fit_with_a_library_name(self, workdir: Path) -> None:
         # the digits data have 1 channel (linked into the model): the name is built for it
-        main(fit_args("--model.init_args.encoder=timm/resnet18", "--data.init_args.batch_size=8", "--trainer.logger=false"))
+        main(
+            fit_args(
+                "--model.init_args.encoder=timm/resnet18", "--data.init_args.batch_size=8", "--trainer.logger=false"
+            )
+        )
 
     def test_weights_file_from_the_config(self, workdir: Path) -> None:
         source = Backbone("torchvision/resnet18", in_channels=1, cifar_stem=True)
@@ -212,7 +224,10 @@ class TestCommandLine:
         [
             (["--model.init_args.encoder=timm/resnt18"], "Unknown timm model 'resnt18' .*closest: 'resnet18'"),
             (_backbone_args("timm/resnet18"), r"reads 3-channel images but the model's in_channels is 1"),
-            (_backbone_args("torchvision/resnet18", "in_channels=1", "weights=absent.pt"), "'absent.pt' does not exist"),
+            (
+                _backbone_args("torchvision/resnet18", "in_channels=1", "weights=absent.pt"),
+                "'absent.pt' does not exist",
+            ),
         ],
     )
     def test_errors_are_one_line(

@@ -206,7 +206,9 @@ class TestResolveEncoder:
 
     def test_module_with_other_channels_is_refused_in_one_line(self) -> None:
         encoder = Backbone("torchvision/resnet18")  # 3 channels
-        with pytest.raises(ValueError, match=r"reads 3-channel images but the model's in_channels is 1.*`in_channels: 1`"):
+        with pytest.raises(
+            ValueError, match=r"reads 3-channel images but the model's in_channels is 1.*`in_channels: 1`"
+        ):
             resolve_encoder(encoder, in_channels=1, feature_dim=None)
         assert resolve_encoder(encoder, in_channels=3, feature_dim=None) == (encoder, 512)
 

@@ -46,7 +46,7 @@ class TestRemoveClassifier:
             torch.testing.assert_close(net(x), expected)
 
     def test_no_linear_is_refused(self) -> None:
-        with pytest.raises(ValueError, match="`SqueezeNet` has no nn.Linear classifier to remove"):
+        with pytest.raises(ValueError, match=r"`SqueezeNet` has no nn\.Linear classifier to remove"):
             remove_classifier(torchvision.models.get_model("squeezenet1_0"))
 
 

@@ -66,7 +66,9 @@ class TestLoadWeights:
         source, target = _net(), _net()
         torch.save({f"module.{k}": v for k, v in source.state_dict().items()}, tmp_path / "w.pt")
         load_weights(target, tmp_path / "w.pt")
-        assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+        assert all(
+            torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values(), strict=True)
+        )
 
     def test_ignored_classifier_keys(self, tmp_path: Path) -> None:
         weights = _net().state_dict() | {"fc.weight": torch.zeros(2, 4)}

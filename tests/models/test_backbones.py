@@ -19,7 +19,9 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from lightning_supcon.cli import cli, main
+from lightning_supcon.models import LinearProbeModule, SupConModule, save_encoder
 from lightning_supcon.models.backbones import Backbone
+from lightning_supcon.models.loading import load_encoder
 from tests.helpers import cli_error, fit_args, one_error_line
 
 LIBRARY_NETWORKS = [  # name, feature size, image size (ViTs: their fixed size)
@@ -235,3 +237,28 @@ class TestCommandLine:
     ) -> None:
         line = one_error_line(cli_error(capsys, fit_args(*args), workdir))
         assert re.search(match, line), line
+
+
+class TestEncoderFiles:
+    @pytest.mark.parametrize(
+        ("encoder", "in_channels"),
+        [(Backbone("torchvision/resnet18", in_channels=1, cifar_stem=True), 1), ("timm/convnext_atto", 3)],
+        ids=["torchvision-cifar-stem", "timm"],
+    )
+    def test_saved_encoder_loads_back(self, tmp_path: Path, encoder: nn.Module | str, in_channels: int) -> None:
+        model = SupConModule(encoder=encoder, in_channels=in_channels, knn_k=0)
+        loaded = load_encoder(save_encoder(model, tmp_path / "encoder.pt"))
+        assert isinstance(loaded, Backbone) and loaded.encoder_name == model.encoder_name
+        x = torch.randn(2, in_channels, 32, 32)
+        torch.testing.assert_close(loaded(x), _features(model.encoder, x))
+
+    def test_linear_probe_reads_the_checkpoint(self, tmp_path: Path) -> None:
+        model = SupConModule(encoder="timm/resnet18", in_channels=1, knn_k=0)
+        path = save_encoder(model, tmp_path / "encoder.pt")
+        probe = LinearProbeModule(checkpoint=str(path), encoder="timm/resnet18", in_channels=1)
+        x = torch.randn(2, 1, 32, 32)
+        torch.testing.assert_close(_features(probe.encoder, x), _features(model.encoder, x))
+        with pytest.raises(
+            ValueError, match="it has encoder='timm/resnet18', this model encoder='torchvision/resnet18'"
+        ):
+            LinearProbeModule(checkpoint=str(path), encoder="torchvision/resnet18", in_channels=1)

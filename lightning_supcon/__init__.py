@@ -12,6 +12,7 @@ from lightning_supcon.data import (
 )
 from lightning_supcon.losses import SupConLoss, supcon_loss
 from lightning_supcon.models import (
+    Backbone,
     CrossEntropyModule,
     LinearProbeModule,
     ProjectionHead,
@@ -25,6 +26,7 @@ from lightning_supcon.models import (
 from lightning_supcon.models.loading import load_encoder
 
 __all__ = [
+    "Backbone",
     "CIFAR10DataModule",
     "CIFAR100DataModule",
     "CrossEntropyModule",

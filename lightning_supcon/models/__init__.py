@@ -5,6 +5,7 @@ from lightning_supcon.models.checkpoint import export_encoder, save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.encoders import (
     ENCODERS,
+    Backbone,
     BasicBlock,
     Bottleneck,
     ResNet,
@@ -21,6 +22,7 @@ from lightning_supcon.models.supcon_module import SupConModule
 
 __all__ = [
     "ENCODERS",
+    "Backbone",
     "BasicBlock",
     "Bottleneck",
     "CrossEntropyModule",

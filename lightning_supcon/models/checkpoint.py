@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_supcon.models.resnet import rename_legacy_keys
+
 CHECKPOINT_KEY = "lightning_supcon"
 _COMPILED_PREFIX = "_orig_mod."  # what torch.compile inserts in the names of a compiled module's weights
 
@@ -101,7 +103,8 @@ def load_encoder_checkpoint(
 
     Returns:
         ``(metadata, encoder_state_dict)``: the ``checkpoint["lightning_supcon"]`` entry and the encoder's weights
-        (without the ``encoder.`` prefix).
+        (without the ``encoder.`` prefix; the project's hand-written ResNet keys of before 0.1 renamed to
+        torchvision's, :func:`~lightning_supcon.models.resnet.rename_legacy_keys`).
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
@@ -125,7 +128,7 @@ def load_encoder_checkpoint(
         raise ValueError(f"{str(path)!r} has SupCon metadata but no 'state_dict' of weights: the file is incomplete.")
     if "pytorch-lightning_version" in checkpoint:  # a Lightning checkpoint: the whole module's weights
         state_dict = {key[len("encoder.") :]: value for key, value in state_dict.items() if key.startswith("encoder.")}
-    return meta, _strip_compiled(state_dict)
+    return meta, rename_legacy_keys(_strip_compiled(state_dict))
 
 
 def _write_encoder(meta: dict[str, Any], state_dict: dict[str, Tensor], path: str | Path) -> Path:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
-from lightning_supcon.models.encoders import resolve_encoder
+from lightning_supcon.models.encoders import encoder_name, resolve_encoder
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
 from lightning_supcon.models.hparams import save_hparams
 from lightning_supcon.models.labels import check_labels, classifier_loss
@@ -50,8 +50,9 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
     (:mod:`lightning_supcon.metrics.multilabel`) instead of the top-k accuracies.
 
     Args:
-        encoder: A built-in name (``"small_cnn"``, ``"resnet18"``, ..., ``"resnet50"``) or any ``nn.Module`` mapping
-            inputs to ``(batch, feature_dim)`` features.
+        encoder: A built-in name (``"small_cnn"``, ``"resnet18"``, ..., ``"resnet50"``), a library name
+            (``"torchvision/<name>"``, ``"timm/<name>"``; with options a :class:`~lightning_supcon.models.Backbone`)
+            or any ``nn.Module`` mapping inputs to ``(batch, feature_dim)`` features.
         feature_dim: Size of the encoder's features; inferred for built-ins and modules with ``feature_dim``.
         in_channels: Image channels for built-in encoders (linked from the DataModule by the CLI).
         num_classes: Number of classes, or of labels with ``multilabel`` (linked from the DataModule by the CLI).
@@ -106,7 +107,7 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
         self.schedule = schedule
         save_hparams(self, encoder, optimizer=self.optimizer, schedule=self.schedule)
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
-        self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__
+        self.encoder_name = encoder_name(encoder)
         self.online = OnlineEvaluation(
             self.feature_dim, num_classes, False, knn_k=knn_k, knn_temperature=knn_temperature, multilabel=multilabel
         )

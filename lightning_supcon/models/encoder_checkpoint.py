@@ -13,6 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from lightning_supcon.models.checkpoint import CHECKPOINT_KEY
+from lightning_supcon.models.resnet import rename_legacy_keys
 
 _CHECKED = ("kind", "encoder", "feature_dim", "in_channels")
 
@@ -39,9 +40,14 @@ class EncoderCheckpointMixin(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another kind of model or another encoder, before its weights are loaded.
 
+        A checkpoint of the project's hand-written ResNet (before 0.1) has its weight names mapped to torchvision's
+        (:func:`~lightning_supcon.models.resnet.rename_legacy_keys`), so such runs still resume.
+
         Raises:
             ValueError: Naming the checkpoint's model and encoder, and this model's.
         """
+        if isinstance(checkpoint.get("state_dict"), dict):
+            checkpoint["state_dict"] = rename_legacy_keys(checkpoint["state_dict"])
         saved = checkpoint.get(CHECKPOINT_KEY)
         if not isinstance(saved, dict):
             return

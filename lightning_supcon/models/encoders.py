@@ -4,7 +4,9 @@
 - [1] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
 - [2] Goyal et al., Accurate, Large Minibatch SGD, 2017, https://arxiv.org/abs/1706.02677 (zero-init residual)
 
-Every encoder has an integer ``feature_dim`` attribute. ``build_encoder`` builds one by name from ``ENCODERS``.
+Every encoder has an integer ``feature_dim`` attribute. ``build_encoder`` builds one by name: a short name of
+``ENCODERS`` (the project's own networks, the ResNets being torchvision's with the CIFAR stem by default) or a
+library name, ``"torchvision/<name>"`` or ``"timm/<name>"`` (:class:`~lightning_supcon.models.Backbone`).
 No lazy modules: their parameters must exist before DDP wraps the model.
 """
 
@@ -15,10 +17,12 @@ from functools import partial
 
 from torch import Tensor, nn
 
+from lightning_supcon.models.backbones import FAMILIES, Backbone, closest_names
 from lightning_supcon.models.resnet import BasicBlock, Bottleneck, ResNet, Stem
 
 __all__ = [
     "ENCODERS",
+    "Backbone",
     "BasicBlock",
     "Bottleneck",
     "ResNet",
@@ -26,6 +30,7 @@ __all__ = [
     "Stem",
     "build_encoder",
     "encoder_feature_dim",
+    "encoder_name",
     "resolve_encoder",
 ]
 
@@ -93,7 +98,8 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "resnet50": partial(ResNet, 50),
     "resnet101": partial(ResNet, 101),
 }
-"""Encoder constructors by name; each accepts ``in_channels`` and its own keyword arguments."""
+"""Encoder constructors by short name; each accepts ``in_channels`` and its own keyword arguments. The ResNets are
+torchvision's (:class:`ResNet`) with the CIFAR stem unless ``stem="imagenet"``."""
 
 
 def encoder_feature_dim(module: nn.Module) -> int:
@@ -122,19 +128,21 @@ def encoder_feature_dim(module: nn.Module) -> int:
 
 
 def build_encoder(name: str, in_channels: int = 3, **kwargs: object) -> tuple[nn.Module, int]:
-    """Build an encoder of ``ENCODERS`` by name.
+    """Build an encoder by name: a short name of ``ENCODERS`` or a library name.
 
     Args:
-        name: One of ``"small_cnn"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``.
+        name: One of ``"small_cnn"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``, or
+            ``"torchvision/<name>"``, ``"timm/<name>"`` (:class:`Backbone`).
         in_channels: Channels of the input images.
         **kwargs: Passed to the constructor, e.g. ``stem="imagenet"`` or ``zero_init_residual=True`` for a
-            ResNet, ``width`` or ``feature_dim`` for the small CNN.
+            ResNet, ``width`` or ``feature_dim`` for the small CNN, ``pretrained``/``weights``/``cifar_stem``/
+            ``options`` for a library name.
 
     Returns:
         The encoder and the size of its output features.
 
     Raises:
-        ValueError: For an unknown ``name``.
+        ValueError: One line for an unknown ``name``, naming the valid ones and the closest.
 
     Example:
         >>> encoder, dim = build_encoder("resnet50", stem="imagenet")
@@ -142,24 +150,59 @@ def build_encoder(name: str, in_channels: int = 3, **kwargs: object) -> tuple[nn
         2048
         >>> build_encoder("small_cnn", in_channels=1, feature_dim=64)[1]
         64
+        >>> build_encoder("torchvision/mobilenet_v3_small")[1]
+        1024
     """
-    if name not in ENCODERS:
-        raise ValueError(f"Expected argument `name` to be one of {sorted(ENCODERS)}, but got {name!r}")
-    module = ENCODERS[name](in_channels=in_channels, **kwargs)
+    if name.partition("/")[0] in FAMILIES:
+        module: nn.Module = Backbone(name, in_channels=in_channels, **kwargs)  # type: ignore[arg-type]
+    elif name in ENCODERS:
+        module = ENCODERS[name](in_channels=in_channels, **kwargs)
+    else:
+        families = " or ".join(f"'{family}/<name>'" for family in FAMILIES)
+        raise ValueError(
+            f"Expected argument `name` to be one of {sorted(ENCODERS)} or {families}, but got {name!r}"
+            f"{closest_names(name, sorted(ENCODERS) + [f'torchvision/{n}' for n in _torchvision_names()])}"
+        )
     return module, encoder_feature_dim(module)
 
 
+def _torchvision_names() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.list_models())
+
+
+def encoder_name(encoder: nn.Module | str) -> str:
+    """The name a checkpoint records for an encoder: the name it was built by, else its class name.
+
+    Example:
+        >>> encoder_name("resnet50"), encoder_name(SmallCNN()), encoder_name(Backbone("torchvision/resnet18"))
+        ('resnet50', 'SmallCNN', 'torchvision/resnet18')
+    """
+    if isinstance(encoder, str):
+        return encoder
+    name = getattr(encoder, "encoder_name", None)
+    return name if isinstance(name, str) else type(encoder).__name__
+
+
 def resolve_encoder(encoder: nn.Module | str, in_channels: int, feature_dim: int | None) -> tuple[nn.Module, int]:
-    """An encoder module and its feature size, from a built-in name or a module (which then needs a size).
+    """An encoder module and its feature size, from a name or a module (which then needs a size).
 
     Raises:
-        ValueError: For an unknown name, or a module without ``feature_dim`` when none is given.
+        ValueError: For an unknown name, a module without ``feature_dim`` when none is given, or a module whose
+            ``in_channels`` attribute differs from ``in_channels`` (the images' channels).
     """
     if isinstance(encoder, str):
         module, dim = build_encoder(encoder, in_channels=in_channels)
         if feature_dim is not None and feature_dim != dim:
             raise ValueError(f"Encoder {encoder!r} outputs {dim} features, but `feature_dim={feature_dim}` was given.")
         return module, dim
+    channels = getattr(encoder, "in_channels", None)
+    if isinstance(channels, int) and channels != in_channels:
+        raise ValueError(
+            f"The encoder {encoder_name(encoder)!r} reads {channels}-channel images but the model's in_channels is "
+            f"{in_channels} (the data's): set the encoder's `in_channels: {in_channels}` (its init_args)"
+        )
     if feature_dim is not None:
         return encoder, feature_dim
     return encoder, encoder_feature_dim(encoder)

@@ -9,10 +9,12 @@ The kind of file is read from its content (and the ``.onnx`` suffix, as ONNX has
   program stored in it (TorchScript, not Python), as any TorchScript model does;
 - ``.onnx``: wrapped in :class:`OnnxEncoder`, which runs it with onnxruntime on the CPU.
 
-Weights-only files are rebuilt into the project's encoder (:class:`~lightning_supcon.models.SmallCNN` or
-:class:`~lightning_supcon.models.ResNet`) with the architecture read from the weights' shapes (depth, stem, widths):
-the metadata names the encoder (``"resnet50"``, or ``"ResNet"`` when it was configured by ``class_path``) but not
-all its options.
+Weights-only files are rebuilt into the project's encoder (:class:`~lightning_supcon.models.SmallCNN`,
+:class:`~lightning_supcon.models.ResNet` or :class:`~lightning_supcon.models.Backbone`) with the architecture read
+from the weights' shapes (depth, stem, widths): the metadata names the encoder (``"resnet50"``, ``"ResNet"`` when it
+was configured by ``class_path``, ``"timm/resnet18"``) but not all its options. Weights of the project's
+hand-written ResNet (before 0.1) have their keys renamed to torchvision's
+(:func:`~lightning_supcon.models.resnet.rename_legacy_keys`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_supcon.models.backbones import FAMILIES, Backbone
 from lightning_supcon.models.checkpoint import CHECKPOINT_KEY, load_encoder_checkpoint
 from lightning_supcon.models.encoders import SmallCNN
-from lightning_supcon.models.resnet import _RESNET_LAYOUTS, ResNet
+from lightning_supcon.models.resnet import _RESNET_LAYOUTS, ResNet, rename_legacy_keys
 
 __all__ = ["OnnxEncoder", "build_encoder_from_weights", "load_encoder"]
 
@@ -37,23 +40,35 @@ _SMALL_CNN = ("small_cnn", "SmallCNN")
 
 
 def _resnet_kwargs(state_dict: dict[str, Tensor]) -> dict[str, Any]:
-    stem = state_dict["stem.0.weight"]  # (64, in_channels, 3 or 7, 3 or 7)
+    stem = state_dict["conv1.weight"]  # (64, in_channels, 3 or 7, 3 or 7)
     blocks = tuple(
-        len({key.split(".")[2] for key in state_dict if key.startswith(f"layers.{stage}.")}) for stage in range(4)
+        len({key.split(".")[1] for key in state_dict if key.startswith(f"layer{stage + 1}.")}) for stage in range(4)
     )
-    kind = "bottleneck" if "layers.0.0.residual.6.weight" in state_dict else "basic"
+    kind = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
     depth = next((d for d, layout in _RESNET_LAYOUTS.items() if layout == (kind, blocks)), None)
     if depth is None:
         raise ValueError(f"The weights are of a ResNet with {kind} blocks {blocks}, which is no known depth")
     return {"depth": depth, "in_channels": stem.shape[1], "stem": "cifar" if stem.shape[-1] == 3 else "imagenet"}
 
 
+def _backbone(name: str, meta: dict[str, Any], state_dict: dict[str, Tensor]) -> Backbone:
+    """The library network ``name`` for these weights: the CIFAR stem when its 3x3 ``conv1`` says so."""
+    in_channels = int(meta.get("in_channels") or 3)
+    encoder = Backbone(name, in_channels=in_channels)
+    conv1 = getattr(encoder.net, "conv1", None)
+    saved = state_dict.get("net.conv1.weight")
+    if isinstance(conv1, nn.Conv2d) and saved is not None and saved.shape[-1] == 3 and conv1.kernel_size[-1] != 3:
+        encoder = Backbone(name, in_channels=in_channels, cifar_stem=True)
+    return encoder
+
+
 def build_encoder_from_weights(meta: dict[str, Any], state_dict: dict[str, Tensor]) -> nn.Module:
     """The project encoder ``meta["encoder"]`` names, its architecture read from the weights, loaded, in eval mode.
 
     Args:
-        meta: ``lightning_supcon`` metadata; ``encoder`` is ``"small_cnn"``/``"SmallCNN"`` or ``"resnet<depth>"``/
-            ``"ResNet"``.
+        meta: ``lightning_supcon`` metadata; ``encoder`` is ``"small_cnn"``/``"SmallCNN"``, ``"resnet<depth>"``/
+            ``"ResNet"`` or a library name (``"torchvision/<name>"``, ``"timm/<name>"``; ``in_channels`` from the
+            metadata).
         state_dict: The encoder's weights.
 
     Returns:
@@ -69,15 +84,19 @@ def build_encoder_from_weights(meta: dict[str, Any], state_dict: dict[str, Tenso
         16
     """
     name = str(meta.get("encoder"))
+    state_dict = rename_legacy_keys(state_dict)
     try:
         if name in _SMALL_CNN:
             first, last = state_dict["features.0.weight"], state_dict["features.8.weight"]
             encoder: nn.Module = SmallCNN(in_channels=first.shape[1], width=first.shape[0], feature_dim=last.shape[0])
         elif name == "ResNet" or name.startswith("resnet"):
             encoder = ResNet(**_resnet_kwargs(state_dict))
+        elif name.partition("/")[0] in FAMILIES:
+            encoder = _backbone(name, meta, state_dict)
         else:
             raise ValueError(
-                f"Cannot rebuild encoder {name!r} from its weights: only the project's SmallCNN and ResNet can be; "
+                f"Cannot rebuild encoder {name!r} from its weights: only the project's SmallCNN, ResNet and library "
+                "backbones ('torchvision/<name>', 'timm/<name>') can be; "
                 "build the module yourself and load_state_dict, or load a TorchScript/ONNX export"
             )
         encoder.load_state_dict(state_dict)

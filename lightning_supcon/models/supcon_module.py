@@ -16,7 +16,7 @@ from lightning_supcon.losses import SupConLoss
 from lightning_supcon.metrics.knn import BankDtype
 from lightning_supcon.models.class_positives import anchors_with_class_positives
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
-from lightning_supcon.models.encoders import resolve_encoder
+from lightning_supcon.models.encoders import encoder_name, resolve_encoder
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
 from lightning_supcon.models.heads import HeadKind, ProjectionHead
 from lightning_supcon.models.hparams import save_hparams
@@ -43,7 +43,9 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
     of each clean evaluation batch (one view per sample), contrasted within its process also under DDP.
 
     Args:
-        encoder: A built-in name (``"small_cnn"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``)
+        encoder: A built-in name (``"small_cnn"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``),
+            a library name (``"torchvision/<name>"``, ``"timm/<name>"``; with options, a
+            :class:`~lightning_supcon.models.Backbone` by ``class_path``: ``pretrained``, ``weights``, ``cifar_stem``)
             or any ``nn.Module`` mapping inputs to ``(batch, feature_dim)`` features (no lazy modules: DDP).
         feature_dim: Size of the encoder's features; inferred for built-ins and modules with a ``feature_dim``
             attribute, required otherwise.
@@ -135,7 +137,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         self.schedule = schedule
         save_hparams(self, encoder, loss=self.criterion, optimizer=self.optimizer, schedule=self.schedule)
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
-        self.encoder_name = encoder if isinstance(encoder, str) else type(encoder).__name__
+        self.encoder_name = encoder_name(encoder)
         self.head = ProjectionHead(self.feature_dim, projection_dim, kind=projection_head)
         self.online = OnlineEvaluation(
             self.feature_dim,

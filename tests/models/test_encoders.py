@@ -8,12 +8,15 @@ from torch import Tensor, nn
 
 from lightning_supcon.models.encoders import (
     ENCODERS,
+    Backbone,
     BasicBlock,
     Bottleneck,
     ResNet,
     SmallCNN,
     build_encoder,
     encoder_feature_dim,
+    encoder_name,
+    resolve_encoder,
 )
 
 FEATURE_DIMS = {"small_cnn": 128, "resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
@@ -25,8 +28,17 @@ def _num_params(module: nn.Module) -> int:
 
 @torch.no_grad()
 def _spatial_size_before_pool(model: ResNet, x: Tensor) -> tuple[int, int]:
-    out = model.layers(model.stem(x))
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+    out = nn.Sequential(stem, model.layer1, model.layer2, model.layer3, model.layer4)(x)
     return out.shape[-2], out.shape[-1]
+
+
+def _last_bn(block: BasicBlock | Bottleneck) -> nn.BatchNorm2d:
+    return block.bn3 if isinstance(block, Bottleneck) else block.bn2
+
+
+def _shortcut(block: BasicBlock | Bottleneck) -> nn.Module:
+    return block.downsample if block.downsample is not None else nn.Identity()
 
 
 def _blocks(model: nn.Module) -> list[BasicBlock | Bottleneck]:
@@ -71,17 +83,15 @@ class TestResNet:
 
     def test_cifar_stem_is_one_stride_one_3x3_conv_without_max_pool(self) -> None:
         model = ResNet(18, stem="cifar")
-        convs = [m for m in model.stem if isinstance(m, nn.Conv2d)]
-        assert len(convs) == 1
-        assert convs[0].kernel_size == (3, 3) and convs[0].stride == (1, 1)
+        assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
         assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
         assert _spatial_size_before_pool(model.eval(), torch.randn(1, 3, 32, 32)) == (4, 4)
 
     def test_imagenet_stem_is_strided_7x7_conv_and_max_pool(self) -> None:
         model = ResNet(18, stem="imagenet")
-        assert isinstance(model.stem[0], nn.Conv2d)
-        assert model.stem[0].kernel_size == (7, 7) and model.stem[0].stride == (2, 2)
-        assert isinstance(model.stem[-1], nn.MaxPool2d)
+        assert isinstance(model.conv1, nn.Conv2d)
+        assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
+        assert isinstance(model.maxpool, nn.MaxPool2d)
         assert _spatial_size_before_pool(model.eval(), torch.randn(1, 3, 64, 64)) == (2, 2)
 
     @pytest.mark.parametrize(("depth", "block"), [(18, BasicBlock), (34, BasicBlock), (50, Bottleneck)])
@@ -102,12 +112,12 @@ class TestResNet:
     def test_zero_init_residual_makes_every_block_start_as_identity_plus_relu(self, depth: int) -> None:
         for zero_init in (True, False):  # False: the control, blocks are not the identity
             for block in _blocks(ResNet(depth, zero_init_residual=zero_init).eval()):
-                last_bn = block.residual[-1]
+                last_bn = _last_bn(block)
                 assert isinstance(last_bn, nn.BatchNorm2d)
                 assert bool((last_bn.weight == 0).all()) == zero_init
                 x = torch.randn(2, _in_channels(block), 4, 4)
                 with torch.no_grad():
-                    assert torch.equal(block(x), torch.relu(block.shortcut(x))) == zero_init
+                    assert torch.equal(block(x), torch.relu(_shortcut(block)(x))) == zero_init
 
     def test_every_parameter_gets_a_gradient(self) -> None:
         # DDP fails on parameters that take no part in the forward pass.
@@ -144,12 +154,29 @@ class TestBuildEncoder:
     def test_kwargs_reach_the_constructor(self) -> None:
         model, dim = build_encoder("resnet50", stem="imagenet", zero_init_residual=True)
         assert isinstance(model, ResNet) and dim == 2048
-        assert isinstance(model.stem[-1], nn.MaxPool2d)
+        assert isinstance(model.maxpool, nn.MaxPool2d)
         assert build_encoder("small_cnn", width=4, feature_dim=16)[1] == 16
 
     def test_rejects_unknown_name(self) -> None:
-        with pytest.raises(ValueError, match=r"`name` to be one of \['resnet101', .*'small_cnn'\], but got 'vit'"):
+        with pytest.raises(
+            ValueError,
+            match=r"`name` to be one of \['resnet101', .*'small_cnn'\] or 'torchvision/<name>' or 'timm/<name>', "
+            r"but got 'vit'$",
+        ):
             build_encoder("vit")
+
+    def test_unknown_name_names_the_closest(self) -> None:
+        with pytest.raises(ValueError, match=r"but got 'resnt18'; closest: 'resnet18'"):
+            build_encoder("resnt18")
+        with pytest.raises(ValueError, match=r"Unknown torchvision model 'resnt18' .*; closest: 'resnet18'"):
+            build_encoder("torchvision/resnt18")
+
+    @pytest.mark.parametrize(("name", "dim"), [("torchvision/resnet18", 512), ("timm/resnet18", 512)])
+    def test_library_names(self, name: str, dim: int) -> None:
+        model, feature_dim = build_encoder(name, in_channels=1, cifar_stem=True)
+        assert isinstance(model, Backbone) and feature_dim == dim and model.encoder_name == name
+        with torch.no_grad():
+            assert model.eval()(torch.randn(2, 1, 32, 32)).shape == (2, dim)
 
 
 class TestEncoderFeatureDim:
@@ -163,3 +190,28 @@ class TestEncoderFeatureDim:
             module.feature_dim = value  # type: ignore[assignment]
         with pytest.raises(ValueError, match="`Linear` to have a positive integer attribute `feature_dim`"):
             encoder_feature_dim(module)
+
+
+class TestEncoderName:
+    def test_name_class_or_library_name(self) -> None:
+        assert encoder_name("resnet50") == "resnet50"
+        assert encoder_name(ResNet(18)) == "ResNet"
+        assert encoder_name(Backbone("torchvision/resnet18")) == "torchvision/resnet18"
+
+
+class TestResolveEncoder:
+    def test_name_is_built_with_the_channels(self) -> None:
+        module, dim = resolve_encoder("resnet18", in_channels=1, feature_dim=None)
+        assert dim == 512 and module.conv1.in_channels == 1
+
+    def test_module_with_other_channels_is_refused_in_one_line(self) -> None:
+        encoder = Backbone("torchvision/resnet18")  # 3 channels
+        with pytest.raises(
+            ValueError, match=r"reads 3-channel images but the model's in_channels is 1.*`in_channels: 1`"
+        ):
+            resolve_encoder(encoder, in_channels=1, feature_dim=None)
+        assert resolve_encoder(encoder, in_channels=3, feature_dim=None) == (encoder, 512)
+
+    def test_feature_dim_of_a_name_must_agree(self) -> None:
+        with pytest.raises(ValueError, match="outputs 512 features, but `feature_dim=10`"):
+            resolve_encoder("resnet18", in_channels=3, feature_dim=10)

@@ -23,7 +23,14 @@ import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 
 PREFIX = "lightning-supcon: error:"
-USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, FloatingPointError, MisconfigurationException)
+# ImportError: an optional extra a config needs is missing (timm, datasets); our messages name the pip command.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    OSError,
+    FloatingPointError,
+    ImportError,
+    MisconfigurationException,
+)
 _UNKNOWN_OPTION = re.compile(r"class_path '([\w.]+)':\s*\n\s*Option '(\w+)' is not accepted")
 _PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (--[\w.+-]+)")
@@ -38,7 +45,8 @@ def user_message(err: BaseException) -> str:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         chain.append(current)
-        current = current.__cause__ or current.__context__
+        # `raise ... from None` ends the chain there, as Python's own traceback does: that error is the message
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     for inner in reversed(chain):
         if isinstance(inner, USER_ERRORS) and "Does not validate" not in str(inner):
             where = "Trainer: " if isinstance(inner, MisconfigurationException) else ""

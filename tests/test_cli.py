@@ -145,6 +145,29 @@ class TestBadInputs:
     def test_unknown_encoder_is_one_line(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         one_error_line(cli_error(capsys, fit_args("--model.init_args.encoder=resnet9000"), workdir))
 
+    @pytest.mark.parametrize(
+        ("module", "args", "extra"),
+        [
+            ("timm", ["--model.init_args.encoder=timm/resnet18"], "lightning-supcon[timm]"),
+            (
+                "datasets",
+                ["--data=lightning_supcon.HFDataModule", "--data.path=nowhere", "--data.channels=1"],
+                "lightning-supcon[hf]",
+            ),
+        ],
+    )
+    def test_a_missing_optional_extra_is_one_line_naming_it(
+        self,
+        workdir: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        module: str,
+        args: list[str],
+        extra: str,
+    ) -> None:
+        monkeypatch.setitem(sys.modules, module, None)  # `import timm` / `import datasets` raise ImportError
+        assert extra in one_error_line(cli_error(capsys, fit_args(*args), workdir))
+
     def test_wrong_type_config_value(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         lines = cli_error(capsys, fit_args("--data.init_args.batch_size=abc"), workdir)
         text = "\n".join(lines)

@@ -76,7 +76,7 @@ from lightning_supcon.data.options import AugmentOn, check_enough_samples, check
 from lightning_supcon.data.predict_split import PredictSplit, check_predict_split, predict_loader
 from lightning_supcon.data.recipe import SIMCLR, AugmentRecipe
 from lightning_supcon.data.sampler import SamplerKind, check_sampler, train_sampler
-from lightning_supcon.data.subsets import check_label_fraction, label_subset
+from lightning_supcon.data.subsets import Unlabelled, check_label_fraction, label_subset
 from lightning_supcon.data.transforms import MultiViewTransform, decode_steps, supcon_transform
 
 
@@ -113,8 +113,9 @@ class MultiViewDataModule(pl.LightningDataModule):
         drop_last: Drop the incomplete last training batch.
         augment: The augmentation recipe of the training views (CLI: ``--data.init_args.augment.flip false``).
         predict_split: The clean split ``predict`` embeds, ``"train"``, ``"val"`` or ``"test"`` (ValueError else).
-        label_fraction: Train (and build the kNN bank) on this class-stratified fraction of the training set
-            (:func:`~lightning_supcon.data.subsets.stratified_subset`); 1: all. ``subset_seed``: its seed.
+        label_fraction: Train (and build the kNN bank) on this class-stratified fraction of the training labels
+            (:func:`~lightning_supcon.data.subsets.label_subset`); 1: all. ``subset_seed``: its seed. ``unlabelled``:
+            ``"drop"`` the other samples, or keep them as ``"unknown"`` (label -1: semi-supervised SupCon).
         sampler: ``"random"``, or ``"balanced"``: ``samples_per_class`` samples of each of ``global batch /
             samples_per_class`` classes per global batch (:class:`~lightning_supcon.data.sampler.ClassBalancedSampler`).
 
@@ -142,14 +143,15 @@ class MultiViewDataModule(pl.LightningDataModule):
         predict_split: PredictSplit = "test",
         label_fraction: float = 1.0,
         subset_seed: int = 0,
+        unlabelled: Unlabelled = "drop",
         sampler: SamplerKind = "random",
         samples_per_class: int = 4,
     ) -> None:
         super().__init__()
         check_loader_options(batch_size, n_views, eval_batch_size, num_workers, augment_on, augment)
-        check_label_fraction(label_fraction)
+        check_label_fraction(label_fraction, unlabelled, sampler)
         check_sampler(sampler, samples_per_class)
-        self.label_fraction, self.subset_seed = label_fraction, subset_seed
+        self.label_fraction, self.subset_seed, self.unlabelled = label_fraction, subset_seed, unlabelled
         self.sampler, self.samples_per_class = sampler, samples_per_class
         self.batch_size = batch_size
         self.n_views = n_views
@@ -167,7 +169,6 @@ class MultiViewDataModule(pl.LightningDataModule):
         self._train_loader: ResumableLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
 
-    # ---- what a subclass provides -------------------------------------------------------------------------
     def train_dataset(self) -> SampleDataset:
         """The training set of raw ``(PIL image or uint8 (C, H, W) tensor, int label)`` samples."""
         raise NotImplementedError(f"{type(self).__name__} must implement `train_dataset()`.")
@@ -204,13 +205,12 @@ class MultiViewDataModule(pl.LightningDataModule):
             self._normalize = ToNormalizedFloat(self.mean, self.std)
         return self._normalize
 
-    # ---- loaders -------------------------------------------------------------------------------------------
     def _dataset(self, split: str) -> SampleDataset | None:
         if split not in self._datasets:
             make = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
             data = make()
             if split == "train":
-                data = label_subset(data, self.label_fraction, self.subset_seed)
+                data = label_subset(data, self.label_fraction, self.subset_seed, self.unlabelled)
             self._datasets[split] = data
         return self._datasets[split]
 

@@ -29,8 +29,8 @@ def import_datasets() -> Any:
     """The ``datasets`` package, or an ``ImportError`` naming the extra that installs it."""
     try:
         return importlib.import_module("datasets")
-    except ImportError as error:
-        raise ImportError(f"HFDataModule needs the Hugging Face `datasets` package (>= 2.14): {EXTRA_HINT}") from error
+    except ImportError:
+        raise ImportError(f"HFDataModule needs the Hugging Face `datasets` package (>= 2.14): {EXTRA_HINT}") from None
 
 
 class HFImages:

@@ -17,11 +17,15 @@ sample. Rounding per class keeps every class, which a label fraction must.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+Unlabelled = Literal["drop", "unknown"]
+UNLABELLED: tuple[str, ...] = get_args(Unlabelled)
+UNKNOWN = -1  # the label of a sample of unknown class: the loss gives it only its own views as positives
 
 
 def dataset_labels(data: Any) -> np.ndarray:
@@ -41,6 +45,8 @@ def dataset_labels(data: Any) -> np.ndarray:
     """
     if isinstance(data, Subset):
         return dataset_labels(data.dataset)[np.asarray(data.indices, dtype=np.int64)]
+    if isinstance(data, PartiallyLabelled):
+        return data.labels
     if isinstance(data, TensorDataset):
         labels: Any = data.tensors[-1]
     elif hasattr(data, "targets") or hasattr(data, "labels"):
@@ -54,10 +60,18 @@ def dataset_labels(data: Any) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64)
 
 
-def check_label_fraction(fraction: float) -> None:
-    """Raise ``ValueError`` unless ``fraction`` is in ``(0, 1]``."""
+def check_label_fraction(fraction: float, unlabelled: str = "drop", sampler: str = "random") -> None:
+    """Raise ``ValueError`` unless ``fraction`` is in ``(0, 1]`` and ``unlabelled`` is ``"drop"`` or ``"unknown"``
+    (which the class-balanced sampler cannot draw from: -1 is no class)."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"Expected `label_fraction` in (0, 1], but got {fraction}.")
+    if unlabelled not in UNLABELLED:
+        raise ValueError(f"Expected `unlabelled` to be one of {UNLABELLED}, but got {unlabelled!r}.")
+    if unlabelled == "unknown" and fraction < 1.0 and sampler == "balanced":
+        raise ValueError(
+            "Expected `sampler='random'` with `unlabelled='unknown'`: the class-balanced sampler draws classes, and "
+            "the unlabelled samples (-1) have none."
+        )
 
 
 def stratified_subset(labels: Any, fraction: float, seed: int = 0) -> np.ndarray:
@@ -100,14 +114,48 @@ def stratified_subset(labels: Any, fraction: float, seed: int = 0) -> np.ndarray
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 
-def label_subset(data: Any, fraction: float, seed: int = 0) -> Any:
-    """``data`` itself for ``fraction == 1``, else the ``Subset`` of its :func:`stratified_subset`.
+class PartiallyLabelled(Dataset):
+    """``data`` with the labels of the samples outside ``labelled`` replaced by -1 (unknown class).
+
+    Semi-supervised SupCon as a configuration: the loss gives a sample labelled -1 only its own other views as
+    positives (SimCLR for it) and makes it a negative for every other sample; the online probe and kNN leave it out.
+
+    Example:
+        >>> data = PartiallyLabelled(TensorDataset(torch.zeros(4, 1), torch.tensor([0, 1, 0, 1])), [0, 3])
+        >>> [int(data[i][1]) for i in range(4)], data.labels.tolist()
+        ([0, -1, -1, 1], [0, -1, -1, 1])
+    """
+
+    def __init__(self, data: Any, labelled: Any) -> None:
+        self.data = data
+        labels = dataset_labels(data)
+        keep = np.zeros(len(labels), dtype=bool)
+        keep[np.asarray(labelled, dtype=np.int64)] = True
+        self.labels = np.where(keep, labels, UNKNOWN)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.data[index][0], int(self.labels[index])
+
+
+def label_subset(data: Any, fraction: float, seed: int = 0, unlabelled: str = "drop") -> Any:
+    """``data`` itself for ``fraction == 1``; else its :func:`stratified_subset`: the ``Subset`` of those samples
+    (``unlabelled="drop"``), or every sample with the others labelled -1 (``"unknown"``, :class:`PartiallyLabelled`).
 
     Example:
         >>> data = TensorDataset(torch.zeros(20, 1), torch.arange(20) % 2)
         >>> len(label_subset(data, 0.2)), label_subset(data, 1.0) is data
         (4, True)
+        >>> partial = label_subset(data, 0.2, unlabelled="unknown")
+        >>> len(partial), int((partial.labels >= 0).sum())
+        (20, 4)
     """
+    check_label_fraction(fraction, unlabelled)
     if fraction == 1.0:
         return data
-    return Subset(data, stratified_subset(dataset_labels(data), fraction, seed).tolist())
+    picked = stratified_subset(dataset_labels(data), fraction, seed)
+    if unlabelled == "unknown":
+        return PartiallyLabelled(data, picked)
+    return Subset(data, picked.tolist())

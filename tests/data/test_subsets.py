@@ -156,3 +156,40 @@ class TestDataModuleLabelFraction:
 
 
 # The same subset on every DDP rank (2 gloo processes): tests/data/test_sampler.py, in the one spawn of both.
+
+
+class TestSemiSupervised:
+    """``unlabelled="unknown"``: every training sample stays, those outside the subset labelled -1 (issue 17, 3)."""
+
+    def test_the_other_samples_are_kept_as_unknown(self) -> None:
+        dm = DigitsDataModule(batch_size=8, image_size=8, label_fraction=0.1, subset_seed=5, unlabelled="unknown")
+        labels = dataset_labels(DigitsDataModule(image_size=8).train_dataset())
+        picked = stratified_subset(labels, 0.1, seed=5)
+        train = dm._dataset("train")
+        expected = np.full(len(labels), -1)
+        expected[picked] = labels[picked]  # the same labelled samples as the dropping mode
+        assert np.array_equal(dataset_labels(train), expected)
+        assert [int(train[i][1]) for i in range(20)] == expected[:20].tolist()  # type: ignore[index]
+        batch_labels = torch.cat([labels for _, labels in dm.train_dataloader()])
+        assert (batch_labels == -1).float().mean() > 0.85  # about 90% of the batches' samples are unlabelled
+
+    def test_trains_supcon_on_ten_percent_of_the_labels(self, tmp_path: Any) -> None:
+        from lightning_supcon import SupConModule
+        from tests.helpers import cpu_trainer
+
+        dm = DigitsDataModule(batch_size=128, image_size=8, label_fraction=0.1, unlabelled="unknown")
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        trainer = cpu_trainer(
+            tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0
+        )
+        trainer.fit(model, dm)
+        metrics = trainer.callback_metrics
+        # fully labelled, nearly every anchor of 128 over 10 classes has a class positive; here at most the ~10%
+        assert torch.isfinite(metrics["train/loss"]) and metrics["train/anchors_with_class_positives"] <= 0.2
+        assert "val/knn_top1" in metrics
+
+    def test_errors(self) -> None:
+        with pytest.raises(ValueError, match="`unlabelled` to be one of"):
+            DigitsDataModule(label_fraction=0.1, unlabelled="keep")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="class-balanced sampler draws classes"):
+            DigitsDataModule(label_fraction=0.1, unlabelled="unknown", sampler="balanced")

@@ -193,7 +193,7 @@ class TestBadInputs:
     def test_labels_outside_num_classes(self) -> None:
         model = SupConModule(in_channels=1, num_classes=3, knn_k=0)
         views, labels = torch.randn(4, 2, 1, 8, 8), torch.tensor([0, 1, 2, 3])
-        with pytest.raises(ValueError, match=r"Labels must lie in \[0, num_classes=3\), but got values in \[0, 3\]"):
+        with pytest.raises(ValueError, match=r"Labels must lie in \[-1, num_classes=3\), but got values in \[0, 3\]"):
             model.training_step((views, labels), 0)
 
 

@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 BASE = str(CONFIGS / "digits.yaml")
 EXPERIMENTS = sorted(CONFIGS.glob("*.yaml"))
+# The CIFAR-100 configs are the CIFAR-10 ones with the other data piece (which TestPieces instantiates with every
+# model): their whole-run checks go to `make test-slow`, to keep `make test` within its time.
+RUN_MATRIX = [pytest.param(p, marks=pytest.mark.slow) if p.name.startswith("cifar100") else p for p in EXPERIMENTS]
 PIECES = sorted(CONFIGS.glob("*/*.yaml"))
 PIECE_OPTION = {"data": "--data", "model": "--model", "trainer": "--trainer", "logger": "--trainer.logger"}
 
@@ -203,7 +206,7 @@ class TestPieces:
             assert "num_classes" not in _keys(yaml.load(path.read_text(), Loader=UniqueKeys)), path.name
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RUN_MATRIX, ids=lambda p: p.name)
 def test_fast_dev_run(path: Path, tmp_path: Path) -> None:
     """Every experiment config, with its own encoder (ResNet-50s too), for one training and validation step."""
     app = cli(["fit", *_run_args(path, tmp_path)])
@@ -228,7 +231,7 @@ def _error_line(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RUN_MATRIX, ids=lambda p: p.name)
 class TestBadFlags:
     def test_gpu_accelerator_without_gpu_is_one_line(
         self, path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -96,6 +96,7 @@ class TestErrors:
         line = self._error(capsys, ["--train", str(tmp_path / "last.ckpt"), "--test", str(tmp_path / "last.ckpt")])
         assert "Expected an embeddings file ending in .pt or .npz, but got" in line
 
+    @pytest.mark.slow  # a second interpreter start (~13 s): the same main() the console-script tests run
     def test_module_form_reports_the_same_error(self, tmp_path: Path) -> None:
         cmd = [sys.executable, "-m", "lightning_supcon.evaluate", "--train", "a.pt", "--test", "b.pt"]
         proc = subprocess.run(

@@ -12,6 +12,7 @@ TINY = ["--batch", "2", "--image-size", "32", "--repeats", "1", "--windows", "1"
 
 
 class TestBackbones:
+    @pytest.mark.slow  # ~13 s of ResNet-18 steps; tests/models/test_resnet.py proves the networks equal
     def test_one_row_per_backbone_against_the_hand_written_resnet(self, tmp_path: Path) -> None:
         backbones = ["legacy/resnet18", "resnet18", "torchvision/resnet18"]
         proc = run_script("backbones.py", *TINY, "--backbones", *backbones, tmp_path=tmp_path)

@@ -29,7 +29,7 @@ LIBRARY_NETWORKS = [  # name, feature size, image size (ViTs: their fixed size)
     ("torchvision/convnext_tiny", 768, 32),
     ("torchvision/efficientnet_b0", 1280, 32),
     ("torchvision/mobilenet_v3_small", 1024, 32),
-    ("torchvision/vit_b_32", 768, 224),
+    pytest.param("torchvision/vit_b_32", 768, 224, marks=pytest.mark.slow),  # ~3 s a case; timm's ViT stays
     ("timm/resnet18", 512, 32),
     ("timm/convnext_atto", 320, 32),
     ("timm/mobilenetv3_small_050", 1024, 32),

@@ -28,7 +28,7 @@ class SupConLoss(nn.Module):
     positives are only its own other views, SimCLR for it, and it is a negative for every other sample: partially
     labelled batches); multi-hot ``labels`` ``(batch, num_classes)``, where a pair's positive weight is the Jaccard
     overlap of the two label sets or 1 when they share a label (``multilabel``), and a sample without labels has
-    only its own views as positives; a ``mask`` of positive weights in [0, 1] [2]; or nothing (SimCLR). With
+    only its own views as positives; a ``mask`` of positive weights in ``[0, 1]`` [2]; or nothing (SimCLR). With
     weights ``w_ij`` (a binary mask or class labels: ``w_ij = 1`` on positives), ``L_out`` is
     ``l_i = -sum_j w_ij log p_ij / sum_j w_ij`` and ``L_in`` is ``l_i = -log( sum_j w_ij p_ij / sum_j w_ij )``,
     ``p_ij`` keeping its denominator; entries of weight 0 are the negatives; an anchor whose weights sum to 0 has

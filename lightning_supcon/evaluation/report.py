@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_supcon.evaluation.embeddings import Embeddings, check_pair
+from lightning_supcon.evaluation.embeddings import Embeddings, EmbeddingsError, check_pair
 from lightning_supcon.metrics.knn import KNNAccuracy
 from lightning_supcon.metrics.retrieval import retrieval_metrics
 from lightning_supcon.utils.numerics import l2_normalize
@@ -34,6 +34,25 @@ METRICS: dict[str, str] = {
     "kmeans_nmi": "k-means NMI (test, k = test classes)",
     "kmeans_ami": "k-means AMI (test, k = test classes)",
 }
+
+
+def known_samples(embeddings: Embeddings) -> Embeddings:
+    """The samples of known class: rows labelled -1 (unknown, e.g. the unlabelled part of a semi-supervised run's
+    training split) are left out, as the online kNN and probe leave them out.
+
+    Raises:
+        EmbeddingsError: If no sample has a known class.
+
+    Example:
+        >>> from pathlib import Path
+        >>> kept = known_samples(Embeddings(torch.eye(3), torch.tensor([0, -1, 1]), Path("train.pt")))
+        >>> kept.labels.tolist(), kept.features.shape
+        ([0, 1], torch.Size([2, 3]))
+    """
+    keep = embeddings.labels != -1
+    if not keep.any():
+        raise EmbeddingsError(f"Expected samples of known class in {embeddings.path}, but every label is -1 (unknown).")
+    return Embeddings(embeddings.features[keep], embeddings.labels[keep], embeddings.path)
 
 
 def knn_accuracy(train: Embeddings, test: Embeddings, k: int = 200, temperature: float = 0.07) -> dict[str, float]:
@@ -83,10 +102,12 @@ def evaluate_embeddings(
     Returns:
         ``{"metrics": {name: fraction in [0, 1]}, "sizes": {...}, "settings": {...}}``, plain data for JSON.
         ``knn_top5`` is left out with fewer than 5 classes; retrieval metrics are NaN when no test class has two
-        samples.
+        samples. Samples labelled -1 (unknown class) are left out of every metric (:func:`known_samples`); their
+        counts are ``sizes["unknown_train"]`` and ``sizes["unknown_test"]`` when there are any.
 
     Raises:
-        EmbeddingsError: If the two splits cannot be compared (:func:`~lightning_supcon.evaluation.check_pair`).
+        EmbeddingsError: If the two splits cannot be compared (:func:`~lightning_supcon.evaluation.check_pair`), or
+            a split has no sample of known class.
 
     Example:
         >>> from pathlib import Path
@@ -97,6 +118,8 @@ def evaluate_embeddings(
         (1.0, {'train': 20, 'test': 4, 'dim': 4, 'classes': 4})
     """
     check_pair(train, test)
+    unknown = {"unknown_train": int((train.labels == -1).sum()), "unknown_test": int((test.labels == -1).sum())}
+    train, test = known_samples(train), known_samples(test)
     metrics = knn_accuracy(train, test, k, temperature)
     metrics |= {name: float(value) for name, value in retrieval_metrics(test.features, test.labels).items()}
     metrics |= kmeans_scores(test.features, test.labels, seed)
@@ -106,6 +129,7 @@ def evaluate_embeddings(
         "test": len(test.labels),
         "dim": int(test.features.shape[1]),
         "classes": classes,
+        **{name: count for name, count in unknown.items() if count},  # the left-out rows, when there are any
     }
     return {
         "metrics": {name: metrics[name] for name in METRICS if name in metrics},

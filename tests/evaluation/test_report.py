@@ -14,6 +14,7 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from lightning_supcon.evaluation import METRICS, Embeddings, evaluate_embeddings, format_table, knn_accuracy
+from lightning_supcon.evaluation.embeddings import EmbeddingsError
 
 
 def _clusters(n: int, classes: int, dim: int, seed: int, spread: float = 1.2) -> Embeddings:
@@ -98,6 +99,22 @@ class TestEvaluateEmbeddings:
         train, test = _clusters(200, 5, 8, seed=6, spread=0.01), _clusters(50, 5, 8, seed=7, spread=0.01)
         metrics = evaluate_embeddings(train, test, k=5)["metrics"]
         assert all(value == pytest.approx(1.0) for value in metrics.values()), metrics
+
+    def test_unknown_labels_are_left_out(self) -> None:
+        """A semi-supervised run's training split holds samples labelled -1: far off and numerous, they won every
+        vote as a class of their own (0% top-1); left out, the report equals the one without them."""
+        train, test = _clusters(200, 5, 8, seed=6, spread=0.01), _clusters(50, 5, 8, seed=7, spread=0.01)
+        gen = torch.Generator().manual_seed(3)
+        unlabelled = Embeddings(
+            torch.cat([train.features, test.features[:40] + 0.001 * torch.randn(40, 8, generator=gen)]),
+            torch.cat([train.labels, torch.full((40,), -1)]),
+            train.path,
+        )
+        report = evaluate_embeddings(unlabelled, test, k=5)
+        assert report["metrics"] == evaluate_embeddings(train, test, k=5)["metrics"]
+        assert report["sizes"]["train"] == 200 and report["sizes"]["unknown_train"] == 40
+        with pytest.raises(EmbeddingsError, match="every label is -1"):
+            evaluate_embeddings(Embeddings(train.features, torch.full((200,), -1), train.path), test)
 
     def test_fewer_than_five_classes_has_no_top5(self) -> None:
         train, test = _clusters(40, 3, 4, seed=8), _clusters(20, 3, 4, seed=9)

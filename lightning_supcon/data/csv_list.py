@@ -63,6 +63,9 @@ def read_image_list(
         raise FileNotFoundError(f"Expected an image list file (CSV/TSV), but {path!r} is not a file.")
     if delimiter is None:
         delimiter = "\t" if path.lower().endswith((".tsv", ".tab")) else ","
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)  # `--data.delimiter '\t'` from a shell
+    if len(delimiter) != 1:
+        raise ValueError(f"Expected `delimiter` to be one character (or '\\t' for a tab), but got {delimiter!r}.")
     with open(path, newline="", encoding="utf-8-sig") as file:
         rows = [row for row in csv.reader(file, delimiter=delimiter) if any(cell.strip() for cell in row)]
     if not rows:

@@ -25,6 +25,10 @@ from lightning_supcon.data.recipe import AugmentRecipe
 EXTRA_HINT = "pip install 'lightning-supcon[hf]'"
 
 
+#: ``datasets``' packaged builders that read local ``data_files`` (anything else that is not a folder is a Hub name).
+LOCAL_BUILDERS = ("parquet", "arrow", "csv", "json", "imagefolder", "text")
+
+
 def import_datasets() -> Any:
     """The ``datasets`` package, or an ``ImportError`` naming the extra that installs it."""
     try:
@@ -74,6 +78,8 @@ class HFDataModule(ImageDataModule):
     Raises:
         ImportError: Without the ``datasets`` package, naming the extra (at construction).
         ValueError: For a split or column the data set lacks, naming those it has (on first use).
+        FileNotFoundError: If ``path`` is neither a folder nor one of :data:`LOCAL_BUILDERS` (on first use; a Hub
+            name is never downloaded).
 
     Example:
         >>> dm = HFDataModule("data/my_dataset", image_column="img", label_column="fine_label", channels=3)
@@ -114,6 +120,12 @@ class HFDataModule(ImageDataModule):
             saved = any(os.path.isfile(os.path.join(self.path, f)) for f in ("dataset_dict.json", "state.json"))
             if saved:
                 tables = datasets.load_from_disk(self.path)
+            elif not os.path.isdir(self.path) and self.path not in LOCAL_BUILDERS:
+                # Anything else is a Hub name to `load_dataset`: a misspelt folder would go to the network.
+                raise FileNotFoundError(
+                    f"Expected `path` to be a folder (saved by `save_to_disk`, or of data files) or one of "
+                    f"{LOCAL_BUILDERS} with `data_files`, but {self.path!r} is none of these (nothing is downloaded)."
+                )
             else:
                 tables = datasets.load_dataset(self.path, data_files=self.data_files, cache_dir=self.cache_dir)
             if isinstance(tables, datasets.Dataset):

@@ -41,6 +41,12 @@ class TestRead:
         expected = ["cat"] * 4 + ["dog"] * 4 if kind == "names" else [0] * 4 + [1] * 4
         assert list(found.labels) == expected and found.where == listed
 
+    @pytest.mark.parametrize("typed", ["\\t", "tab"])
+    def test_a_tab_typed_in_a_shell(self, images: Path, typed: str) -> None:
+        """`--data.delimiter '\\t'` reaches us as backslash + t: it means a tab."""
+        listed = _write(images / "train.txt", _rows("ints"), "\t")
+        assert len(read_image_list(listed, delimiter=typed).images) == 8
+
     def test_named_columns_in_any_order_and_root(self, images: Path, tmp_path: Path) -> None:
         lists = tmp_path / "lists"
         lists.mkdir()
@@ -63,6 +69,7 @@ class TestRead:
             ("", {}, "Expected `path,label` rows in .* but it is empty"),
             ("file,label\na.png,1\n", {"header": True}, r"columns \['path'\] in the header .* has \['file', 'label'\]"),
             ("img/cat/c0.png\n", {}, r"Expected >= 2 columns separated by ',' in row 1 of"),
+            ("a.png;;1\n", {"delimiter": ";;"}, r"`delimiter` to be one character .* but got ';;'"),
         ],
     )
     def test_malformed(self, images: Path, text: str, kwargs: dict, match: str) -> None:

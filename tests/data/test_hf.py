@@ -91,6 +91,18 @@ class TestErrors:
         with pytest.raises(ValueError, match=r"a column 'image' in split 'train' .* \['img', 'fine', 'note'\]"):
             _ = dm.num_classes
 
+    def test_a_path_that_is_no_folder_is_not_looked_up_on_the_hub(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import datasets
+
+        def no_network(*args: object, **kwargs: object) -> None:
+            raise AssertionError("load_dataset was called: a misspelt folder would go to the Hugging Face Hub")
+
+        monkeypatch.setattr(datasets, "load_dataset", no_network)
+        with pytest.raises(FileNotFoundError, match=r"'.*no_such_folder' is none of these \(nothing is downloaded\)"):
+            _ = HFDataModule(str(tmp_path / "no_such_folder")).num_classes
+
     def test_without_the_extra_names_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "datasets", None)  # what an environment without the package gives
         with pytest.raises(ImportError, match=r"needs the Hugging Face `datasets` package.*lightning-supcon\[hf\]"):

@@ -143,7 +143,8 @@ class Backbone(nn.Module):
             ``weights="DEFAULT"`` from torch's hub cache, ``TORCH_HOME``; timm: ``pretrained=True`` from the
             Hugging Face cache, ``HF_HOME``). They are downloaded when missing unless ``HF_HUB_OFFLINE=1``.
         weights: A local ``.pt``/``.pth``/``.safetensors`` state dict of the network, loaded strictly after it is
-            built (so with the channels and stem asked for); wrapper prefixes (``module.``, ``encoder.``,
+            built (so saved with the channels and stem asked for: unlike ``pretrained``, an RGB file's first conv
+            is not adapted to other channels or the CIFAR stem); wrapper prefixes (``module.``, ``encoder.``,
             ``backbone.``, ``model.``, ``net.``) are stripped and the classifier's keys ignored.
         cifar_stem: For ResNet-family networks: replace the 7x7 stride-2 conv and max-pool by one 3x3 stride-1 conv
             (for 32 px images; :func:`~lightning_supcon.models.network_surgery.set_cifar_stem`).

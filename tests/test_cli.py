@@ -127,6 +127,14 @@ class TestBadInputs:
         line = one_error_line(cli_error(capsys, fit_args(*_image_folder(workdir / "train", workdir / "val")), workdir))
         assert "'c'" in line or "/c" in line
 
+    def test_a_class_too_small_to_hold_out_is_our_line_not_scikit_learns(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        write_image_tree(workdir / "train", {"a": [f"{i}.png:RGB" for i in range(6)], "b": ["1.png:RGB"]})
+        args = ["--data=lightning_supcon.ImageFolderDataModule", f"--data.train_dir={workdir / 'train'}"]
+        line = one_error_line(cli_error(capsys, fit_args(*args, "--data.val_fraction=0.3"), workdir))
+        assert "Cannot hold out a stratified validation set" in line and "give a validation split" in line
+
     def test_corrupt_image(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         write_image_tree(workdir / "train", {"a": ["1.png:corrupt", "2.png:corrupt"], "b": ["1.png:corrupt"]})
         line = one_error_line(
@@ -195,6 +203,11 @@ class TestBadInputs:
         views, labels = torch.randn(4, 2, 1, 8, 8), torch.tensor([0, 1, 2, 3])
         with pytest.raises(ValueError, match=r"Labels must lie in \[-1, num_classes=3\), but got values in \[0, 3\]"):
             model.training_step((views, labels), 0)
+
+    def test_unknown_labels_in_a_module_that_cannot_take_them_say_so(self) -> None:
+        model = CrossEntropyModule(encoder="small_cnn", in_channels=1, num_classes=3, knn_k=0)
+        with pytest.raises(ValueError, match=r"\[-1, 2\]\. \(-1 is an unknown label.*only SupConModule"):
+            model.training_step((torch.randn(3, 1, 8, 8), torch.tensor([0, -1, 2])), 0)
 
 
 # ---- checkpoints: damaged files, the newest readable one, a clean console ----

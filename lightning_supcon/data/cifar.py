@@ -82,7 +82,7 @@ class CIFARDataModule(MultiViewDataModule):
         except Exception as error:  # network, disk or checksum: all end the same way for the user
             raise RuntimeError(
                 f"Downloading {type(self).__name__} into {self.data_dir!r} failed: {error}. {self._how_to_get()}"
-            ) from error
+            ) from None
 
     def _how_to_get(self) -> str:
         url = self.torchvision_class.url  # type: ignore[attr-defined]

@@ -71,7 +71,7 @@ def load_image(image: str | Image.Image, mode: str = "RGB") -> Image.Image:
             image = image.convert("RGBA")
         return image.convert(mode)
     except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for unreadable or truncated data
-        raise OSError(f"Cannot read image file {image!r}: {error}") from error
+        raise OSError(f"Cannot read image file {image!r}: {error}") from None
 
 
 class ImageDataset(Dataset):

@@ -110,5 +110,5 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple
         raise ValueError(
             f"Cannot hold out a stratified validation set of `val_fraction` {fraction} from {len(targets)} training "
             f"samples ({error}): give a validation split or change `val_fraction`."
-        ) from error
+        ) from None
     return [int(i) for i in train], [int(i) for i in val]

@@ -64,9 +64,12 @@ def check_labels(
         return
     low = UNKNOWN if allow_unknown else 0
     if labels.numel() and (labels.min() < low or labels.max() >= num_classes):
+        hint = ""
+        if not allow_unknown and int(labels.min()) == UNKNOWN:
+            hint = " (-1 is an unknown label, as `unlabelled: unknown` gives: only SupConModule trains on those)"
         raise ValueError(
             f"Labels must lie in [{low}, num_classes={num_classes}), but got values in "
-            f"[{int(labels.min())}, {int(labels.max())}]."
+            f"[{int(labels.min())}, {int(labels.max())}].{hint}"
         )
 
 

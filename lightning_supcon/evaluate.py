@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(format_table(report))
     out = args.json or test.path.with_name("evaluation.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps(_strict_json(report), indent=2, allow_nan=False) + "\n")
     print(f"JSON: {out}")
     if args.plot is not None:
         method = args.plot_method
@@ -74,6 +75,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         title = f"{_TITLES[method]} of {test.path.name} ({args.key})"
         print(f"Map: {plot_embedding(points, test.labels, args.plot, title=title)}")
     return report
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` with every NaN float as ``None``: NaN (a metric without enough samples) is not JSON."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -91,6 +91,16 @@ class TestErrors:
         line = self._error(capsys, ["--train", str(tmp_path / "train.pt"), "--test", str(tmp_path / "val.pt")])
         assert "different feature sizes (4 in" in line and "were they written by the same model?" in line
 
+    def test_a_metric_without_enough_samples_is_null_in_strict_json(self, tmp_path: Path) -> None:
+        from lightning_supcon.evaluate import parser, run
+
+        torch.save({"features": torch.randn(8, 4), "labels": torch.arange(8) % 2}, tmp_path / "train.pt")
+        torch.save({"features": torch.randn(2, 4), "labels": torch.arange(2)}, tmp_path / "val.pt")  # one per class
+        run(parser().parse_args(["--train", str(tmp_path / "train.pt"), "--test", str(tmp_path / "val.pt")]))
+        text = (tmp_path / "evaluation.json").read_text()
+        report = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+        assert report["metrics"]["precision_at_1"] is None  # no test class has two samples
+
     def test_a_checkpoint_instead_of_embeddings(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (tmp_path / "last.ckpt").write_bytes(b"x")
         line = self._error(capsys, ["--train", str(tmp_path / "last.ckpt"), "--test", str(tmp_path / "last.ckpt")])

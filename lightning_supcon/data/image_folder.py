@@ -62,7 +62,8 @@ def scan_folder(root: str | Path, classes: list[str] | None = None) -> tuple[lis
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Expected a directory with one sub-folder per class, but {str(root)!r} is not one.")
-    found = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    # Hidden folders (`.ipynb_checkpoints`, `.git`, ...) are no classes: torchvision's ImageFolder counts them.
+    found = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
     if not found:
         raise ValueError(f"Expected one sub-folder per class in {str(root)!r}, but it has none.")
     classes = found if classes is None else classes

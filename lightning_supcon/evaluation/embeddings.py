@@ -87,7 +87,9 @@ def load_embeddings(path: str | Path, key: str = "features") -> Embeddings:
     tensors = _read(path)
     for name, hint in ((key, ""), ("labels", " (predict on a DataModule whose batches carry labels)")):
         if name not in tensors:
-            raise EmbeddingsError(f"{path} has no `{name}`{hint}; it has: {', '.join(sorted(tensors))}.")
+            names = sorted(tensors)
+            more = f" and {len(names) - 8} more" if len(names) > 8 else ""  # a state dict has hundreds of keys
+            raise EmbeddingsError(f"{path} has no `{name}`{hint}; it has: {', '.join(names[:8])}{more}.")
     features, labels = tensors[key], tensors["labels"]
     if features.ndim != 2 or not features.is_floating_point():
         raise EmbeddingsError(

@@ -40,6 +40,11 @@ class TestScan:
             ("b.bmp", 2),
         ]  # notes.txt is not an image
 
+    def test_hidden_folders_are_no_classes(self, tmp_path: Path) -> None:
+        write_image_tree(tmp_path, {"cat": ["1.png:RGB"], "dog": ["1.png:RGB"], ".ipynb_checkpoints": ["1.png:RGB"]})
+        classes, samples = scan_folder(tmp_path)
+        assert classes == ["cat", "dog"] and len(samples) == 2
+
     def test_val_indexed_by_train_classes(self, image_tree: tuple[Path, Path]) -> None:
         _, samples = scan_folder(image_tree[1], ["cat", "dog", "eel"])
         assert sorted(label for _, label in samples) == [0, 2, 2]

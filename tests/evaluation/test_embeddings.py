@@ -64,6 +64,11 @@ class TestLoadEmbeddings:
         with pytest.raises(EmbeddingsError, match=r"has no `projections`; it has: features, labels\."):
             load_embeddings(path, "projections")
 
+    def test_a_state_dict_lists_a_few_keys(self, tmp_path: Path) -> None:
+        path = _save(tmp_path / "e.pt", **{f"layer{i}.weight": torch.zeros(1) for i in range(122)})
+        with pytest.raises(EmbeddingsError, match=r"it has: layer0\.weight, .* and 114 more\.$"):
+            load_embeddings(path)
+
     def test_missing_labels(self, tmp_path: Path) -> None:
         path = _save(tmp_path / "e.pt", features=torch.randn(2, 2))
         with pytest.raises(EmbeddingsError, match=r"has no `labels` \(predict on a DataModule whose batches carry"):

@@ -41,7 +41,7 @@ package: $(VENV)/.dev
 	$(PY) -m twine check --strict dist/*
 
 test: lint docs package
-	$(PY) -m pytest -n 2 --cov=lightning_supcon --cov-report=term --cov-fail-under=90 -q  # 2 workers (pytest-xdist)
+	$(PY) -m pytest -n 2 --dist worksteal --cov=lightning_supcon --cov-report=term --cov-fail-under=90 -q  # 2 workers (pytest-xdist); idle workers take queued tests from the busy one
 
 test-slow: $(VENV)/.dev
 	$(PY) -m pytest -m slow -q

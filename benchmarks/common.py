@@ -152,3 +152,23 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def quiet_trainer(epochs: int, root: str | None = None, validate: bool = False, **options: Any) -> Any:
+    """A one-CPU Lightning ``Trainer`` for the accuracy benchmarks: no logger, checkpoints, progress bar, summary
+    or sanity check; validation only with ``validate`` (Lightning is imported here, not at this module's import)."""
+    import pytorch_lightning as pl
+
+    settings: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": epochs,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": None if validate else 0,
+        "num_sanity_val_steps": 0,
+        "default_root_dir": root,
+    }
+    return pl.Trainer(**(settings | options))

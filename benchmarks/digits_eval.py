@@ -38,7 +38,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from common import machine
+from common import machine, quiet_trainer
 
 from lightning_supcon import DigitsDataModule, SupConLoss, SupConModule
 from lightning_supcon.losses.functional import Summation
@@ -54,24 +54,9 @@ METHODS = ("out", "in", "joint", "ce")
 """``out``/``in``: SupCon L_out/L_in + linear probe; ``joint``: SupCon + CE jointly; ``ce``: cross-entropy alone."""
 
 
-def _trainer(epochs: int, root: str, validate: bool) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=None if validate else 0,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-    )
-
-
 def _top1(model: pl.LightningModule, root: str) -> float:
     data = DigitsDataModule(batch_size=BATCH, n_views=1, image_size=IMAGE_SIZE)
-    metrics = _trainer(1, root, validate=True).validate(model, datamodule=data, verbose=False)[0]
+    metrics = quiet_trainer(1, root, validate=True).validate(model, datamodule=data, verbose=False)[0]
     return float(metrics["val/top1"])
 
 
@@ -86,12 +71,12 @@ def supcon_then_probe(summation: Summation, epochs: int, probe_epochs: int, root
         knn_k=0,
         **RECIPE,
     )
-    _trainer(epochs, root, validate=False).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
+    quiet_trainer(epochs, root).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
     encoder = save_encoder(model, Path(root) / f"encoder_{summation}.pt")
     probe = LinearProbeModule(
         str(encoder), encoder="small_cnn", in_channels=1, num_classes=10, retrieval=False, **PROBE_RECIPE
     )
-    _trainer(probe_epochs, root, validate=False).fit(probe, datamodule=DigitsDataModule(batch_size=BATCH, n_views=1))
+    quiet_trainer(probe_epochs, root).fit(probe, datamodule=DigitsDataModule(batch_size=BATCH, n_views=1))
     return _top1(probe, root)
 
 
@@ -101,21 +86,22 @@ def joint(ce_weight: float, epochs: int, probe_epochs: int, root: str) -> tuple[
     model = SupConModule(
         encoder="small_cnn", in_channels=1, num_classes=10, ce_weight=ce_weight, probe=True, knn_k=0, **RECIPE
     )
-    _trainer(epochs, root, validate=False).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
+    quiet_trainer(epochs, root).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
     data = DigitsDataModule(batch_size=BATCH, n_views=1, image_size=IMAGE_SIZE)
-    head = float(_trainer(1, root, validate=True).validate(model, datamodule=data, verbose=False)[0]["val/probe_top1"])
+    metrics = quiet_trainer(1, root, validate=True).validate(model, datamodule=data, verbose=False)[0]
+    head = float(metrics["val/probe_top1"])
     encoder = save_encoder(model, Path(root) / "encoder_joint.pt")
     probe = LinearProbeModule(
         str(encoder), encoder="small_cnn", in_channels=1, num_classes=10, retrieval=False, **PROBE_RECIPE
     )
-    _trainer(probe_epochs, root, validate=False).fit(probe, datamodule=DigitsDataModule(batch_size=BATCH, n_views=1))
+    quiet_trainer(probe_epochs, root).fit(probe, datamodule=DigitsDataModule(batch_size=BATCH, n_views=1))
     return head, _top1(probe, root)
 
 
 def cross_entropy(epochs: int, root: str) -> float:
     """The small CNN and a linear classifier trained end to end on the same 2 views per image; val top-1."""
     model = CrossEntropyModule(encoder="small_cnn", in_channels=1, num_classes=10, train_views="all", **RECIPE)
-    _trainer(epochs, root, validate=False).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
+    quiet_trainer(epochs, root).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
     return _top1(model, root)
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from common import machine
+from common import machine, quiet_trainer
 from sklearn.metrics import balanced_accuracy_score
 from torch.utils.data import TensorDataset
 
@@ -71,21 +71,6 @@ class LongTailDigits(DigitsDataModule):
         self._train = TensorDataset(images[index], labels[index])
 
 
-def _trainer(epochs: int, root: str) -> pl.Trainer:
-    return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-    )
-
-
 @torch.no_grad()
 def _scores(probe: LinearProbeModule, data: DigitsDataModule) -> tuple[float, float]:
     """Balanced accuracy and the accuracy on the rare classes, on the (balanced) validation split."""
@@ -112,13 +97,13 @@ def run(
         knn_k=0,
         **RECIPE,
     )
-    _trainer(epochs, root).fit(model, datamodule=LongTailDigits(ratio, seed, batch_size=BATCH, n_views=2))
+    quiet_trainer(epochs, root).fit(model, datamodule=LongTailDigits(ratio, seed, batch_size=BATCH, n_views=2))
     encoder = save_encoder(model, Path(root) / f"encoder_{denominator}_{ratio}_{seed}.pt")
     probe = LinearProbeModule(
         str(encoder), encoder="small_cnn", in_channels=1, num_classes=10, retrieval=False, **PROBE_RECIPE
     )
     data = LongTailDigits(ratio, seed, batch_size=BATCH, n_views=1)
-    _trainer(probe_epochs, root).fit(probe, datamodule=data)
+    quiet_trainer(probe_epochs, root).fit(probe, datamodule=data)
     return _scores(probe, data)
 
 

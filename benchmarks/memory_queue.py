@@ -15,7 +15,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from common import machine
+from common import machine, quiet_trainer
 
 from lightning_supcon import DigitsDataModule, Schedule, SupConModule
 from lightning_supcon.models.optimization import sgd
@@ -38,16 +38,7 @@ def run(seed: int, batch: int, epochs: int, queue_size: int, queue_momentum: flo
         queue_size=queue_size,
         queue_momentum=queue_momentum,
     )
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        check_val_every_n_epoch=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(epochs, validate=True, check_val_every_n_epoch=epochs)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=batch, augment_on="device"))
     metrics = trainer.callback_metrics
     return {"knn": metrics["val/knn_top1"].item(), "probe": metrics["val/probe_top1"].item()}

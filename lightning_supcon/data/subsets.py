@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from lightning_supcon.losses.positives import UNKNOWN  # the loss gives such a sample only its own views as positives
+
 Unlabelled = Literal["drop", "unknown"]
 UNLABELLED: tuple[str, ...] = get_args(Unlabelled)
-UNKNOWN = -1  # the label of a sample of unknown class: the loss gives it only its own views as positives
 
 
 def dataset_labels(data: Any) -> np.ndarray:

@@ -22,6 +22,7 @@ from torch import Tensor
 from lightning_supcon.evaluation.embeddings import Embeddings, EmbeddingsError, check_pair
 from lightning_supcon.metrics.knn import KNNAccuracy
 from lightning_supcon.metrics.retrieval import retrieval_metrics
+from lightning_supcon.models.labels import known
 from lightning_supcon.utils.numerics import l2_normalize
 
 #: Metric names of :func:`evaluate_embeddings`, in the order of the table, with what each one is.
@@ -49,7 +50,7 @@ def known_samples(embeddings: Embeddings) -> Embeddings:
         >>> kept.labels.tolist(), kept.features.shape
         ([0, 1], torch.Size([2, 3]))
     """
-    keep = embeddings.labels != -1
+    keep = known(embeddings.labels)
     if not keep.any():
         raise EmbeddingsError(f"Expected samples of known class in {embeddings.path}, but every label is -1 (unknown).")
     return Embeddings(embeddings.features[keep], embeddings.labels[keep], embeddings.path)
@@ -118,7 +119,7 @@ def evaluate_embeddings(
         (1.0, {'train': 20, 'test': 4, 'dim': 4, 'classes': 4})
     """
     check_pair(train, test)
-    unknown = {"unknown_train": int((train.labels == -1).sum()), "unknown_test": int((test.labels == -1).sum())}
+    unknown = {"unknown_train": int((~known(train.labels)).sum()), "unknown_test": int((~known(test.labels)).sum())}
     train, test = known_samples(train), known_samples(test)
     metrics = knn_accuracy(train, test, k, temperature)
     metrics |= {name: float(value) for name, value in retrieval_metrics(test.features, test.labels).items()}

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-UNKNOWN = -1
-"""The class label of a sample whose class is not known."""
+from lightning_supcon.losses.positives import UNKNOWN
 
 
 def check_labels(

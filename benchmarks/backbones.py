@@ -1,20 +1,20 @@
 """Images per second of a SupCon training step per backbone, side by side in one run.
 
     nice python benchmarks/backbones.py                       # 32 px, batch 32 x 2 views, 3 repeats
-    python benchmarks/backbones.py --batch 4 --image-size 16 --repeats 1 --backbones legacy/resnet18 resnet18
+    python benchmarks/backbones.py --batch 4 --image-size 16 --repeats 1 --backbones resnet18 timm/resnet18
 
 Backbones (``--backbones``; all with the CIFAR stem where they have a ResNet stem, 3 input channels):
 
-- ``legacy/resnet18``: the project's former hand-written ResNet-18 (``benchmarks/legacy_resnet.py``);
-- ``resnet18``: today's short name, torchvision's ResNet-18 with the CIFAR stem (:class:`lightning_supcon.ResNet`);
-- ``torchvision/resnet18``, ``timm/resnet18``: the library networks by name (``cifar_stem: true``);
+- ``resnet18``: the short name, torchvision's ResNet-18 with the CIFAR stem (``Backbone("torchvision/resnet18",
+  cifar_stem=True)``), the reference of the ratios;
+- ``timm/resnet18``: timm's ResNet-18 by name (``cifar_stem: true``);
 - ``timm/convnext_atto``, ``timm/vit_tiny_patch16_224`` (``img_size`` set to the image size): other families.
 
 One training step is what ``SupConModule`` computes for a batch of views: encoder, projection head, SupCon loss
 (fused), backward, SGD step; the views are random tensors already on the device (no data loading or augmentation,
 which are the same whatever the backbone). All backbones live in one process; each repeat times every backbone in
 turn (``--warmup`` untimed steps, then ``--windows`` windows of ``--steps`` steps), so a noisy machine slows them
-alike. The table shows the median window with the range, and the ratio to the hand-written ResNet-18.
+alike. The table shows the median window with the range, and the ratio to ``resnet18``.
 """
 
 from __future__ import annotations
@@ -24,21 +24,18 @@ from collections.abc import Callable
 
 import torch
 from common import WindowTimer, machine, markdown_table, rate_text, summary
-from legacy_resnet import ResNet as LegacyResNet
 from torch import nn
 
-from lightning_supcon import Backbone, ProjectionHead, ResNet, SupConLoss
-from lightning_supcon.models import encoder_feature_dim
+from lightning_supcon import Backbone, ProjectionHead, SupConLoss, build_encoder
+from lightning_supcon.nets import encoder_feature_dim
 
 BACKBONES: dict[str, Callable[[int], nn.Module]] = {
-    "legacy/resnet18": lambda size: LegacyResNet(18, stem="cifar"),
-    "resnet18": lambda size: ResNet(18, stem="cifar"),
-    "torchvision/resnet18": lambda size: Backbone("torchvision/resnet18", cifar_stem=True),
+    "resnet18": lambda size: build_encoder("resnet18")[0],
     "timm/resnet18": lambda size: Backbone("timm/resnet18", cifar_stem=True),
     "timm/convnext_atto": lambda size: Backbone("timm/convnext_atto"),
     "timm/vit_tiny_patch16_224": lambda size: Backbone("timm/vit_tiny_patch16_224", options={"img_size": size}),
 }
-REFERENCE = "legacy/resnet18"
+REFERENCE = "resnet18"
 
 
 class Step:
@@ -108,7 +105,7 @@ def main() -> None:
         median, spread = summary(rates[name])
         ratio = f"{median / medians[REFERENCE]:.2f}x" if REFERENCE in medians else ""
         rows.append([name, f"{params[name] / 1e6:.2f} M", rate_text(median), spread, ratio])
-    print(markdown_table(["backbone", "parameters", "images/s (median)", "range over windows", "vs legacy"], rows))
+    print(markdown_table(["backbone", "parameters", "images/s (median)", "range over windows", "vs resnet18"], rows))
 
 
 if __name__ == "__main__":

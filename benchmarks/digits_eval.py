@@ -41,8 +41,9 @@ import torch
 from common import machine, quiet_trainer
 
 from lightning_supcon import DigitsDataModule, SupConLoss, SupConModule
+from lightning_supcon.encoder_files import save_encoder
 from lightning_supcon.losses.functional import Summation
-from lightning_supcon.models import LinearProbeModule, Schedule, save_encoder
+from lightning_supcon.models import LinearProbeModule, Schedule
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.optimization import sgd
 

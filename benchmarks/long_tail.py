@@ -38,8 +38,9 @@ from sklearn.metrics import balanced_accuracy_score
 from torch.utils.data import TensorDataset
 
 from lightning_supcon import DigitsDataModule, SupConLoss, SupConModule
+from lightning_supcon.encoder_files import save_encoder
 from lightning_supcon.losses.options import Denominator
-from lightning_supcon.models import LinearProbeModule, Schedule, save_encoder
+from lightning_supcon.models import LinearProbeModule, Schedule
 from lightning_supcon.models.optimization import sgd
 
 RECIPE: dict[str, Any] = {"optimizer": sgd(lr=0.1, weight_decay=5e-4), "schedule": Schedule(warmup_epochs=2)}

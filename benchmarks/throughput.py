@@ -55,9 +55,9 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import VisionDataset
 
 from lightning_supcon.data import CIFAR10_MEAN, CIFAR10_STD, ArrayImageDataset, MultiViewDataModule
-from lightning_supcon.models import ProjectionHead, build_encoder, encoder_feature_dim
 from lightning_supcon.models.optimization import decay_groups
 from lightning_supcon.models.supcon_module import SupConModule
+from lightning_supcon.nets import ProjectionHead, build_encoder, encoder_feature_dim
 from lightning_supcon.optim import warmup_cosine
 
 VARIANTS = ("reference", "lightning", "plain", "fast")

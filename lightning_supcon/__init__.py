@@ -1,6 +1,6 @@
 """lightning_supcon: Supervised Contrastive Learning (Khosla et al., 2020) for PyTorch Lightning."""
 
-from lightning_supcon.callbacks import EmbeddingPlot, EmbeddingWriter, MetricsSummary
+from lightning_supcon.callbacks import EmbeddingPlot, EmbeddingWriter
 from lightning_supcon.data import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -10,20 +10,10 @@ from lightning_supcon.data import (
     ImageFolderDataModule,
     MultiViewDataModule,
 )
+from lightning_supcon.encoder_files import export_encoder, load_encoder, save_encoder
 from lightning_supcon.losses import SupConLoss, supcon_loss
-from lightning_supcon.models import (
-    Backbone,
-    CrossEntropyModule,
-    LinearProbeModule,
-    ProjectionHead,
-    ResNet,
-    Schedule,
-    SmallCNN,
-    SupConModule,
-    build_encoder,
-    export_encoder,
-)
-from lightning_supcon.models.loading import load_encoder
+from lightning_supcon.models import CrossEntropyModule, LinearProbeModule, Schedule, SupConModule
+from lightning_supcon.nets import Backbone, ProjectionHead, SmallCNN, build_encoder
 
 __all__ = [
     "Backbone",
@@ -37,10 +27,8 @@ __all__ = [
     "HFDataModule",
     "ImageFolderDataModule",
     "LinearProbeModule",
-    "MetricsSummary",
     "MultiViewDataModule",
     "ProjectionHead",
-    "ResNet",
     "Schedule",
     "SmallCNN",
     "SupConLoss",
@@ -48,6 +36,7 @@ __all__ = [
     "build_encoder",
     "export_encoder",
     "load_encoder",
+    "save_encoder",
     "supcon_loss",
 ]
 __version__ = "0.1.0"

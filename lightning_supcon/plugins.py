@@ -1,7 +1,7 @@
 """Trainer plugins: BatchNorm synchronised over the global batch on any device (CPU processes included).
 
 ``Trainer(sync_batchnorm=True)`` converts BatchNorm layers to PyTorch's ``nn.SyncBatchNorm``, which runs on GPUs
-only. :class:`GlobalBatchNormSync` converts them to :class:`~lightning_supcon.models.batchnorm.GlobalBatchNorm`
+only. :class:`GlobalBatchNormSync` converts them to :class:`~lightning_supcon.nets.batchnorm.GlobalBatchNorm`
 instead, which gives the same statistics and gradients with any ``torch.distributed`` backend. Like
 ``sync_batchnorm``, the Trainer applies it for fitting under DDP and reverts it at the end, so checkpoints hold
 plain BatchNorm layers. Use one or the other, not both (the Trainer refuses both)::
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pytorch_lightning.plugins import LayerSync
 from torch import nn
 
-from lightning_supcon.models.batchnorm import GlobalBatchNorm
+from lightning_supcon.nets.batchnorm import GlobalBatchNorm
 
 
 def refuse_sync_batchnorm_on_cpu(module: nn.Module) -> None:

@@ -17,8 +17,8 @@ import yaml
 
 from lightning_supcon import SupConModule
 from lightning_supcon.cli import cli, main
-from lightning_supcon.models import ResNet
-from lightning_supcon.models.checkpoint import save_encoder
+from lightning_supcon.encoder_files.export import save_encoder
+from lightning_supcon.nets import Backbone
 from tests.data.formats import write_cifar10, write_cifar100, write_image_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,8 +99,8 @@ def _encoder_file(config: dict[str, Any], root: Path) -> str:
     """An exported SupCon encoder of the architecture a linear-probe config names, for its ``checkpoint``."""
     encoder = config["model"]["init_args"]["encoder"]
     in_channels = 1 if "Digits" in config["data"]["class_path"] else 3
-    if isinstance(encoder, dict):  # a class_path entry, e.g. the ImageNet-stem ResNet
-        model = SupConModule(encoder=ResNet(**encoder["init_args"], in_channels=in_channels), knn_k=0)
+    if isinstance(encoder, dict):  # a class_path entry: a Backbone with options
+        model = SupConModule(encoder=Backbone(**encoder["init_args"], in_channels=in_channels), knn_k=0)
     else:
         model = SupConModule(encoder=encoder, in_channels=in_channels, knn_k=0)
     return str(save_encoder(model, root / "encoder.pt"))

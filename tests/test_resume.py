@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_supcon import DigitsDataModule, Schedule, SupConModule
-from lightning_supcon.callbacks import PreemptionCheckpoint
+from lightning_supcon.cli.preemption import PreemptionCheckpoint
 from lightning_supcon.models.optimization import sgd
 from tests.helpers import SigtermAtStep
 

@@ -1,17 +1,10 @@
-"""Lightning callbacks."""
+"""Lightning callbacks of the library: the embedding plot and the embeddings writer.
+
+The command's own run callbacks (checkpoints of a run folder, preemption, the last validation, the metrics summary,
+the saved config) live with the command in :mod:`lightning_supcon.cli`.
+"""
 
 from lightning_supcon.callbacks.embedding_plot import EmbeddingPlot
 from lightning_supcon.callbacks.embedding_writer import EmbeddingWriter
-from lightning_supcon.callbacks.last_validation import ValidateLastEpoch
-from lightning_supcon.callbacks.preemption import PreemptionCheckpoint
-from lightning_supcon.callbacks.run_checkpoint import RunCheckpoint
-from lightning_supcon.callbacks.summary import MetricsSummary
 
-__all__ = [
-    "EmbeddingPlot",
-    "EmbeddingWriter",
-    "MetricsSummary",
-    "PreemptionCheckpoint",
-    "RunCheckpoint",
-    "ValidateLastEpoch",
-]
+__all__ = ["EmbeddingPlot", "EmbeddingWriter"]

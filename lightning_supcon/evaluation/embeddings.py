@@ -7,7 +7,6 @@ in ``embeddings_<split>.npz``; each holds per-sample ``features`` (or another ke
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_supcon.utils.files import FileReadError, read_torch_file
+
 SUFFIXES = (".pt", ".npz")
 
 
-class EmbeddingsError(ValueError):
-    """An embeddings file that is missing, of another kind, or without the features or labels asked for."""
+class EmbeddingsError(FileReadError):
+    """An embeddings file that is missing, of another kind, or without the features or labels asked for (a
+    :class:`~lightning_supcon.utils.files.FileReadError`, the package's error for files the user names)."""
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,8 @@ def _read(path: Path) -> dict[str, Tensor]:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as arrays:
                 return {name: torch.from_numpy(arrays[name]) for name in arrays.files}
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
+        loaded = read_torch_file(path, what="embeddings")
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as err:  # FileReadError is a ValueError
         reason = " ".join(str(err).split())[:200] or type(err).__name__
         message = f"Cannot read embeddings {path}: not a file written by EmbeddingWriter ({reason})."
         raise EmbeddingsError(message) from None

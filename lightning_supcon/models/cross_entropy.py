@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
-from lightning_supcon.models.encoders import encoder_name, resolve_encoder
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
 from lightning_supcon.models.hparams import save_hparams
 from lightning_supcon.models.labels import check_labels, classifier_loss
@@ -30,6 +29,7 @@ from lightning_supcon.models.online_eval import (
     metric_scores,
 )
 from lightning_supcon.models.optimization import OptimizationMixin, Schedule, sgd
+from lightning_supcon.nets.encoders import encoder_name, resolve_encoder
 
 TrainViews = Literal["all", "first", "single"]
 TRAIN_VIEWS: tuple[str, ...] = get_args(TrainViews)
@@ -51,7 +51,7 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
 
     Args:
         encoder: A built-in name (``"small_cnn"``, ``"resnet18"``, ..., ``"resnet50"``), a library name
-            (``"torchvision/<name>"``, ``"timm/<name>"``; with options a :class:`~lightning_supcon.models.Backbone`)
+            (``"torchvision/<name>"``, ``"timm/<name>"``; with options a :class:`~lightning_supcon.nets.Backbone`)
             or any ``nn.Module`` mapping inputs to ``(batch, feature_dim)`` features.
         feature_dim: Size of the encoder's features; inferred for built-ins and modules with ``feature_dim``.
         in_channels: Image channels for built-in encoders (linked from the DataModule by the CLI).

@@ -1,7 +1,7 @@
 """What a LightningModule's checkpoint records about its encoder, and the check that a checkpoint fits the model.
 
 Every LightningModule of the project writes ``checkpoint["lightning_supcon"] = {"kind", "encoder", "feature_dim",
-"in_channels"}`` (read back by :func:`~lightning_supcon.models.checkpoint.load_encoder_checkpoint`), and refuses in
+"in_channels"}`` (read back by :func:`~lightning_supcon.encoder_files.read.load_encoder_checkpoint`), and refuses in
 ``on_load_checkpoint`` -- before Lightning loads the weights -- a checkpoint of another kind or architecture, with
 one line naming both (instead of a long ``load_state_dict`` report of missing and unexpected keys).
 """
@@ -12,8 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lightning_supcon.models.checkpoint import CHECKPOINT_KEY
-from lightning_supcon.models.resnet import rename_legacy_keys
+from lightning_supcon.encoder_files.read import CHECKPOINT_KEY
 
 _CHECKED = ("kind", "encoder", "feature_dim", "in_channels")
 
@@ -40,14 +39,9 @@ class EncoderCheckpointMixin(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse a checkpoint of another kind of model or another encoder, before its weights are loaded.
 
-        A checkpoint of the project's hand-written ResNet (before 0.1) has its weight names mapped to torchvision's
-        (:func:`~lightning_supcon.models.resnet.rename_legacy_keys`), so such runs still resume.
-
         Raises:
             ValueError: Naming the checkpoint's model and encoder, and this model's.
         """
-        if isinstance(checkpoint.get("state_dict"), dict):
-            checkpoint["state_dict"] = rename_legacy_keys(checkpoint["state_dict"])
         saved = checkpoint.get(CHECKPOINT_KEY)
         if not isinstance(saved, dict):
             return

@@ -6,7 +6,7 @@
 - [2] Chen et al., Big Self-Supervised Models are Strong Semi-Supervised Learners (SimCLRv2), NeurIPS 2020,
   https://arxiv.org/abs/2006.10029 (fine-tuning the whole pretrained network on a fraction of the labels)
 
-Encoder files are read by :func:`~lightning_supcon.models.checkpoint.load_encoder_checkpoint`.
+Encoder files are read by :func:`~lightning_supcon.encoder_files.read.load_encoder_checkpoint`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from lightning_supcon.encoder_files.read import load_encoder_checkpoint
 from lightning_supcon.metrics.retrieval import RetrievalMetrics
-from lightning_supcon.models.checkpoint import load_encoder_checkpoint
 from lightning_supcon.models.cross_entropy import CrossEntropyModule, TrainViews
 from lightning_supcon.models.online_eval import STAGES
 from lightning_supcon.models.optimization import Schedule, decay_groups
@@ -44,7 +44,7 @@ class LinearProbeModule(CrossEntropyModule):
 
     Args:
         checkpoint: Path of a SupConModule Lightning checkpoint or of an exported encoder (see
-            :func:`~lightning_supcon.models.checkpoint.export_encoder`), read with ``torch.load(weights_only=True)``.
+            :func:`~lightning_supcon.encoder_files.read.export_encoder`), read with ``torch.load(weights_only=True)``.
             ``None``: no encoder weights here; restore a trained probe (encoder included) with ``--ckpt_path``.
         encoder: The encoder's architecture: the name or module the SupCon model was built with.
         feature_dim: Size of its features (inferred for built-ins).

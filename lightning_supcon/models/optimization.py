@@ -49,6 +49,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_supcon.optim.lars import LARS
 from lightning_supcon.optim.schedulers import ScaleRule, scale_lr, warmup_cosine, warmup_step_decay
+from lightning_supcon.plugins import refuse_sync_batchnorm_on_cpu
 
 __all__ = ["OptimizationMixin", "OptimizerCallable", "Schedule", "sgd"]
 
@@ -210,8 +211,6 @@ class OptimizationMixin(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         """Refuse PyTorch's ``SyncBatchNorm`` on CPU before the first step, with the fix (it raises mid-step)."""
-        from lightning_supcon.plugins import refuse_sync_batchnorm_on_cpu  # plugins imports models/: no cycle
-
         refuse_sync_batchnorm_on_cpu(self)
 
     def on_train_start(self) -> None:

@@ -16,14 +16,14 @@ from lightning_supcon.losses import SupConLoss
 from lightning_supcon.metrics.knn import BankDtype
 from lightning_supcon.models.class_positives import anchors_with_class_positives
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
-from lightning_supcon.models.encoders import encoder_name, resolve_encoder
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
-from lightning_supcon.models.heads import HeadKind, ProjectionHead
 from lightning_supcon.models.hparams import save_hparams
 from lightning_supcon.models.labels import check_labels
 from lightning_supcon.models.online_eval import OnlineEvaluation, is_headline
 from lightning_supcon.models.optimization import OptimizationMixin, Schedule, sgd
-from lightning_supcon.models.queue import MemoryQueue, MomentumEncoder
+from lightning_supcon.nets.encoders import encoder_name, resolve_encoder
+from lightning_supcon.nets.heads import HeadKind, ProjectionHead
+from lightning_supcon.nets.queue import MemoryQueue, MomentumEncoder
 from lightning_supcon.utils import distributed
 
 
@@ -45,7 +45,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
     Args:
         encoder: A built-in name (``"small_cnn"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``),
             a library name (``"torchvision/<name>"``, ``"timm/<name>"``; with options, a
-            :class:`~lightning_supcon.models.Backbone` by ``class_path``: ``pretrained``, ``weights``, ``cifar_stem``)
+            :class:`~lightning_supcon.nets.Backbone` by ``class_path``: ``pretrained``, ``weights``, ``cifar_stem``)
             or any ``nn.Module`` mapping inputs to ``(batch, feature_dim)`` features (no lazy modules: DDP).
         feature_dim: Size of the encoder's features; inferred for built-ins and modules with a ``feature_dim``
             attribute, required otherwise.

@@ -1,13 +1,10 @@
-"""Optimizers and learning-rate schedules: LARS, warmup + cosine or step decay, batch-size scaling, an optimizer
-factory."""
+"""Optimizers and learning-rate schedules: LARS, warmup + cosine or step decay, batch-size scaling."""
 
 from lightning_supcon.optim.lars import LARS
 from lightning_supcon.optim.schedulers import (
-    OptimizerName,
     ScaleRule,
     WarmupCosine,
     WarmupStepDecay,
-    build_optimizer,
     scale_lr,
     warmup_cosine,
     warmup_step_decay,
@@ -15,11 +12,9 @@ from lightning_supcon.optim.schedulers import (
 
 __all__ = [
     "LARS",
-    "OptimizerName",
     "ScaleRule",
     "WarmupCosine",
     "WarmupStepDecay",
-    "build_optimizer",
     "scale_lr",
     "warmup_cosine",
     "warmup_step_decay",

@@ -1,4 +1,5 @@
-"""Learning-rate schedule, batch-size scaling rule and optimizer factory for contrastive pre-training.
+"""Learning-rate schedule and batch-size scaling rule for contrastive pre-training (the optimiser itself is
+injected: :class:`~lightning_supcon.models.optimization.OptimizationMixin`).
 
 - [0] Goyal et al., Accurate, Large Minibatch SGD, 2017, https://arxiv.org/abs/1706.02677 (linear scaling, warmup)
 - [1] Loshchilov & Hutter, SGDR, ICLR 2017, https://arxiv.org/abs/1608.03983 (cosine annealing)
@@ -11,20 +12,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal, get_args
+from collections.abc import Sequence
+from typing import Literal, get_args
 
-import torch
-from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from lightning_supcon.optim.lars import LARS
-
 ScaleRule = Literal["linear", "sqrt", "none"]
-OptimizerName = Literal["sgd", "lars", "adamw", "rmsprop"]
 _SCALE_RULES: tuple[str, ...] = get_args(ScaleRule)
-_OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 
 
 class WarmupCosine:
@@ -177,87 +172,3 @@ def scale_lr(base_lr: float, global_batch_size: int, rule: ScaleRule = "linear",
     if rule == "sqrt":
         return base_lr * math.sqrt(global_batch_size / reference_batch)
     return base_lr
-
-
-ParamsLike = nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
-
-
-def _param_groups(params: ParamsLike, weight_decay: float, exclude_bias_and_norm: bool) -> list[dict[str, Any]]:
-    """Non-empty parameter groups of trainable tensors, split by the rule of ``build_optimizer``."""
-    items = list(params.parameters() if isinstance(params, nn.Module) else params)
-    if items and all(isinstance(item, dict) for item in items):
-        groups = []
-        for group in items:
-            assert isinstance(group, dict)
-            tensors = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
-            groups.append(group | {"params": [t for t in tensors if t.requires_grad]})
-    else:
-        tensors = [item[1] if isinstance(item, tuple) else item for item in items]
-        tensors = [t for t in tensors if isinstance(t, Tensor) and t.requires_grad]
-        groups = [{"params": tensors, "weight_decay": weight_decay}]
-        if exclude_bias_and_norm:
-            groups = [
-                {"params": [t for t in tensors if t.ndim > 1], "weight_decay": weight_decay, "lars_exclude": False},
-                {"params": [t for t in tensors if t.ndim <= 1], "weight_decay": 0.0, "lars_exclude": True},
-            ]
-    return [group for group in groups if group["params"]]
-
-
-def build_optimizer(
-    params: ParamsLike,
-    name: OptimizerName = "sgd",
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    exclude_bias_and_norm: bool = True,
-    **kwargs: Any,
-) -> Optimizer:
-    """Build an optimizer whose biases and normalisation parameters get no weight decay.
-
-    The rule, as in SimCLR [2]: with ``exclude_bias_and_norm``, every trainable tensor with ``ndim <= 1``
-    (biases, the scales and shifts of batch/layer norms, learnable scalars such as a temperature) goes to a group
-    with ``weight_decay=0`` (and, for LARS, ``lars_exclude=True``: no trust-ratio adaptation either); weights of
-    conv and linear layers keep ``weight_decay``. Without it, one group holds everything, with ``weight_decay``
-    (LARS then still skips adaptation of ``ndim <= 1`` tensors but decays them). Parameter groups (dicts) given
-    by the caller are kept as they are instead: the rule is theirs to apply. In all cases tensors with
-    ``requires_grad=False`` (a frozen encoder) are left out, then empty groups, and the ``lars_exclude`` key is
-    dropped for optimizers other than LARS.
-
-    Args:
-        params: A module, its ``parameters()``, its ``named_parameters()`` (names are not used) or a list of
-            parameter-group dicts.
-        name: ``"sgd"``, ``"lars"``, ``"adamw"`` or ``"rmsprop"``.
-        lr: Learning rate.
-        momentum: Momentum of SGD, LARS and RMSprop; not used by AdamW (pass ``betas`` instead).
-        weight_decay: Weight decay of the decayed tensors (decoupled for AdamW, L2 otherwise).
-        exclude_bias_and_norm: Apply the rule above.
-        **kwargs: Passed to the optimizer, e.g. ``nesterov=True``, ``betas=(0.9, 0.95)``,
-            ``trust_coefficient=0.001``.
-
-    Returns:
-        The optimizer; with the rule, its groups are the decayed tensors then the others (empty ones omitted).
-
-    Raises:
-        ValueError: For an unknown ``name`` or when nothing is trainable.
-
-    Example:
-        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
-        >>> optimizer = build_optimizer(model, "lars", lr=0.3, weight_decay=1e-6)
-        >>> [(len(g["params"]), g["weight_decay"], g["lars_exclude"]) for g in optimizer.param_groups]
-        [(1, 1e-06, False), (3, 0.0, True)]
-        >>> type(build_optimizer(model.named_parameters(), "adamw", lr=1e-3)).__name__
-        'AdamW'
-    """
-    if name not in _OPTIMIZERS:
-        raise ValueError(f"Expected argument `name` to be one of {_OPTIMIZERS}, but got {name!r}")
-    groups = _param_groups(params, weight_decay, exclude_bias_and_norm)
-    if not groups:
-        raise ValueError("Expected at least one parameter with `requires_grad=True`, but got none")
-    if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
-    groups = [{key: value for key, value in group.items() if key != "lars_exclude"} for group in groups]
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **kwargs)
-    return torch.optim.RMSprop(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kwargs)

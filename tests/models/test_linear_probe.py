@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from lightning_supcon import DigitsDataModule, SupConModule
 from lightning_supcon.cli import cli
-from lightning_supcon.models.checkpoint import export_encoder, load_encoder_checkpoint, save_encoder
+from lightning_supcon.encoder_files.export import export_encoder, save_encoder
+from lightning_supcon.encoder_files.read import load_encoder_checkpoint
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.linear_probe import LinearProbeModule
 from lightning_supcon.models.optimization import sgd

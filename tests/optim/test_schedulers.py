@@ -6,16 +6,13 @@ from __future__ import annotations
 import itertools
 import math
 import pickle
-from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
-from lightning_supcon.optim.lars import LARS
 from lightning_supcon.optim.schedulers import (
     WarmupCosine,
-    build_optimizer,
     scale_lr,
     warmup_cosine,
     warmup_step_decay,
@@ -155,86 +152,18 @@ class TestScaleLr:
             scale_lr(0.1, 8, reference_batch=-1)
 
 
-class TestBuildOptimizer:
-    @pytest.mark.parametrize(
-        ("name", "cls"),
-        [("sgd", torch.optim.SGD), ("lars", LARS), ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)],
-    )
-    def test_biases_and_norms_get_no_weight_decay(self, name: str, cls: type) -> None:
-        model = _model()
-        optimizer = build_optimizer(model, name, lr=0.1, weight_decay=1e-4)  # type: ignore[arg-type]
-        assert isinstance(optimizer, cls)
-        decayed, not_decayed = optimizer.param_groups
-        assert {id(p) for p in decayed["params"]} == {id(model[0].weight), id(model[3].weight)}
-        assert len(not_decayed["params"]) == 6  # conv/linear biases, batch and layer norm scales and shifts
-        assert (decayed["weight_decay"], not_decayed["weight_decay"]) == (1e-4, 0.0)
-        assert ("lars_exclude" in decayed) == (name == "lars")
-
-    def test_lars_excludes_the_no_decay_group_from_adaptation(self) -> None:
-        optimizer = build_optimizer(_model(), "lars", lr=0.1, weight_decay=1e-4)
-        assert [g["lars_exclude"] for g in optimizer.param_groups] == [False, True]
-
-    def test_without_the_rule_one_group_decays_everything(self) -> None:
-        model = _model()
-        optimizer = build_optimizer(model.parameters(), "sgd", weight_decay=1e-4, exclude_bias_and_norm=False)
-        assert len(optimizer.param_groups) == 1
-        assert len(optimizer.param_groups[0]["params"]) == len(list(model.parameters()))
-        assert optimizer.param_groups[0]["weight_decay"] == 1e-4
-
-    def test_named_parameters_and_frozen_tensors(self) -> None:
-        model = _model()
-        model[0].requires_grad_(False)
-        optimizer = build_optimizer(model.named_parameters(), "adamw", lr=1e-3, weight_decay=0.05)
-        held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-        assert id(model[0].weight) not in held and id(model[0].bias) not in held
-        assert len(held) == len(list(model.parameters())) - 2
-
-    def test_parameter_groups_are_kept(self) -> None:
-        model = _model()
-        groups: list[dict[str, Any]] = [
-            {"params": list(model[3].parameters()), "lr": 0.01},
-            {"params": model[0].weight, "weight_decay": 0.0, "lars_exclude": True},
-            {"params": []},
-        ]
-        sgd = build_optimizer(groups, "sgd", lr=0.1, weight_decay=1e-4)
-        assert [(len(g["params"]), g["lr"], g["weight_decay"]) for g in sgd.param_groups] == [
-            (2, 0.01, 1e-4),
-            (1, 0.1, 0.0),
-        ]
-        assert all("lars_exclude" not in g for g in sgd.param_groups)
-        lars = build_optimizer(groups, "lars", lr=0.1)
-        assert [g["lars_exclude"] for g in lars.param_groups] == [None, True]
-
-    def test_kwargs_reach_the_optimizer(self) -> None:
-        assert build_optimizer(_model(), "sgd", nesterov=True).defaults["nesterov"] is True
-        assert build_optimizer(_model(), "lars", trust_coefficient=0.02).defaults["trust_coefficient"] == 0.02
-        assert build_optimizer(_model(), "adamw", betas=(0.9, 0.95)).defaults["betas"] == (0.9, 0.95)
-
-    def test_rejects_unknown_name(self) -> None:
-        with pytest.raises(
-            ValueError, match=r"`name` to be one of \('sgd', 'lars', 'adamw', 'rmsprop'\), but got 'adam'"
-        ):
-            build_optimizer(_model(), "adam")  # type: ignore[arg-type]
-
-    def test_rejects_nothing_trainable(self) -> None:
-        with pytest.raises(ValueError, match="at least one parameter with `requires_grad=True`"):
-            build_optimizer(_model().requires_grad_(False), "sgd")
-
-
 def test_choice_lists_have_one_source() -> None:
     """One ``Literal`` per choice list; the tuples checked at run time are derived from it (``typing.get_args``)."""
     from typing import get_args
 
     from lightning_supcon.losses import options
-    from lightning_supcon.models import cross_entropy, optimization, resnet
+    from lightning_supcon.models import cross_entropy, optimization
     from lightning_supcon.optim import schedulers
 
     assert get_args(schedulers.ScaleRule) == schedulers._SCALE_RULES
-    assert get_args(schedulers.OptimizerName) == schedulers._OPTIMIZERS
     assert optimization.Schedule.__dataclass_fields__["lr_scaling"].type == "ScaleRule"
     assert not hasattr(optimization, "ScalingRule") and not hasattr(optimization, "OptimizerName")
     assert get_args(cross_entropy.TrainViews) == cross_entropy.TRAIN_VIEWS
-    assert get_args(resnet.Stem) == resnet._STEMS
     for values, literal in [
         (options.CONTRAST_MODES, options.ContrastMode),
         (options.SUMMATIONS, options.Summation),

@@ -1,0 +1,64 @@
+"""``RunCheckpoint``: Lightning's ``ModelCheckpoint`` with a folder per run and one stable name for the newest state.
+
+Lightning's ``ModelCheckpoint`` writes ``last-v1.ckpt`` beside a ``last.ckpt`` it did not write, so with a fixed
+folder a second run (or a resumed one) leaves ``last.ckpt`` at an old state. Here each run writes into its own
+folder (``<default_root_dir>/version_N/checkpoints``, the logger's version; see :mod:`lightning_supcon.cli.runs`), a
+resumed run continues its own folder and overwrites its own ``last.ckpt`` (no version counter), and after every save
+of the last state ``<default_root_dir>/last.ckpt`` is pointed at it, so that name is always the newest state of the
+newest run. :class:`~lightning_supcon.callbacks.PreemptionCheckpoint` writes the same ``last.ckpt`` and moves the
+same pointer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from lightning_supcon.cli import runs
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that keeps every run's files and points ``<default_root_dir>/last.ckpt`` at the newest.
+
+    Without ``dirpath`` the folder is the logger's run folder (``<save_dir>/<name>/version_N/checkpoints``); without
+    a logger it is ``<default_root_dir>/version_N/checkpoints`` with the next free ``N``. The other arguments are
+    ``ModelCheckpoint``'s, with ``save_last=True`` and ``enable_version_counter=False`` by default.
+
+    Args:
+        save_last: Save ``last.ckpt`` (``True``), or link it to the newest top-k file (``"link"``).
+        enable_version_counter: Write ``name-v1.ckpt`` beside an existing ``name.ckpt`` instead of replacing it
+            (only useful with a shared ``dirpath``).
+        **kwargs: The other arguments of ``ModelCheckpoint``.
+
+    Example:
+        >>> RunCheckpoint().save_last
+        True
+    """
+
+    def __init__(self, save_last: bool | None = True, enable_version_counter: bool = False, **kwargs: Any) -> None:
+        super().__init__(save_last=save_last, enable_version_counter=enable_version_counter, **kwargs)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.dirpath is None and not trainer.loggers and trainer.is_global_zero:
+            root = Path(trainer.default_root_dir)
+            self.dirpath = str(root / f"version_{runs.next_version(root)}" / "checkpoints")
+        with warnings.catch_warnings():
+            # A run folder holds files only when this run is resumed into it: its own files, not a clash.
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)  # broadcasts rank zero's folder
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        with warnings.catch_warnings():
+            # A checkpoint of another run folder (validate / test / predict, or a new fit from it) is expected to
+            # come from another folder: only its best path is kept, as Lightning does, without the warning.
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+            super().load_state_dict(state_dict)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if trainer.is_global_zero and Path(filepath).name == self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION:
+            runs.point_last(trainer.default_root_dir, filepath)

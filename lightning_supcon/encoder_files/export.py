@@ -1,0 +1,252 @@
+"""Export a SupCon encoder for use outside this package: weights-only ``.pt``, ``.safetensors``, TorchScript, ONNX.
+
+    python -m lightning_supcon.encoder_files.export outputs/cifar10_supcon/checkpoints/last.ckpt exported/encoder
+    python -m lightning_supcon.encoder_files.export last.ckpt exported/ --formats safetensors onnx --image-size 224
+
+Every file carries the encoder's metadata ``{"kind", "encoder", "feature_dim", "in_channels"}``: in the ``.pt``
+file's ``lightning_supcon`` entry, as the ``lightning_supcon`` JSON string of the safetensors metadata, in the
+TorchScript archive's extra file ``lightning_supcon.json`` and in the ONNX model's ``metadata_props``. Read any of
+them back with :func:`lightning_supcon.load_encoder`.
+
+Formats and their files (``OUT`` given as ``exported/encoder`` or ``exported/encoder.pt``; a folder gives
+``folder/encoder.*``):
+
+- ``pt``: ``OUT.pt``, ``{"lightning_supcon": meta, "state_dict": ...}``, loads with ``torch.load(weights_only=True)``.
+- ``safetensors``: ``OUT.safetensors``, the state dict (no code, no pickle), for any framework.
+- ``torchscript``: ``OUT.ts``, ``torch.jit.script`` of the encoder in eval mode: runs without this package
+  (``torch.jit.load``). TorchScript is deprecated by PyTorch in favour of ``torch.export``, but still loads in C++.
+- ``onnx``: ``OUT.onnx`` (opset 17, the TorchScript-based exporter, ``dynamo=False``, which needs no
+  ``onnxscript``): input ``images`` ``(batch, C, height, width)``, output ``features`` ``(batch, feature_dim)``,
+  batch and image size dynamic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+from lightning_supcon.encoder_files.load import build_encoder_from_weights
+from lightning_supcon.encoder_files.read import CHECKPOINT_KEY, _strip_compiled, load_encoder_checkpoint
+
+__all__ = ["FORMATS", "SUFFIXES", "ExportFormat", "export_encoder", "export_files", "main", "save_encoder"]
+
+ExportFormat = Literal["pt", "safetensors", "torchscript", "onnx"]
+FORMATS: tuple[str, ...] = get_args(ExportFormat)
+SUFFIXES: dict[str, str] = {"pt": ".pt", "safetensors": ".safetensors", "torchscript": ".ts", "onnx": ".onnx"}
+ONNX_OPSET = 17
+
+
+def output_base(out: str | Path) -> Path:
+    """The path without suffix of the files to write: ``out`` less a known suffix, or ``out/encoder`` for a folder.
+
+    Example:
+        >>> str(output_base("exported/encoder.pt")), str(output_base("exported/encoder")), str(output_base("new/"))
+        ('exported/encoder', 'exported/encoder', 'new/encoder')
+    """
+    folder = isinstance(out, str) and out.endswith(("/", os.sep))  # Path() drops a trailing separator
+    out = Path(out)
+    if folder or out.is_dir():
+        return out / "encoder"
+    return out.with_suffix("") if out.suffix in SUFFIXES.values() else out
+
+
+def _check_formats(formats: Sequence[str]) -> None:
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"Expected `formats` among {FORMATS} (at least one), but got {list(formats)}")
+
+
+def _write_safetensors(meta: dict[str, Any], state_dict: dict[str, Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {key: value.contiguous() for key, value in state_dict.items()}
+    save_file(tensors, str(path), metadata={CHECKPOINT_KEY: json.dumps(meta), "format": "pt"})
+
+
+def _write_torchscript(meta: dict[str, Any], encoder: nn.Module, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the portable C++ format
+        scripted = torch.jit.script(encoder)
+        torch.jit.save(scripted, str(path), _extra_files={f"{CHECKPOINT_KEY}.json": json.dumps(meta)})
+
+
+def _write_onnx(meta: dict[str, Any], encoder: nn.Module, path: Path, image_size: int) -> None:
+    import onnx
+
+    example = torch.zeros(1, int(meta.get("in_channels") or 3), image_size, image_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter (dynamo=False)
+        torch.onnx.export(
+            encoder,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["images"],
+            output_names=["features"],
+            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}},
+        )
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {CHECKPOINT_KEY: json.dumps(meta)})
+    onnx.save(model, str(path))
+
+
+def export_files(
+    meta: dict[str, Any],
+    state_dict: dict[str, Tensor],
+    out: str | Path,
+    formats: Sequence[str] = FORMATS,
+    image_size: int = 32,
+) -> dict[str, Path]:
+    """Write an encoder (metadata and weights, as :func:`load_encoder_checkpoint` returns) in ``formats``.
+
+    Args:
+        meta: The ``lightning_supcon`` metadata (``encoder`` must name a project encoder for the traced formats).
+        state_dict: The encoder's weights.
+        out: ``base`` or ``base.<suffix>`` (each format gets its own suffix, :data:`SUFFIXES`), or a folder.
+        formats: Among :data:`FORMATS`.
+        image_size: Side of the example image the ONNX exporter traces with (the exported size stays dynamic).
+
+    Returns:
+        The path written for each format.
+
+    Raises:
+        ValueError: For unknown formats, or an encoder that cannot be rebuilt from its weights (torchscript/onnx).
+
+    Example:
+        >>> import tempfile
+        >>> from lightning_supcon.nets import SmallCNN
+        >>> meta = {"kind": "supcon", "encoder": "small_cnn", "feature_dim": 128, "in_channels": 1}
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     paths = export_files(meta, SmallCNN().state_dict(), f"{tmp}/enc", formats=("pt", "safetensors"))
+        ...     sorted(path.name for path in paths.values())
+        ['enc.pt', 'enc.safetensors']
+    """
+    _check_formats(formats)
+    base = output_base(out)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = {key: value.detach().cpu() for key, value in state_dict.items()}
+    paths = {name: base.with_name(base.name + SUFFIXES[name]) for name in formats}
+    encoder = build_encoder_from_weights(meta, state_dict) if {"torchscript", "onnx"} & set(formats) else None
+    for name, path in paths.items():
+        if name == "pt":
+            _write_encoder(meta, state_dict, path)
+        elif name == "safetensors":
+            _write_safetensors(meta, state_dict, path)
+        elif name == "torchscript":
+            assert encoder is not None
+            _write_torchscript(meta, encoder, path)
+        else:
+            assert encoder is not None
+            _write_onnx(meta, encoder, path, image_size)
+    return paths
+
+
+def _write_encoder(meta: dict[str, Any], state_dict: dict[str, Tensor], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = {key: value.detach().cpu() for key, value in _strip_compiled(state_dict).items()}
+    torch.save({CHECKPOINT_KEY: dict(meta), "state_dict": state_dict}, path)
+    return path
+
+
+def save_encoder(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model.encoder``'s weights and metadata to ``path``, loadable with ``weights_only=True``.
+
+    Args:
+        model: A :class:`~lightning_supcon.SupConModule` (or any module with ``encoder`` and an ``on_save_checkpoint``
+            that records the ``lightning_supcon`` metadata).
+        path: Output file; parent folders are created.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> import tempfile
+        >>> from lightning_supcon import SupConModule
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = save_encoder(SupConModule(encoder="small_cnn", in_channels=1), f"{tmp}/encoder.pt")
+        ...     file = torch.load(path, weights_only=True)
+        >>> file["lightning_supcon"]
+        {'kind': 'supcon', 'encoder': 'small_cnn', 'feature_dim': 128, 'in_channels': 1}
+    """
+    checkpoint: dict[str, Any] = {}
+    model.on_save_checkpoint(checkpoint)  # type: ignore[operator]
+    encoder = model.encoder
+    assert isinstance(encoder, nn.Module)
+    return _write_encoder(checkpoint[CHECKPOINT_KEY], encoder.state_dict(), path)
+
+
+def export_encoder(
+    checkpoint_path: str | Path,
+    out_path: str | Path,
+    trust_checkpoint: bool = False,
+    formats: Sequence[str] = ("pt",),
+    image_size: int = 32,
+) -> Path:
+    """Extract the encoder of a SupCon Lightning checkpoint into files for use outside its training code.
+
+    The checkpoint is read with ``weights_only=True`` unless ``trust_checkpoint`` (see
+    :func:`load_encoder_checkpoint`). By default one small weights-only file is written at ``out_path``; ``formats``
+    among ``("pt", "safetensors", "torchscript", "onnx")`` writes each beside it, ``out_path`` with the format's
+    suffix (``.pt``, ``.safetensors``, ``.ts``, ``.onnx``; see :mod:`lightning_supcon.encoder_files.export`, also a
+    command: ``python -m lightning_supcon.encoder_files.export last.ckpt exported/encoder``). Load any of them with
+    :func:`lightning_supcon.load_encoder`.
+
+    Args:
+        checkpoint_path: A SupConModule checkpoint, or an exported ``.pt`` encoder file.
+        out_path: The weights-only file (default ``formats``), or the base path of the files.
+        trust_checkpoint: Unpickle a checkpoint that needs it in full (files you trust only).
+        formats: The formats to write.
+        image_size: Side of the example image the ONNX export traces with (the model's size stays dynamic).
+
+    Returns:
+        ``out_path`` by default; otherwise the ``.pt`` file's path if written, else the first format's.
+
+    Raises:
+        FileNotFoundError, ValueError: As :func:`load_encoder_checkpoint`; ``ValueError`` for unknown formats.
+    """
+    meta, state_dict = load_encoder_checkpoint(checkpoint_path, trust_checkpoint)
+    if tuple(formats) == ("pt",):
+        return _write_encoder(meta, state_dict, out_path)
+    paths = export_files(meta, state_dict, out_path, formats, image_size)
+    return paths.get("pt", next(iter(paths.values())))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
+    """``python -m lightning_supcon.encoder_files.export CKPT OUT [--formats ...]``: one line per file written.
+
+    A missing or unreadable checkpoint, or a bad option, is a one-line error (exit code 2).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_supcon.encoder_files.export",
+        description="Export the encoder of a SupCon checkpoint (or of an exported .pt encoder file).",
+    )
+    parser.add_argument("checkpoint", help="SupConModule Lightning checkpoint (.ckpt) or exported encoder (.pt)")
+    parser.add_argument("out", help="output base path (suffixes added per format) or an existing folder")
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS, help="default: all")
+    parser.add_argument("--image-size", type=int, default=32, help="example image side for the ONNX export")
+    parser.add_argument("--trust-checkpoint", action="store_true", help="unpickle a checkpoint that needs it")
+    args = parser.parse_args(argv)
+    try:
+        meta, state_dict = load_encoder_checkpoint(args.checkpoint, args.trust_checkpoint)
+        paths = export_files(meta, state_dict, args.out, args.formats, args.image_size)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()

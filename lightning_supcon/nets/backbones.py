@@ -1,0 +1,194 @@
+"""Encoders by library name: ``"torchvision/<name>"`` (``torchvision.models.get_model``) and ``"timm/<name>"``
+(``timm.create_model``), with the classifier removed, any input channels, the CIFAR stem for ResNets, and pretrained
+weights from the library's cache or from a local file.
+
+timm is optional: ``pip install 'lightning-supcon[timm]'``. Weights files are read without running code
+(:mod:`lightning_supcon.nets.weights`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from lightning_supcon.nets.network_surgery import adapt_first_conv, remove_classifier, set_cifar_stem
+from lightning_supcon.nets.weights import load_weights
+from lightning_supcon.utils.files import first_line
+
+__all__ = ["FAMILIES", "Backbone", "closest_names", "offline"]
+
+TIMM_EXTRA = "pip install 'lightning-supcon[timm]'"
+# A network without its classifier, its feature size, and the classifier's keys a full weights file still holds.
+_Built = tuple[nn.Module, int, list[str]]
+
+
+def offline() -> bool:
+    """Whether downloads are off: ``HF_HUB_OFFLINE=1`` (Hugging Face's switch, which timm follows; honoured here
+    for torchvision's weights too)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def closest_names(name: str, names: list[str], n: int = 3) -> str:
+    """``"; closest: 'a', 'b'"`` for the entries of ``names`` nearest to ``name`` (empty if none is near).
+
+    Example:
+        >>> closest_names("resnt18", ["resnet18", "resnet34", "vgg11"])
+        "; closest: 'resnet18', 'resnet34'"
+    """
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+    return f"; closest: {', '.join(repr(c) for c in close)}" if close else ""
+
+
+def _torchvision(name: str, in_channels: int, pretrained: bool, cifar_stem: bool, options: dict[str, Any]) -> _Built:
+    names = torchvision.models.list_models()
+    if name not in names:
+        raise ValueError(
+            f"Unknown torchvision model {name!r} (torchvision.models.list_models()){closest_names(name, names)}"
+        )
+    weights = None
+    if pretrained:
+        weights = torchvision.models.get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+        if offline() and not cached.is_file():
+            raise ValueError(
+                f"The pretrained weights of torchvision/{name} are not in torch's cache ({cached}) and HF_HUB_OFFLINE "
+                "is set: download them once where there is network (TORCH_HOME sets the cache) or give `weights: PATH`"
+            )
+    try:
+        net = torchvision.models.get_model(name, weights=weights, **options)
+    except (URLError, OSError) as err:
+        raise ValueError(
+            f"Could not download the pretrained weights of torchvision/{name}: {first_line(err)}; put them in "
+            f"torch's cache ({torch.hub.get_dir()}/checkpoints) or give `weights: PATH`"
+        ) from None
+    feature_dim, removed = remove_classifier(net)
+    if cifar_stem:
+        set_cifar_stem(net)
+    adapt_first_conv(net, in_channels)
+    return net, feature_dim, removed
+
+
+def _timm(name: str, in_channels: int, pretrained: bool, cifar_stem: bool, options: dict[str, Any]) -> _Built:
+    try:
+        import timm
+    except ImportError:
+        raise ImportError(f"`timm/{name}` needs timm: {TIMM_EXTRA}") from None
+    if not timm.is_model(name):
+        raise ValueError(f"Unknown timm model {name!r} (timm.list_models()){closest_names(name, timm.list_models())}")
+    try:
+        net = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_channels, **options)
+    except (OSError, RuntimeError, URLError) as err:  # the hub's offline / not-found errors are OSErrors
+        if not pretrained:
+            raise
+        raise ValueError(
+            f"timm could not load the pretrained weights of timm/{name}: {first_line(err)}; with no network they "
+            "must be in the Hugging Face cache (HF_HOME), or give `weights: PATH`"
+        ) from None
+    feature_dim = getattr(net, "head_hidden_size", None) or _dry_run_dim(net)
+    pretrained_cfg: dict[str, Any] = getattr(net, "pretrained_cfg", None) or {}
+    classifier = pretrained_cfg.get("classifier") or ()
+    removed = [
+        f"{c}.{p}" for c in ([classifier] if isinstance(classifier, str) else classifier) for p in ("weight", "bias")
+    ]
+    if cifar_stem:
+        set_cifar_stem(net)
+    return net, int(feature_dim), removed
+
+
+def _dry_run_dim(net: nn.Module) -> int:
+    """The feature size of a timm network without ``head_hidden_size`` (timm < 1.0): one forward pass."""
+    pretrained_cfg: dict[str, Any] = getattr(net, "pretrained_cfg", None) or {}
+    size = tuple(pretrained_cfg.get("input_size", (3, 224, 224)))
+    with torch.no_grad():
+        out: Tensor = net.eval()(torch.zeros(1, *size))
+    net.train()
+    return int(out.shape[-1])
+
+
+FAMILIES: dict[str, Callable[[str, int, bool, bool, dict[str, Any]], _Built]] = {
+    "torchvision": _torchvision,
+    "timm": _timm,
+}
+"""Builders by library: ``name, in_channels, pretrained, cifar_stem, options -> (network, feature_dim, removed)``."""
+
+
+class Backbone(nn.Module):
+    """A torchvision or timm network by name, as an encoder: images ``(B, C, H, W)`` to features ``(B, feature_dim)``.
+
+    The classifier is removed (torchvision: its last ``nn.Linear`` becomes ``nn.Identity``; timm:
+    ``num_classes=0``), so the output is the pooled features the classifier read; ``feature_dim`` is its size.
+    The network is ``self.net``: its state-dict keys are the library's under ``net.``.
+
+    Args:
+        name: ``"torchvision/<name>"`` (any name of ``torchvision.models.list_models()``, e.g.
+            ``"torchvision/resnet50"``, ``"torchvision/convnext_tiny"``, ``"torchvision/vit_b_16"``) or
+            ``"timm/<name>"`` (any ``timm.list_models()`` name, e.g. ``"timm/resnet18"``, ``"timm/convnext_atto"``,
+            ``"timm/vit_tiny_patch16_224"``; needs ``pip install 'lightning-supcon[timm]'``).
+        in_channels: Channels of the input images. timm: ``in_chans``; torchvision: the first conv is replaced and
+            its (pretrained) RGB weights adapted, summed over R, G, B for one channel
+            (:func:`~lightning_supcon.nets.network_surgery.adapt_first_conv`).
+        pretrained: Load the library's default pretrained weights with the library's own loading (torchvision:
+            ``weights="DEFAULT"`` from torch's hub cache, ``TORCH_HOME``; timm: ``pretrained=True`` from the
+            Hugging Face cache, ``HF_HOME``). They are downloaded when missing unless ``HF_HUB_OFFLINE=1``.
+        weights: A local ``.pt``/``.pth``/``.safetensors`` state dict of the network, loaded strictly after it is
+            built (so saved with the channels and stem asked for: unlike ``pretrained``, an RGB file's first conv
+            is not adapted to other channels or the CIFAR stem); wrapper prefixes (``module.``, ``encoder.``,
+            ``backbone.``, ``model.``, ``net.``) are stripped and the classifier's keys ignored.
+        cifar_stem: For ResNet-family networks: replace the 7x7 stride-2 conv and max-pool by one 3x3 stride-1 conv
+            (for 32 px images; :func:`~lightning_supcon.nets.network_surgery.set_cifar_stem`).
+        options: More keyword arguments of ``get_model``/``create_model``, e.g. ``{"drop_path_rate": 0.1}``,
+            ``{"zero_init_residual": true}`` or ``{"img_size": 32}`` for a timm ViT.
+
+    Raises:
+        ValueError: One line, for an unknown library or network (naming the closest names), ``pretrained`` with
+            ``weights``, pretrained weights that cannot be had, a weights file that does not fit, or
+            ``cifar_stem`` on a network without a ResNet stem.
+        ImportError: For ``timm/`` names without timm.
+        FileNotFoundError: If ``weights`` is not a file.
+
+    Example:
+        >>> encoder = Backbone("torchvision/resnet18", in_channels=1, cifar_stem=True)
+        >>> encoder(torch.randn(2, 1, 32, 32)).shape, encoder.feature_dim
+        (torch.Size([2, 512]), 512)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        in_channels: int = 3,
+        pretrained: bool = False,
+        weights: str | None = None,
+        cifar_stem: bool = False,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        family, _, model_name = name.partition("/")
+        if family not in FAMILIES or not model_name:
+            raise ValueError(
+                f"Expected argument `name` to be 'torchvision/<model>' or 'timm/<model>', but got {name!r}"
+                f"{closest_names(name, [f'{f}/{model_name or name}' for f in FAMILIES])}"
+            )
+        if in_channels < 1:
+            raise ValueError(f"Expected argument `in_channels` to be a positive integer, but got {in_channels}")
+        if pretrained and weights is not None:
+            raise ValueError(f"Give `pretrained: true` or `weights: PATH` for {name!r}, not both")
+        self.encoder_name, self.in_channels, self.cifar_stem = name, in_channels, cifar_stem
+        net, self.feature_dim, removed = FAMILIES[family](
+            model_name, in_channels, pretrained, cifar_stem, options or {}
+        )
+        if weights is not None:
+            load_weights(net, weights, ignore=removed)
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Encode ``x`` of shape ``(B, in_channels, H, W)`` into ``(B, feature_dim)``."""
+        out: Tensor = self.net(x)
+        return out

@@ -289,17 +289,18 @@ class TestValidatedOnce:
     """The options are checked once per SupConLoss (at construction) and at each call of the functional form."""
 
     def test_module_forward_does_not_recheck_its_options(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import lightning_supcon.losses.functional as functional
+        from lightning_supcon.losses.options import SupConOptions
 
-        calls: list[dict] = []
-        check = functional.check_options
-        monkeypatch.setattr(functional, "check_options", lambda **kw: calls.append(kw) or check(**kw))
+        calls: list[SupConOptions] = []
+        check = SupConOptions.__post_init__
+        monkeypatch.setattr(SupConOptions, "__post_init__", lambda self: calls.append(self) or check(self))
         loss = SupConLoss(temperature=0.2)
+        assert len(calls) == 1
         for _ in range(3):
             loss(_features(6, 2), LABELS)
-        assert calls == []
-        supcon_loss(_features(6, 2), LABELS)
         assert len(calls) == 1
+        supcon_loss(_features(6, 2), LABELS)
+        assert len(calls) == 2
 
     def test_gather_override_and_plain_options(self) -> None:
         loss = SupConLoss(temperature=0.2, chunk_size=4)

@@ -22,14 +22,7 @@ from torch import Tensor
 from lightning_supcon.losses.dense import dense_per_anchor
 from lightning_supcon.losses.fused import fused_supcon_out
 from lightning_supcon.losses.layout import check_inputs, view_major
-from lightning_supcon.losses.options import (
-    ContrastMode,
-    Denominator,
-    Multilabel,
-    Reduction,
-    Summation,
-    check_options,
-)
+from lightning_supcon.losses.options import ContrastMode, Denominator, Multilabel, Reduction, Summation, SupConOptions
 from lightning_supcon.losses.positives import class_groups, multilabel_weights
 from lightning_supcon.utils import distributed
 
@@ -66,7 +59,7 @@ def supcon_loss(
         >>> supcon_loss(features, labels, summation="in")
         tensor(3.3616)
     """
-    check_options(
+    options = SupConOptions(
         temperature=temperature,
         base_temperature=base_temperature,
         contrast_mode=contrast_mode,
@@ -74,54 +67,30 @@ def supcon_loss(
         denominator=denominator,
         positives_cap=positives_cap,
         reduction=reduction,
+        gather_distributed=gather_distributed,
         chunk_size=chunk_size,
         multilabel=multilabel,
     )
-    return _supcon_loss(
-        features,
-        labels,
-        mask,
-        temperature,
-        base_temperature,
-        contrast_mode,
-        summation,
-        denominator,
-        positives_cap,
-        reduction,
-        gather_distributed,
-        chunk_size,
-        queue,
-        queue_labels,
-        multilabel,
-    )
+    return _supcon_loss(features, labels, mask, queue, queue_labels, options)
 
 
 def _supcon_loss(
     features: Tensor,
     labels: Tensor | None,
     mask: Tensor | None,
-    temperature: float,
-    base_temperature: float | None,
-    contrast_mode: ContrastMode,
-    summation: Summation,
-    denominator: Denominator,
-    positives_cap: int | None,
-    reduction: Reduction,
-    gather_distributed: bool,
-    chunk_size: int | None,
     queue: Tensor | None,
     queue_labels: Tensor | None,
-    multilabel: Multilabel = "jaccard",
+    options: SupConOptions,
 ) -> Tensor:
-    """:func:`supcon_loss` with options already validated by :func:`check_options` (as ``SupConLoss`` does once,
-    at construction); the inputs are still checked on every call."""
-    check_inputs(features, labels, mask, positives_cap, queue, queue_labels)
+    """:func:`supcon_loss` with its options in a record, validated when it was built (``SupConLoss`` builds its own
+    once, at construction); the inputs are still checked on every call."""
+    check_inputs(features, labels, mask, options.positives_cap, queue, queue_labels)
     batch, num_views = features.shape[:2]
     dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=features.device.type, enabled=False):
         z = features.reshape(batch, num_views, -1).to(dtype)  # (B, V, D)
 
-        use_dist = gather_distributed and distributed.is_distributed()
+        use_dist = options.gather_distributed and distributed.is_distributed()
         sizes = distributed.gather_sizes(batch, z.device) if use_dist else [batch]
         offset = sum(sizes[: distributed.rank()]) if use_dist else 0
         world = len(sizes)
@@ -130,13 +99,13 @@ def _supcon_loss(
         if mask is not None and tuple(mask.shape) != (batch, global_batch):
             raise ValueError(f"Expected `mask` of shape ({batch}, {global_batch}), but got {tuple(mask.shape)}.")
 
-        anchors, contrast, self_index, local_index = view_major(z, global_z, offset, contrast_mode)
-        num_anchor_views = num_views if contrast_mode == "all" else 1
+        anchors, contrast, self_index, local_index = view_major(z, global_z, offset, options.contrast_mode)
+        num_anchor_views = num_views if options.contrast_mode == "all" else 1
 
         multi_hot = labels is not None and labels.dim() == 2
-        if denominator == "class_mean" and (mask is not None or multi_hot):
+        if options.denominator == "class_mean" and (mask is not None or multi_hot):
             raise ValueError("`denominator='class_mean'` averages over classes: give class labels (batch,), or none.")
-        inv_temperature = 1.0 / temperature
+        inv_temperature = 1.0 / options.temperature
         group = torch.arange(global_batch, device=z.device)  # SimCLR: every sample its own class
         if labels is not None:
             local_labels = labels.to(z.device) if multi_hot else labels.to(z.device).long()
@@ -152,8 +121,8 @@ def _supcon_loss(
             else:  # SimCLR: queue entries are nobody's positives
                 queue_group = global_batch + torch.arange(queue.shape[0], device=z.device)
 
-        fused = mask is None and not multi_hot and summation == "out" and positives_cap is None
-        fused = fused and denominator in ("all", "class_mean")
+        fused = mask is None and not multi_hot and options.summation == "out" and options.positives_cap is None
+        fused = fused and options.denominator in ("all", "class_mean")
         all_groups = group if queue_group is None else torch.cat([group, queue_group])
         group_index = torch.unique(all_groups, return_inverse=True)[1]  # in [0, n_groups)
         contrast_class = torch.cat([group_index[:global_batch].repeat(num_views), group_index[global_batch:]])
@@ -166,8 +135,8 @@ def _supcon_loss(
                 contrast_class,
                 self_index,
                 inv_temperature,
-                chunk_size,
-                denominator == "class_mean",
+                options.chunk_size,
+                options.denominator == "class_mean",
             )
             num_pos = torch.bincount(contrast_class)[anchor_class] - 1
             valid = num_pos > 0
@@ -176,7 +145,7 @@ def _supcon_loss(
             if mask is not None:
                 weight = mask.to(device=z.device, dtype=dtype)
             elif multi_hot:
-                weight = multilabel_weights(gathered[local_index], gathered, multilabel, dtype)
+                weight = multilabel_weights(gathered[local_index], gathered, options.multilabel, dtype)
                 weight[torch.arange(batch), local_index] = 1.0  # a sample's own views, with or without labels
             else:
                 weight = (group[local_index][:, None] == group[None, :]).to(dtype)
@@ -192,22 +161,22 @@ def _supcon_loss(
                 num_views,
                 offset,
                 inv_temperature,
-                summation,
-                denominator,
-                positives_cap,
+                options.summation,
+                options.denominator,
+                options.positives_cap,
                 queue_weight,
                 contrast_class,
             )
 
-        if base_temperature is not None:
-            per_anchor = per_anchor * (temperature / base_temperature)
+        if options.base_temperature is not None:
+            per_anchor = per_anchor * (options.temperature / options.base_temperature)
 
-        if reduction == "none":
+        if options.reduction == "none":
             per_view = per_anchor.reshape(num_anchor_views, batch)
             count = valid.reshape(num_anchor_views, batch).sum(0)
             return per_view.sum(0) / count.clamp(min=1)
         total = per_anchor.sum()
-        if reduction == "sum":
+        if options.reduction == "sum":
             return total * world  # DDP averages gradients over ranks
         num_valid = distributed.all_reduce_sum(valid.sum()) if use_dist else valid.sum()
         # Scaled so that DDP's gradient average equals the gradient of the global-batch mean.

@@ -9,12 +9,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from torch import Tensor, nn
 
 from lightning_supcon.losses.functional import _supcon_loss
-from lightning_supcon.losses.options import ContrastMode, Denominator, Multilabel, Reduction, Summation, check_options
+from lightning_supcon.losses.options import ContrastMode, Denominator, Multilabel, Reduction, Summation, SupConOptions
+
+_OPTIONS = frozenset(field.name for field in dataclasses.fields(SupConOptions))
 
 
 class SupConLoss(nn.Module):
@@ -66,6 +69,11 @@ class SupConLoss(nn.Module):
             price of recomputing the logits in the backward pass.
         multilabel: The positive weight of two samples with multi-hot labels: ``"jaccard"``, the Jaccard overlap
             ``|a & b| / |a | b|`` of their label sets; ``"any"``: 1 when they share any label, else 0.
+
+    Attributes:
+        options: The options above as one validated :class:`~lightning_supcon.losses.options.SupConOptions` record.
+            Each also reads as an attribute (``loss.temperature``); setting one (``loss.temperature = 0.2``)
+            replaces the record by a validated copy.
 
     Shape:
         - features: ``(batch, views, ...)``; trailing dims are flattened. Usually L2-normalised.
@@ -122,19 +130,32 @@ class SupConLoss(nn.Module):
         multilabel: Multilabel = "jaccard",
     ) -> None:
         super().__init__()
-        self.temperature = temperature
-        self.base_temperature = base_temperature
-        self.contrast_mode: ContrastMode = contrast_mode
-        self.summation: Summation = summation
-        self.denominator: Denominator = denominator
-        self.positives_cap = positives_cap
-        self.reduction: Reduction = reduction
-        self.gather_distributed = gather_distributed
-        self.chunk_size = chunk_size
-        self.multilabel: Multilabel = multilabel
-        options = self.init_args()
-        del options["gather_distributed"]
-        check_options(**options)  # once here; forward runs the checked options
+        self.options = SupConOptions(  # validated once here; forward runs the checked options
+            temperature=temperature,
+            base_temperature=base_temperature,
+            contrast_mode=contrast_mode,
+            summation=summation,
+            denominator=denominator,
+            positives_cap=positives_cap,
+            reduction=reduction,
+            gather_distributed=gather_distributed,
+            chunk_size=chunk_size,
+            multilabel=multilabel,
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        """An option read as an attribute (``loss.temperature``) comes from :attr:`options`."""
+        options = self.__dict__.get("options")
+        if name in _OPTIONS and options is not None:
+            return getattr(options, name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """An option set as an attribute (``loss.temperature = 0.2``) replaces :attr:`options` by a validated copy."""
+        if name in _OPTIONS:
+            self.options = dataclasses.replace(self.options, **{name: value})
+        else:
+            super().__setattr__(name, value)
 
     def forward(
         self,
@@ -150,44 +171,14 @@ class SupConLoss(nn.Module):
         ``gather_distributed`` overrides the module's setting for this call (e.g. ``False`` for evaluation batches,
         which the ranks may run in different numbers, so they must hold no collective).
         """
-        return _supcon_loss(
-            features,
-            labels,
-            mask,
-            self.temperature,
-            self.base_temperature,
-            self.contrast_mode,
-            self.summation,
-            self.denominator,
-            self.positives_cap,
-            self.reduction,
-            self.gather_distributed if gather_distributed is None else gather_distributed,
-            self.chunk_size,
-            queue,
-            queue_labels,
-            self.multilabel,
-        )
+        options = self.options
+        if gather_distributed is not None and gather_distributed != options.gather_distributed:
+            options = dataclasses.replace(options, gather_distributed=gather_distributed)
+        return _supcon_loss(features, labels, mask, queue, queue_labels, options)
 
     def init_args(self) -> dict[str, Any]:
         """The options this loss was built with (plain data, e.g. for a checkpoint's hyperparameters)."""
-        return {
-            "temperature": self.temperature,
-            "base_temperature": self.base_temperature,
-            "contrast_mode": self.contrast_mode,
-            "summation": self.summation,
-            "denominator": self.denominator,
-            "positives_cap": self.positives_cap,
-            "reduction": self.reduction,
-            "gather_distributed": self.gather_distributed,
-            "chunk_size": self.chunk_size,
-            "multilabel": self.multilabel,
-        }
+        return dataclasses.asdict(self.options)
 
     def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, base_temperature={self.base_temperature}, "
-            f"contrast_mode={self.contrast_mode!r}, summation={self.summation!r}, "
-            f"denominator={self.denominator!r}, positives_cap={self.positives_cap}, "
-            f"reduction={self.reduction!r}, gather_distributed={self.gather_distributed}, "
-            f"multilabel={self.multilabel!r}"
-        )
+        return ", ".join(f"{name}={value!r}" for name, value in self.init_args().items())

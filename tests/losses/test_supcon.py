@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -289,17 +292,18 @@ class TestValidatedOnce:
     """The options are checked once per SupConLoss (at construction) and at each call of the functional form."""
 
     def test_module_forward_does_not_recheck_its_options(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import lightning_supcon.losses.functional as functional
+        from lightning_supcon.losses.options import SupConOptions
 
-        calls: list[dict] = []
-        check = functional.check_options
-        monkeypatch.setattr(functional, "check_options", lambda **kw: calls.append(kw) or check(**kw))
+        calls: list[SupConOptions] = []
+        check = SupConOptions.__post_init__
+        monkeypatch.setattr(SupConOptions, "__post_init__", lambda self: calls.append(self) or check(self))
         loss = SupConLoss(temperature=0.2)
+        assert len(calls) == 1
         for _ in range(3):
             loss(_features(6, 2), LABELS)
-        assert calls == []
-        supcon_loss(_features(6, 2), LABELS)
         assert len(calls) == 1
+        supcon_loss(_features(6, 2), LABELS)
+        assert len(calls) == 2
 
     def test_gather_override_and_plain_options(self) -> None:
         loss = SupConLoss(temperature=0.2, chunk_size=4)
@@ -307,3 +311,67 @@ class TestValidatedOnce:
         torch.testing.assert_close(loss(feats, LABELS, gather_distributed=False), loss(feats, LABELS))
         assert loss.init_args()["temperature"] == 0.2 and loss.init_args()["chunk_size"] == 4
         assert SupConLoss(**loss.init_args()).init_args() == loss.init_args()
+
+
+class TestOptionsRecord:
+    """SupConLoss keeps its options in one :class:`SupConOptions` record; everything it shows derives from it."""
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {},
+            {"temperature": 0.5, "base_temperature": 0.07, "contrast_mode": "one", "chunk_size": 3},
+            {"summation": "in", "denominator": "one_positive", "positives_cap": 2, "reduction": "sum"},
+            {"denominator": "only_negatives", "reduction": "none"},
+            {"denominator": "class_mean", "base_temperature": 1.0, "chunk_size": 1},
+            {"summation": "in", "contrast_mode": "one", "denominator": "class_mean", "reduction": "none"},
+        ],
+    )
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_module_and_functional_are_identical(self, kwargs: dict, dtype: torch.dtype) -> None:
+        """The same record, built by either public form: bit-identical values and gradients."""
+        feats = _features(6, 2, dtype=dtype).requires_grad_()
+        twin = feats.detach().clone().requires_grad_()
+        out = SupConLoss(**kwargs, gather_distributed=False)(feats, LABELS)
+        expected = supcon_loss(twin, LABELS, **kwargs)
+        out.sum().backward()
+        expected.sum().backward()
+        assert torch.equal(out, expected) and torch.equal(feats.grad, twin.grad)  # type: ignore[arg-type]
+
+    def test_rebuilt_from_init_args_equals_it(self, tmp_path: Path) -> None:
+        loss = SupConLoss(temperature=0.3, base_temperature=0.07, denominator="class_mean", chunk_size=4)
+        assert SupConLoss(**loss.init_args()).options == loss.options
+        path = tmp_path / "hparams.pt"
+        torch.save(loss.init_args(), path)  # plain data, as a checkpoint's hyperparameters hold it
+        rebuilt = SupConLoss(**torch.load(path, weights_only=True))
+        assert rebuilt.options == loss.options and repr(rebuilt) == repr(loss)
+
+    def test_repr_and_attributes_show_every_option(self) -> None:
+        loss = SupConLoss(temperature=0.3, chunk_size=4, multilabel="any")
+        for name, value in loss.init_args().items():
+            assert getattr(loss, name) == value
+            assert f"{name}={value!r}" in repr(loss)  # chunk_size included
+
+    def test_setting_an_option_validates_it_and_reaches_forward(self) -> None:
+        feats = _features(6, 2)
+        loss = SupConLoss()
+        loss.temperature = 0.5
+        assert loss.options.temperature == 0.5 and "temperature" not in loss.__dict__
+        torch.testing.assert_close(loss(feats, LABELS), SupConLoss(temperature=0.5)(feats, LABELS), rtol=0, atol=0)
+        with pytest.raises(ValueError, match=r"Expected argument `summation` to be one of \('out', 'in'\)"):
+            loss.summation = "within"
+        assert loss.summation == "out"
+
+    def test_gather_override_does_not_change_the_module(self) -> None:
+        loss = SupConLoss(chunk_size=2)
+        loss(_features(6, 2), LABELS, gather_distributed=False)
+        assert loss.gather_distributed is True and loss.options == SupConLoss(chunk_size=2).options
+
+    def test_pickled_and_copied(self, tmp_path: Path) -> None:
+        feats = _features(6, 2)
+        loss = SupConLoss(temperature=0.2, summation="in")
+        path = tmp_path / "loss.pt"
+        torch.save(loss, path)
+        for other in (torch.load(path, weights_only=False), copy.deepcopy(loss)):
+            assert other.options == loss.options and other.temperature == 0.2
+            assert torch.equal(other(feats, LABELS), loss(feats, LABELS))

@@ -14,8 +14,11 @@ Write the embeddings of a training and a test split with the model (``--data.ini
 
 It prints a table of weighted kNN top-1/top-5, retrieval Precision@1, R-Precision and MAP@R, and k-means NMI/AMI
 (:mod:`lightning_supcon.evaluation.report`), and writes them as JSON (``--json``, default ``evaluation.json`` beside
-the test file). ``python -m lightning_supcon.evaluate`` is the same command. Errors (a missing file, another kind of
-file, splits of different feature sizes) end with one ``lightning-supcon-eval: error:`` line and status 2.
+the test file). ``--ood FILE`` (embeddings of out-of-distribution samples, the same format) adds the
+out-of-distribution AUROC, AUPR-in/out and FPR95 of the distance to the ``--ood-k``-th (default 50) nearest training
+feature, the test split in-distribution (Sun et al. 2022). ``python -m lightning_supcon.evaluate`` is the same
+command. Errors (a missing file, another kind of file, splits of different feature sizes) end with one
+``lightning-supcon-eval: error:`` line and status 2.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
     """The command's options."""
     description = (
         "Score the embeddings that `lightning-supcon predict` wrote for a training split (the kNN bank) and a test "
-        "split, without the model: weighted kNN top-1/top-5, retrieval P@1, R-precision, MAP@R, k-means NMI/AMI."
+        "split, without the model: weighted kNN top-1/top-5, retrieval P@1, R-precision, MAP@R, k-means NMI/AMI; "
+        "with --ood, out-of-distribution AUROC, AUPR-in/out and FPR95."
     )
     p = argparse.ArgumentParser(prog=PROG, description=description)
     p.add_argument("--train", required=True, help="embeddings of the training split (the kNN bank): .pt or .npz")
@@ -47,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=200, help="neighbours of the weighted kNN (default 200)")
     p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default 0.07)")
     p.add_argument("--seed", type=int, default=0, help="random state of k-means and of the map (default 0)")
+    p.add_argument("--ood", type=Path, default=None, help="embeddings of out-of-distribution samples: .pt or .npz")
+    p.add_argument("--ood-k", type=int, default=50, help="OOD score: distance to the k-th training neighbour (50)")
     p.add_argument("--json", type=Path, default=None, help="JSON output (default: evaluation.json beside --test)")
     p.add_argument("--plot", type=Path, default=None, help="also draw a 2-D map of the test features to this PNG")
     p.add_argument("--plot-method", choices=METHODS, default="auto", help="auto: UMAP if installed, else t-SNE")
@@ -58,10 +64,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train, test = load_embeddings(args.train, args.key), load_embeddings(args.test, args.key)
     if train.path.resolve() == test.path.resolve():
         print(f"{PROG}: warning: --train and --test are the same file: every kNN query finds itself.", file=sys.stderr)
-    report = evaluate_embeddings(train, test, k=args.k, temperature=args.temperature, seed=args.seed)
-    report = {"train": str(train.path), "test": str(test.path), "key": args.key} | report
+    ood = load_embeddings(args.ood, args.key) if args.ood is not None else None
+    if args.ood_k < 1:
+        raise ValueError(f"Expected --ood-k to be a positive integer, but got {args.ood_k}")
+    report = evaluate_embeddings(
+        train, test, k=args.k, temperature=args.temperature, seed=args.seed, ood=ood, ood_k=args.ood_k
+    )
+    paths = {"train": str(train.path), "test": str(test.path)} | ({"ood": str(ood.path)} if ood is not None else {})
+    report = paths | {"key": args.key} | report
     sizes = report["sizes"]
     print(f"{args.key} of {test.path} ({sizes['test']} x {sizes['dim']}), kNN bank {train.path} ({sizes['train']})")
+    if ood is not None:
+        k = report["settings"]["ood_k"]
+        print(
+            f"out-of-distribution: {ood.path} ({sizes['ood']}), scored by the distance to the {k}-th training neighbour"
+        )
     print(format_table(report))
     out = args.json or test.path.with_name("evaluation.json")
     out.parent.mkdir(parents=True, exist_ok=True)

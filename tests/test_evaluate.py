@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sklearn.neighbors import KNeighborsClassifier
 
+from lightning_supcon.callbacks import EmbeddingWriter
 from lightning_supcon.cli import main as supcon
 from lightning_supcon.evaluate import main
-from lightning_supcon.evaluation import METRICS, evaluate_embeddings, load_embeddings
+from lightning_supcon.evaluation import METRICS, OOD_METRICS, evaluate_embeddings, load_embeddings, ood_scores
 from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +72,50 @@ def test_predict_two_splits_then_evaluate_without_the_model(
     assert json.loads((tmp_path / "p.json").read_text())["sizes"]["dim"] == 128
 
 
+def _write_ood_files(folder: Path, ood_dim: int = 6) -> None:
+    """Embeddings of 3 splits written by EmbeddingWriter itself (``.pt`` and ``.npz``): train and val from 3 clusters,
+    ``ood`` from 2 clusters of its own, labelled -1, with float32 ``features`` and ``projections``."""
+    gen = torch.Generator().manual_seed(0)
+    centres = 2 * torch.randn(5, 6, generator=gen)
+    writer = EmbeddingWriter(output_dir=str(folder))
+    for stem, n, first in (("embeddings_train", 120, 0), ("embeddings_val", 40, 0), ("embeddings_ood", 30, 3)):
+        labels = first + torch.arange(n) % (3 if first == 0 else 2)
+        features = (centres[labels] + torch.randn(n, 6, generator=gen))[:, : 6 if first == 0 else ood_dim]
+        writer._save(
+            {"features": features, "projections": features.flip(1), "labels": labels if first == 0 else -labels.sign()},
+            stem,
+        )
+
+
+def test_ood_file_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_ood_files(tmp_path)
+    capsys.readouterr()
+    train, val, ood = tmp_path / "embeddings_train.pt", tmp_path / "embeddings_val.npz", tmp_path / "embeddings_ood.pt"
+    main(["--train", str(train), "--test", str(val), "--ood", str(ood), "--ood-k", "5", "--k", "10"])
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "evaluation.json").read_text())
+    assert report["ood"] == str(ood) and report["sizes"]["ood"] == 30 and report["settings"]["ood_k"] == 5
+    assert list(report["metrics"]) == [*(name for name in METRICS if name != "knn_top5"), *OOD_METRICS]
+    expected = ood_scores(load_embeddings(train), load_embeddings(val), load_embeddings(ood), k=5)
+    assert {name: report["metrics"][name] for name in OOD_METRICS} == pytest.approx(expected, abs=1e-12)
+    assert 0.5 < report["metrics"]["ood_auroc"] < 1.0
+    assert f"out-of-distribution: {ood} (30), scored by the distance to the 5-th training neighbour" in printed
+    for name, description in OOD_METRICS.items():
+        assert f"| {description}" in printed and f"{100 * report['metrics'][name]:.2f} |" in printed
+    # The AUROC from the files alone: the 5-th smallest Euclidean distance of normalised features, ranked by hand.
+    bank, queries = (F.normalize(load_embeddings(path).features.double(), dim=1) for path in (train, val))
+    outliers = F.normalize(load_embeddings(ood).features.double(), dim=1)
+    kth = [-torch.cdist(x, bank).sort(dim=1).values[:, 4] for x in (queries, outliers)]
+    pairs = (kth[0][:, None] > kth[1][None, :]).double() + 0.5 * (kth[0][:, None] == kth[1][None, :]).double()
+    assert report["metrics"]["ood_auroc"] == pytest.approx(pairs.mean().item(), abs=1e-6)
+    # The default k (50) and another key; without --ood no OOD metric.
+    files = ["--train", str(train), "--test", str(val)]
+    main([*files, "--ood", str(ood), "--key", "projections", "--json", str(tmp_path / "p.json")])
+    assert json.loads((tmp_path / "p.json").read_text())["settings"]["ood_k"] == 50
+    main(files)
+    assert not set(OOD_METRICS) & set(json.loads((tmp_path / "evaluation.json").read_text())["metrics"])
+
+
 class TestErrors:
     def _error(self, capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
         with pytest.raises(SystemExit) as exc:
@@ -100,6 +146,17 @@ class TestErrors:
         text = (tmp_path / "evaluation.json").read_text()
         report = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
         assert report["metrics"]["precision_at_1"] is None  # no test class has two samples
+
+    def test_an_ood_file_of_another_model(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        _write_ood_files(tmp_path, ood_dim=4)
+        args = ["--train", str(tmp_path / "embeddings_train.pt"), "--test", str(tmp_path / "embeddings_val.pt")]
+        line = self._error(capsys, [*args, "--ood", str(tmp_path / "embeddings_ood.pt")])
+        assert "training and out-of-distribution embeddings have different feature sizes (6 in" in line
+        line = self._error(capsys, [*args, "--ood", str(tmp_path / "missing.pt")])
+        assert line.endswith("missing.pt: no such file (write it with `lightning-supcon predict`).")
+        line = self._error(capsys, [*args, "--ood", str(tmp_path / "embeddings_val.pt"), "--ood-k", "0"])
+        assert line.endswith("Expected --ood-k to be a positive integer, but got 0")
+        assert not (tmp_path / "evaluation.json").exists()
 
     def test_a_checkpoint_instead_of_embeddings(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         (tmp_path / "last.ckpt").write_bytes(b"x")

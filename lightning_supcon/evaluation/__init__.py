@@ -1,11 +1,20 @@
-"""Offline evaluation of saved embeddings: kNN, retrieval and clustering scores without the model (see
-:mod:`lightning_supcon.evaluate` for the command)."""
+"""Offline evaluation of saved embeddings: kNN, retrieval, clustering and out-of-distribution scores without the
+model (see :mod:`lightning_supcon.evaluate` for the command)."""
 
 from lightning_supcon.evaluation.embeddings import Embeddings, EmbeddingsError, check_pair, load_embeddings
-from lightning_supcon.evaluation.report import METRICS, evaluate_embeddings, format_table, kmeans_scores, knn_accuracy
+from lightning_supcon.evaluation.report import (
+    METRICS,
+    OOD_METRICS,
+    evaluate_embeddings,
+    format_table,
+    kmeans_scores,
+    knn_accuracy,
+    ood_scores,
+)
 
 __all__ = [
     "METRICS",
+    "OOD_METRICS",
     "Embeddings",
     "EmbeddingsError",
     "check_pair",
@@ -14,4 +23,5 @@ __all__ = [
     "kmeans_scores",
     "knn_accuracy",
     "load_embeddings",
+    "ood_scores",
 ]

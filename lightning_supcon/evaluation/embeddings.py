@@ -107,16 +107,21 @@ def load_embeddings(path: str | Path, key: str = "features") -> Embeddings:
     return Embeddings(features, labels.long(), path)
 
 
-def check_pair(train: Embeddings, test: Embeddings) -> None:
+def check_pair(train: Embeddings, test: Embeddings, name: str = "test") -> None:
     """Raise :class:`EmbeddingsError` unless the training and test embeddings can be compared.
 
     Both need rows and the same feature size (the same model's ``predict`` on two splits).
+
+    Args:
+        train: The training embeddings.
+        test: The embeddings compared with them.
+        name: What ``test`` is, for the message (``"test"``, ``"out-of-distribution"``).
     """
-    for name, embeddings in (("training", train), ("test", test)):
+    for what, embeddings in (("training", train), (name, test)):
         if embeddings.features.shape[0] == 0:
-            raise EmbeddingsError(f"The {name} embeddings {embeddings.path} have no rows.")
+            raise EmbeddingsError(f"The {what} embeddings {embeddings.path} have no rows.")
     if train.features.shape[1] != test.features.shape[1]:
         raise EmbeddingsError(
-            f"The training and test embeddings have different feature sizes ({train.features.shape[1]} in "
+            f"The training and {name} embeddings have different feature sizes ({train.features.shape[1]} in "
             f"{train.path}, {test.features.shape[1]} in {test.path}): were they written by the same model?"
         )

@@ -6,10 +6,14 @@
   Precision@1, R-Precision, MAP@R: each test sample queries the other test samples)
 - [2] Vinh et al., Information Theoretic Measures for Clusterings Comparison, JMLR 11, 2010 (NMI, AMI;
   scikit-learn's ``normalized_mutual_info_score`` and ``adjusted_mutual_info_score``)
+- [3] Sun et al., Out-of-Distribution Detection with Deep Nearest Neighbors, ICML 2022, https://arxiv.org/abs/2204.06507
+  (the distance to the ``k``-th nearest normalised training feature as the out-of-distribution score)
 
 The kNN is the online monitor's own (:class:`~lightning_supcon.metrics.KNNAccuracy`, the same votes, ties and
 top-5 rule as ``val/knn_top1``), the retrieval metrics are :func:`~lightning_supcon.metrics.retrieval_metrics`, and the
 clusters are scikit-learn's ``KMeans`` on the L2-normalised test features with as many clusters as test classes.
+Given out-of-distribution embeddings, the test samples (in-distribution, the positive class) and those are scored by
+:class:`~lightning_supcon.metrics.KNNOODScore` [3] against the training bank: AUROC, AUPR-in/out and FPR95, exact.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import Tensor
 
 from lightning_supcon.evaluation.embeddings import Embeddings, EmbeddingsError, check_pair
 from lightning_supcon.metrics.knn import KNNAccuracy
+from lightning_supcon.metrics.ood import KNNOODScore
 from lightning_supcon.metrics.retrieval import retrieval_metrics
 from lightning_supcon.models.labels import known
 from lightning_supcon.utils.numerics import l2_normalize
@@ -34,6 +39,14 @@ METRICS: dict[str, str] = {
     "map_at_r": "retrieval MAP@R (test vs. test)",
     "kmeans_nmi": "k-means NMI (test, k = test classes)",
     "kmeans_ami": "k-means AMI (test, k = test classes)",
+}
+
+#: Metric names of :func:`evaluate_embeddings` given out-of-distribution embeddings, after :data:`METRICS` in the table.
+OOD_METRICS: dict[str, str] = {
+    "ood_auroc": "OOD AUROC (kNN distance, test vs. OOD)",
+    "ood_aupr_in": "OOD AUPR-in (kNN distance, test vs. OOD)",
+    "ood_aupr_out": "OOD AUPR-out (kNN distance, test vs. OOD)",
+    "ood_fpr95": "OOD FPR at 95% TPR (kNN distance, lower is better)",
 }
 
 
@@ -70,6 +83,25 @@ def knn_accuracy(train: Embeddings, test: Embeddings, k: int = 200, temperature:
     return {f"knn_{name}": float(value) for name, value in metric.compute().items()}
 
 
+def ood_scores(train: Embeddings, test: Embeddings, ood: Embeddings, k: int = 50) -> dict[str, float]:
+    """AUROC, AUPR-in, AUPR-out and FPR95 of the ``k``-th nearest neighbour distance to the training bank [3], the
+    test samples in-distribution (positive), the ``ood`` samples out-of-distribution; no labels are used.
+
+    Example:
+        >>> from pathlib import Path
+        >>> train = Embeddings(torch.eye(3)[:2].repeat(4, 1), torch.zeros(8, dtype=torch.long), Path("train.pt"))
+        >>> test = Embeddings(torch.eye(3)[:2] + 0.1, torch.zeros(2, dtype=torch.long), Path("val.pt"))
+        >>> ood = Embeddings(torch.eye(3)[2:] + 0.1, torch.zeros(1, dtype=torch.long), Path("ood.pt"))
+        >>> ood_scores(train, test, ood, k=2)
+        {'ood_auroc': 1.0, 'ood_aupr_in': 1.0, 'ood_aupr_out': 1.0, 'ood_fpr95': 0.0}
+    """
+    metric = KNNOODScore(k=k)
+    metric.update(train.features, bank=True)
+    metric.update(test.features, torch.zeros(len(test.features), dtype=torch.bool))
+    metric.update(ood.features, torch.ones(len(ood.features), dtype=torch.bool))
+    return {f"ood_{name}": float(value) for name, value in metric.compute().items()}
+
+
 def kmeans_scores(features: Tensor, labels: Tensor, seed: int = 0) -> dict[str, float]:
     """NMI and AMI between the classes and ``KMeans`` clusters (one per class, ``n_init=10``) of the L2-normalised
     ``features`` ``(N, D)``; NaN for fewer than 2 classes."""
@@ -89,9 +121,16 @@ def kmeans_scores(features: Tensor, labels: Tensor, seed: int = 0) -> dict[str, 
 
 
 def evaluate_embeddings(
-    train: Embeddings, test: Embeddings, k: int = 200, temperature: float = 0.07, seed: int = 0
+    train: Embeddings,
+    test: Embeddings,
+    k: int = 200,
+    temperature: float = 0.07,
+    seed: int = 0,
+    ood: Embeddings | None = None,
+    ood_k: int = 50,
 ) -> dict[str, Any]:
-    """Every metric of :data:`METRICS` for one training and one test split of the same model's embeddings.
+    """Every metric of :data:`METRICS` for one training and one test split of the same model's embeddings, and of
+    :data:`OOD_METRICS` given out-of-distribution embeddings.
 
     Args:
         train: The kNN bank (usually ``predict`` on the training split).
@@ -99,16 +138,19 @@ def evaluate_embeddings(
         k: Neighbours of the weighted kNN (the online monitor's default: 200).
         temperature: Temperature of the kNN vote weights ``exp(similarity / T)``.
         seed: Random state of k-means.
+        ood: Out-of-distribution embeddings of the same model: adds the :data:`OOD_METRICS` (:func:`ood_scores`).
+        ood_k: Which neighbour's distance scores a sample ([3]'s default for CIFAR-10: 50).
 
     Returns:
         ``{"metrics": {name: fraction in [0, 1]}, "sizes": {...}, "settings": {...}}``, plain data for JSON.
         ``knn_top5`` is left out with fewer than 5 classes; retrieval metrics are NaN when no test class has two
-        samples. Samples labelled -1 (unknown class) are left out of every metric (:func:`known_samples`); their
-        counts are ``sizes["unknown_train"]`` and ``sizes["unknown_test"]`` when there are any.
+        samples. Samples labelled -1 (unknown class) are left out of every class metric (:func:`known_samples`);
+        their counts are ``sizes["unknown_train"]`` and ``sizes["unknown_test"]`` when there are any. The OOD
+        metrics need no labels and use every row of the three files (``sizes["ood"]``, ``settings["ood_k"]``).
 
     Raises:
-        EmbeddingsError: If the two splits cannot be compared (:func:`~lightning_supcon.evaluation.check_pair`), or
-            a split has no sample of known class.
+        EmbeddingsError: If the two splits (or the training and OOD embeddings) cannot be compared
+            (:func:`~lightning_supcon.evaluation.check_pair`), or a split has no sample of known class.
 
     Example:
         >>> from pathlib import Path
@@ -119,6 +161,15 @@ def evaluate_embeddings(
         (1.0, {'train': 20, 'test': 4, 'dim': 4, 'classes': 4})
     """
     check_pair(train, test)
+    ood_metrics: dict[str, float] = {}
+    ood_sizes: dict[str, int] = {}
+    ood_settings: dict[str, int] = {}
+    if ood is not None:  # before the unknown rows are left out: the OOD score uses no label
+        check_pair(train, ood, name="out-of-distribution")
+        if ood_k < 1:
+            raise ValueError(f"Expected `ood_k` to be a positive integer, but got {ood_k}")
+        ood_metrics = ood_scores(train, test, ood, ood_k)
+        ood_sizes, ood_settings = {"ood": len(ood.labels)}, {"ood_k": min(ood_k, len(train.labels))}
     unknown = {"unknown_train": int((~known(train.labels)).sum()), "unknown_test": int((~known(test.labels)).sum())}
     train, test = known_samples(train), known_samples(test)
     metrics = knn_accuracy(train, test, k, temperature)
@@ -131,11 +182,12 @@ def evaluate_embeddings(
         "dim": int(test.features.shape[1]),
         "classes": classes,
         **{name: count for name, count in unknown.items() if count},  # the left-out rows, when there are any
+        **ood_sizes,
     }
     return {
-        "metrics": {name: metrics[name] for name in METRICS if name in metrics},
+        "metrics": {name: metrics[name] for name in METRICS if name in metrics} | ood_metrics,
         "sizes": sizes,
-        "settings": {"k": min(k, len(train.labels)), "temperature": temperature, "seed": seed},
+        "settings": {"k": min(k, len(train.labels)), "temperature": temperature, "seed": seed, **ood_settings},
     }
 
 
@@ -148,7 +200,8 @@ def format_table(report: dict[str, Any]) -> str:
         |-----------------------------------------|-----------|
         | weighted kNN top-1 (train bank -> test) |     50.00 |
     """
-    rows = [(METRICS.get(name, name), f"{100 * value:.2f}") for name, value in report["metrics"].items()]
+    descriptions = METRICS | OOD_METRICS
+    rows = [(descriptions.get(name, name), f"{100 * value:.2f}") for name, value in report["metrics"].items()]
     width = max([len("metric"), *(len(name) for name, _ in rows)]) + 1
     lines = [f"| {'metric':<{width}}| value (%) |", f"|{'-' * (width + 1)}|-----------|"]
     lines += [f"| {name:<{width}}| {value:>9} |" for name, value in rows]

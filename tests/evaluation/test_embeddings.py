@@ -100,3 +100,14 @@ class TestCheckPair:
         train = Embeddings(torch.zeros(0, 8), torch.zeros(0, dtype=torch.long), Path("train.pt"))
         with pytest.raises(EmbeddingsError, match=r"The training embeddings train\.pt have no rows"):
             check_pair(train, Embeddings(torch.randn(2, 8), torch.arange(2), Path("val.pt")))
+
+    def test_names_the_second_split(self) -> None:
+        train = Embeddings(torch.randn(4, 8), torch.arange(4), Path("train.pt"))
+        with pytest.raises(EmbeddingsError, match=r"The out-of-distribution embeddings ood\.pt have no rows"):
+            check_pair(
+                train,
+                Embeddings(torch.zeros(0, 8), torch.zeros(0, dtype=torch.long), Path("ood.pt")),
+                "out-of-distribution",
+            )
+        with pytest.raises(EmbeddingsError, match=r"training and out-of-distribution embeddings have different"):
+            check_pair(train, Embeddings(torch.randn(2, 4), torch.arange(2), Path("ood.pt")), "out-of-distribution")

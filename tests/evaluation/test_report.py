@@ -1,5 +1,5 @@
-"""evaluate_embeddings against direct computations with scikit-learn: weighted kNN, nearest-neighbour retrieval and
-k-means NMI/AMI."""
+"""evaluate_embeddings against direct computations with scikit-learn: weighted kNN, nearest-neighbour retrieval,
+k-means NMI/AMI and the out-of-distribution metrics of the k-th neighbour distance."""
 
 from __future__ import annotations
 
@@ -10,10 +10,24 @@ import numpy as np
 import pytest
 import torch
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+from sklearn.metrics import (
+    adjusted_mutual_info_score,
+    average_precision_score,
+    normalized_mutual_info_score,
+    roc_auc_score,
+    roc_curve,
+)
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-from lightning_supcon.evaluation import METRICS, Embeddings, evaluate_embeddings, format_table, knn_accuracy
+from lightning_supcon.evaluation import (
+    METRICS,
+    OOD_METRICS,
+    Embeddings,
+    evaluate_embeddings,
+    format_table,
+    knn_accuracy,
+    ood_scores,
+)
 from lightning_supcon.evaluation.embeddings import EmbeddingsError
 
 
@@ -125,3 +139,68 @@ class TestEvaluateEmbeddings:
         table = format_table(evaluate_embeddings(_clusters(60, 5, 4, seed=10), _clusters(30, 5, 4, seed=11)))
         assert len(table.splitlines()) == 2 + len(METRICS)
         assert all(description in table for description in METRICS.values())
+
+
+def _far(n: int, dim: int, seed: int) -> Embeddings:
+    """Out-of-distribution samples: clusters with centres of their own, overlapping the in-distribution ones."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, dim, generator=gen)
+    features = centres[torch.randint(3, (n,), generator=gen)] + 1.2 * torch.randn(n, dim, generator=gen)
+    return Embeddings(features, torch.full((n,), -1), Path("ood.pt"))
+
+
+def _double(embeddings: Embeddings) -> Embeddings:
+    return Embeddings(embeddings.features.double(), embeddings.labels, embeddings.path)
+
+
+class TestOodScores:
+    @pytest.mark.parametrize("k", [1, 10, 50])
+    def test_equals_scikit_learn_on_the_kth_neighbour_distance(self, k: int) -> None:
+        # float64 features are compared without rounding, so the scores equal scikit-learn's to 1e-12.
+        train, test, ood = (_double(e) for e in (_clusters(300, 6, 8, seed=0), _clusters(90, 6, 8, 1), _far(70, 8, 2)))
+        normalised = [
+            e.features.numpy() / np.linalg.norm(e.features.numpy(), axis=1, keepdims=True) for e in (train, test, ood)
+        ]
+        neighbours = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(normalised[0])
+        scores = np.concatenate([-neighbours.kneighbors(x)[0][:, -1] for x in normalised[1:]])
+        truth = np.r_[np.ones(90), np.zeros(70)]
+        fpr, tpr, _ = roc_curve(truth, scores, drop_intermediate=False)
+        expected = {
+            "ood_auroc": roc_auc_score(truth, scores),
+            "ood_aupr_in": average_precision_score(truth, scores),
+            "ood_aupr_out": average_precision_score(1 - truth, -scores),
+            "ood_fpr95": fpr[np.argmax(tpr >= 0.95)],
+        }
+        ours = ood_scores(train, test, ood, k=k)
+        assert 0.55 < ours["ood_auroc"] < 0.99  # neither chance nor perfect: the comparison can fail
+        assert ours == pytest.approx(expected, abs=1e-12)
+
+    def test_in_the_report_with_every_row(self) -> None:
+        # The OOD score uses no labels: unknown (-1) training rows stay in its bank, the OOD file's labels are ignored.
+        train, test, ood = _clusters(200, 5, 8, seed=3), _clusters(60, 5, 8, seed=4), _far(50, 8, 5)
+        train.labels[:30] = -1
+        report = evaluate_embeddings(train, test, k=20, ood=ood, ood_k=7)
+        assert {name: report["metrics"][name] for name in OOD_METRICS} == ood_scores(train, test, ood, k=7)
+        assert list(report["metrics"]) == [name for name in (*METRICS, *OOD_METRICS) if name in report["metrics"]]
+        assert report["sizes"]["ood"] == 50 and report["sizes"]["train"] == 170 and report["settings"]["ood_k"] == 7
+        known_rows = Embeddings(train.features[30:], train.labels[30:], train.path)
+        assert ood_scores(known_rows, test, ood, k=7) != ood_scores(train, test, ood, k=7)  # control: rows matter
+        table = format_table(report)
+        assert all(description in table for description in OOD_METRICS.values())
+
+    def test_without_ood_no_ood_metric(self) -> None:
+        report = evaluate_embeddings(_clusters(60, 5, 4, seed=10), _clusters(30, 5, 4, seed=11))
+        assert not set(OOD_METRICS) & set(report["metrics"]) and "ood" not in report["sizes"]
+
+    def test_ood_k_beyond_the_bank_is_clamped(self) -> None:
+        train, test, ood = _clusters(40, 3, 4, seed=8), _clusters(20, 3, 4, seed=9), _far(10, 4, 1)
+        report = evaluate_embeddings(train, test, ood=ood, ood_k=500)
+        assert report["settings"]["ood_k"] == 40
+        assert {name: report["metrics"][name] for name in OOD_METRICS} == ood_scores(train, test, ood, k=40)
+
+    def test_refuses_other_feature_sizes_and_a_bad_k(self) -> None:
+        train, test = _clusters(40, 3, 4, seed=8), _clusters(20, 3, 4, seed=9)
+        with pytest.raises(EmbeddingsError, match="training and out-of-distribution embeddings have different feature"):
+            evaluate_embeddings(train, test, ood=_far(10, 6, 1))
+        with pytest.raises(ValueError, match="`ood_k` to be a positive integer, but got 0"):
+            evaluate_embeddings(train, test, ood=_far(10, 4, 1), ood_k=0)

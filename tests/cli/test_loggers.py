@@ -25,7 +25,7 @@ from lightning_supcon.cli import cli
 from lightning_supcon.cli.loggers import RunLogger, SupConWandbLogger, has_wandb_credentials, resolve_mode, wandb_hosts
 from lightning_supcon.cli.save_config import SaveConfigToLoggers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CREDENTIAL_VARS = ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "WANDB_BASE_URL", "NETRC", "WANDB_DIR")
 #: Not inherited by the subprocesses: credentials, mode, and the token of a wandb service started in this process.
 CLEARED_VARS = (*CREDENTIAL_VARS, "WANDB_SERVICE")

@@ -18,7 +18,7 @@ from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from tests.data.formats import write_image_tree
 from tests.helpers import DIGITS_LINEAR, cli_error, fit_args, one_error_line
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIGITS = str(ROOT / "configs" / "digits.yaml")
 
 

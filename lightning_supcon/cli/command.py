@@ -95,12 +95,20 @@ class SupConArgumentParser(LightningArgumentParser):
         prog = self.prog.replace(" [options]", "")
         return f"usage: {prog} [-h] [-c CONFIG] [--print_config] [options]\n\n{rest}"
 
+    def parse_args(self, args: Any = None, *more: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Parse, keeping the command line for :meth:`error` (an option given before the class that accepts it)."""
+        self._argv = (
+            [str(arg) for arg in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
+        )
+        return super().parse_args(args, *more, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error or os.environ.get("LIGHTNING_SUPCON_DEBUG"):
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         options = [flag for action in parser._actions for flag in action.option_strings]
-        print(f"{console.PREFIX} {console.parse_error_line(message, options)}", file=sys.stderr)
+        line = console.parse_error_line(message, options, getattr(self, "_argv", sys.argv[1:]))
+        print(f"{console.PREFIX} {line}", file=sys.stderr)
         self.exit(2)
 
 

@@ -8,6 +8,7 @@ they can act on (a TensorBoard install hint, an advertisement, a deprecation ins
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import importlib
@@ -16,7 +17,7 @@ import logging
 import re
 import typing
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -34,6 +35,11 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 _UNKNOWN_OPTION = re.compile(r"class_path '([\w.]+)':\s*\n\s*Option '(\w+)' is not accepted")
 _PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (--[\w.+-]+)")
+_WORKER = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback")
+_EXCEPTION_NAME = re.compile(r"^[\w.]+: ")
+_SHORT_ROW = re.compile(r"columns separated by ('[^']*') in row \d+ of .*, but got (\[.*\])\.?$")
+#: The column separators a CSV list is recognised by when it was read with another one.
+DELIMITERS: tuple[str, ...] = (",", ";", "\t", "|")
 
 
 def user_message(err: BaseException) -> str:
@@ -50,8 +56,41 @@ def user_message(err: BaseException) -> str:
     for inner in reversed(chain):
         if isinstance(inner, USER_ERRORS) and "Does not validate" not in str(inner):
             where = "Trainer: " if isinstance(inner, MisconfigurationException) else ""
-            return where + " ".join(str(inner).split())
+            return with_known_fix(where + " ".join(_worker_error(str(inner)).split()))
     return parse_error_line(str(err))
+
+
+def _worker_error(text: str) -> str:
+    """The error a DataLoader worker raised, without the worker's traceback that torch puts before it.
+
+    Example:
+        >>> _worker_error("Caught OSError in DataLoader worker process 0.\\nOriginal Traceback (most recent call "
+        ...               "last):\\n  File 'x.py', line 1\\nOSError: Cannot read image file 'a.png'")
+        "Cannot read image file 'a.png'"
+    """
+    if not _WORKER.match(text):
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return _EXCEPTION_NAME.sub("", last, count=1)
+
+
+def with_known_fix(line: str) -> str:
+    """``line`` with the option that fixes it when the message shows the fix: a CSV row read with one delimiter
+    (:data:`DELIMITERS`) that holds another names ``--data.delimiter``.
+
+    Example:
+        >>> line = with_known_fix("Expected >= 2 columns separated by ',' in row 1 of 'a.csv', but got ['a;b'].")
+        >>> line.split(": ", 1)[1]
+        "it is separated by ';'? set --data.delimiter ';'"
+    """
+    short = _SHORT_ROW.search(line)
+    if short:
+        used, cells = ast.literal_eval(short.group(1)), ast.literal_eval(short.group(2))
+        other = [d for d in DELIMITERS if d != used and d in used.join(cells)]
+        if other:
+            shell = "'\\t'" if other[0] == "\t" else repr(other[0])
+            return f"{line.rstrip('.')}: it is separated by {other[0]!r}? set --data.delimiter {shell}"
+    return line
 
 
 def class_options(class_path: str) -> list[str]:
@@ -126,12 +165,14 @@ def closest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {by_name[match[0]]!r}?)" if match else ""
 
 
-def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
+def parse_error_line(message: str, options: Iterable[str] = (), argv: Sequence[str] = ()) -> str:
     """One line from a jsonargparse error report (several lines of union diagnostics).
 
     Args:
         message: jsonargparse's message.
         options: The parser's option strings, for the closest match to an unrecognized one.
+        argv: The command line, to tell an option given before the ``--data CLASS`` (or ``--model CLASS``) that
+            accepts it (jsonargparse applies it to the class chosen so far) from a misspelt one.
 
     Example:
         >>> report = (
@@ -147,6 +188,13 @@ def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
     if unknown:
         class_path, option = unknown.groups()
         key = _PARSER_KEY.search(message)
+        later = key and _later_class(argv, key.group(1), option, class_path)
+        if key and later:
+            flag = f"--{key.group(1)}"
+            return (
+                f"{flag}.{option} comes before `{flag} {later}`, which accepts it: put it after (an option applies "
+                f"to the class chosen so far, here {class_path})"
+            )
         where = f"--{key.group(1)}.init_args.{option}: " if key else ""
         hint = closest(option, class_options(class_path))
         return f"{where}{option!r} is not accepted by {class_path}{hint}"
@@ -167,6 +215,22 @@ def parse_error_line(message: str, options: Iterable[str] = ()) -> str:
                 detail.append(more)
             return " ".join(" ".join(detail).split())
     return " ".join(message.split())
+
+
+def _later_class(argv: Sequence[str], key: str, option: str, class_path: str) -> str:
+    """The class chosen by a ``--key CLASS`` after ``--key.option`` on the command line when it accepts ``option``,
+    else ``""``."""
+    flags = (f"--{key}.{option}", f"--{key}.init_args.{option}")
+    given = [i for i, arg in enumerate(argv) if arg.split("=", 1)[0] in flags]
+    if not given:
+        return ""
+    for i in range(given[0] + 1, len(argv)):
+        name, eq, value = argv[i].partition("=")
+        if name in (f"--{key}", f"--{key}.class_path"):
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            if value and value != class_path and option in class_options(value):
+                return value
+    return ""
 
 
 _STRUCTURE = (

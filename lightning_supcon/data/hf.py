@@ -3,9 +3,10 @@
 Either a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk`` (read with
 ``datasets.load_from_disk``), or local files read by a packaged ``datasets`` builder (``datasets.load_dataset``:
 ``path="parquet"`` with ``data_files``, ``path="imagefolder"`` with ``data_dir``-style ``data_files``, or a local
-folder of such files). Nothing is downloaded. The image column is decoded by ``datasets``' ``Image`` feature
-(file paths and encoded bytes are cast to it); the labels are class indices (integer or ``ClassLabel`` column, whose
-names become the classes) or class names (string column). Needs the optional extra:
+folder of such files). Nothing is downloaded. The image column is read undecoded (``datasets.Image(decode=False)``;
+file paths and encoded bytes are cast to it) and decoded by :func:`~lightning_supcon.data.decode.load_image`, the
+decoder of every source (EXIF orientation, 16-bit data); the labels are class indices (integer or ``ClassLabel``
+column, whose names become the classes) or class names (string column). Needs the optional extra:
 ``pip install 'lightning-supcon[hf]'``.
 """
 
@@ -15,8 +16,6 @@ import importlib
 import os
 from collections.abc import Sequence
 from typing import Any
-
-from PIL import Image
 
 from lightning_supcon.data.images import IMAGENET_RECIPE, ImageDataModule, LabelledImages, Split
 from lightning_supcon.data.labels import RawLabel, class_names
@@ -38,7 +37,8 @@ def import_datasets() -> Any:
 
 
 class HFImages:
-    """The images of one ``datasets.Dataset`` column, by index, as PIL images (decoded on access)."""
+    """The images of one ``datasets.Dataset`` column, by index, undecoded: ``{"bytes": ..., "path": ...}`` for
+    :func:`~lightning_supcon.data.decode.load_image`."""
 
     def __init__(self, table: Any, column: str) -> None:
         self.table = table
@@ -47,8 +47,8 @@ class HFImages:
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getitem__(self, index: int) -> Image.Image:
-        image: Image.Image = self.table[int(index)][self.column]
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image: dict[str, Any] = self.table[int(index)][self.column]
         return image
 
 
@@ -145,9 +145,8 @@ class HFDataModule(ImageDataModule):
                     f"Expected a column {column!r} in split {name!r} of {self.path!r}, but it has {table.column_names}."
                 )
         table = table.select_columns([self.image_column, self.label_column])
-        if not isinstance(table.features[self.image_column], datasets.Image):
-            table = table.cast_column(self.image_column, datasets.Image())
-        return table
+        # undecoded: load_image decodes every source alike (datasets' own decoder differs from PIL's convert)
+        return table.cast_column(self.image_column, datasets.Image(decode=False))
 
     def source(self, split: Split) -> LabelledImages | None:
         name = {"train": self.train_split, "val": self.val_split, "test": self.test_split}[split]

@@ -1,7 +1,8 @@
 """``ImageDataModule``: the base of the DataModules that need no code (class folders, CSV lists, HF tables).
 
 A subclass says only where a split's images and raw labels are (:meth:`ImageDataModule.source`); the rest is here
-and is the same for every source: images decoded with PIL as grayscale (``channels=1``) or RGB (``channels=3``),
+and is the same for every source: images decoded by :func:`~lightning_supcon.data.decode.load_image` as grayscale
+(``channels=1``) or RGB (``channels=3``), upright by their EXIF orientation, 16-bit data scaled to 8 bits;
 resized (shorter side to ``resize``) and centre-cropped to ``image_size``; classes from the training labels
 (:mod:`~lightning_supcon.data.labels`); a seeded, stratified validation split when the source has none; the
 normalisation given, ImageNet's, or ``"auto"``: measured once on a seeded sample of training images and printed.
@@ -22,10 +23,11 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.decode import UnreadableImage, load_image
 from lightning_supcon.data.labels import RawLabel, class_names, encode_labels, stratified_split
-from lightning_supcon.data.normalize import channel_statistics
+from lightning_supcon.data.normalize import channel_statistics, check_statistics
 from lightning_supcon.data.recipe import AugmentRecipe
-from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decode_steps
+from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_larger_than_resize, decode_steps
 
 #: SupCon's ImageNet recipe [0]: crop scale (0.08, 1), flip, SimCLR's colour steps and Gaussian blur [1].
 IMAGENET_RECIPE = AugmentRecipe(scale=(0.08, 1.0), blur_p=0.5)
@@ -38,9 +40,10 @@ _MODES = {1: "L", 3: "RGB"}
 
 
 class ImageSource(Protocol):
-    """A split's images by index: each a file path or a PIL image."""
+    """A split's images by index: each what :func:`~lightning_supcon.data.decode.load_image` takes (a file path,
+    encoded bytes, a PIL image)."""
 
-    def __getitem__(self, index: int) -> str | Image.Image: ...
+    def __getitem__(self, index: int) -> str | bytes | Image.Image | dict[str, Any]: ...
 
     def __len__(self) -> int: ...
 
@@ -54,41 +57,37 @@ class LabelledImages:
     where: str
 
 
-def load_image(image: str | Image.Image, mode: str = "RGB") -> Image.Image:
-    """A PIL image in ``mode`` (``"L"`` or ``"RGB"``) from a file path or a PIL image of any mode.
-
-    Grayscale, RGBA, palette and CMYK images are converted with PIL's ``convert`` (ITU-R 601-2 luma for ``"L"``);
-    palette transparency goes through RGBA, as PIL recommends.
-
-    Raises:
-        OSError: Naming the file, when it cannot be read.
-    """
-    try:
-        if isinstance(image, str):
-            with Image.open(image) as file:
-                return load_image(file, mode)
-        if image.mode == "P" and "transparency" in image.info:
-            image = image.convert("RGBA")
-        return image.convert(mode)
-    except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for unreadable or truncated data
-        raise OSError(f"Cannot read image file {image!r}: {error}") from None
-
-
 class ImageDataset(Dataset):
-    """``(PIL image in mode, class index)`` samples of ``images`` (paths or PIL images) at ``indices``."""
+    """``(PIL image in mode, class index)`` samples of ``images`` at ``indices``, decoded by
+    :func:`~lightning_supcon.data.decode.load_image`; ``unreadable_hint`` ends the message of an image that cannot
+    be read (the fix the source offers, e.g. its ``skip_corrupt``)."""
 
-    def __init__(self, images: ImageSource, labels: Sequence[int], mode: str = "RGB", indices: Sequence[int] = ()):
+    def __init__(
+        self,
+        images: ImageSource,
+        labels: Sequence[int],
+        mode: str = "RGB",
+        indices: Sequence[int] = (),
+        unreadable_hint: str = "",
+    ) -> None:
         self.images = images
         self.labels = labels
         self.mode = mode
         self.indices = list(indices) or list(range(len(labels)))
+        self.unreadable_hint = unreadable_hint
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         i = self.indices[index]
-        return load_image(self.images[i], self.mode), int(self.labels[i])
+        try:
+            image = load_image(self.images[i], self.mode)
+        except UnreadableImage as error:
+            if not self.unreadable_hint:
+                raise
+            raise UnreadableImage(f"{str(error).rstrip('.')}; {self.unreadable_hint}") from None
+        return image, int(self.labels[i])
 
 
 class ImageDataModule(MultiViewDataModule):
@@ -112,9 +111,10 @@ class ImageDataModule(MultiViewDataModule):
         **kwargs: The arguments of :class:`~lightning_supcon.data.base.MultiViewDataModule`.
 
     Raises:
-        ValueError: For a ``channels`` other than 1 or 3, a ``mean``/``std`` of another length, an
-            ``image_size`` or ``resize`` < 1, or ``val_fraction`` outside ``(0, 1)``; on first use, for labels
-            that are not training classes.
+        ValueError: For a ``channels`` other than 1 or 3, a ``mean``/``std`` of another length, a ``std`` that is
+            not positive (naming the channel), an ``image_size`` or ``resize`` < 1, a ``resize`` < ``image_size``
+            (the evaluation crop would be padded with zeros), or ``val_fraction`` outside ``(0, 1)``; on first use,
+            for labels that are not training classes.
     """
 
     def __init__(
@@ -135,6 +135,8 @@ class ImageDataModule(MultiViewDataModule):
         for name, value in (("image_size", image_size), ("resize", resize)):
             if value is not None and value < 1:
                 raise ValueError(f"Expected argument `{name}` to be >= 1, but got {value}.")
+        if resize is not None and resize < image_size:
+            raise ValueError(crop_larger_than_resize(image_size, resize))
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"Expected argument `val_fraction` to be in (0, 1), but got {val_fraction}.")
         self._statistics: dict[str, tuple[float, ...] | str] = {
@@ -198,12 +200,20 @@ class ImageDataModule(MultiViewDataModule):
                 indices: tuple[list[int], list[int]] = (list(range(len(targets))), [])
                 if self._source("val") is None:
                     indices = stratified_split(targets, self.val_fraction, self.split_seed)
-                    self._splits["val"] = ImageDataset(train.images, targets, mode, indices[1])
-                self._splits["train"] = ImageDataset(train.images, targets, mode, indices[0])
+                    self._splits["val"] = ImageDataset(train.images, targets, mode, indices[1], self.unreadable_hint)
+                self._splits["train"] = ImageDataset(train.images, targets, mode, indices[0], self.unreadable_hint)
         return self._splits[split]
 
     def _dataset_of(self, found: LabelledImages, mode: str) -> ImageDataset:
-        return ImageDataset(found.images, encode_labels(found.labels, self.classes, found.where), mode)
+        labels = encode_labels(found.labels, self.classes, found.where)
+        return ImageDataset(found.images, labels, mode, unreadable_hint=self.unreadable_hint)
+
+    @property
+    def unreadable_hint(self) -> str:
+        """The fix that the message of an unreadable image names: a source's ``skip_corrupt`` when it is off."""
+        if getattr(self, "skip_corrupt", None) is False:
+            return "--data.skip_corrupt true (skip_corrupt=True) leaves out the files PIL cannot open"
+        return ""
 
     def train_dataset(self) -> ImageDataset:
         data = self._split("train")
@@ -281,7 +291,10 @@ def _statistic(
         return value
     if isinstance(value, str) or len(value) != channels:
         raise ValueError(f"Expected `{name}` to be 'auto' or {channels} value(s), one per channel, but got {value!r}.")
-    return tuple(float(v) for v in value)
+    values = tuple(float(v) for v in value)
+    ones = (1.0,) * channels
+    check_statistics(*((values, ones) if name == "mean" else (ones, values)))
+    return values
 
 
 @rank_zero_only

@@ -94,6 +94,9 @@ def eval_transform(
         resize: When given (ImageNet: 256 for 224), resize the shorter side to ``resize`` and take the central
             ``image_size`` square; when ``None`` (small fixed-size data sets) only convert and normalise.
 
+    Raises:
+        ValueError: For a ``resize`` smaller than ``image_size`` (the crop would be padded with zeros).
+
     Returns:
         A callable taking a PIL image or a uint8 ``(C, H, W)`` tensor and returning a float tensor
         ``(C, image_size, image_size)``.
@@ -112,11 +115,26 @@ def eval_transform(
 
 
 def decode_steps(image_size: int, resize: int | None = None) -> list[Callable[[Any], Any]]:
-    """A raw image (PIL or tensor) to a uint8 ``(C, H, W)`` tensor, resized and centre-cropped when ``resize``."""
+    """A raw image (PIL or tensor) to a uint8 ``(C, H, W)`` tensor, resized and centre-cropped when ``resize``.
+
+    Raises:
+        ValueError: For a ``resize`` smaller than ``image_size``: the crop would be padded with zeros.
+    """
     steps: list[Callable[[Any], Any]] = []
+    if resize is not None and resize < image_size:
+        raise ValueError(crop_larger_than_resize(image_size, resize))
     if resize is not None:
         steps += [v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)]
     return [*steps, v2.ToImage(), v2.ToDtype(torch.uint8, scale=True), v2.ToPureTensor()]
+
+
+def crop_larger_than_resize(image_size: int, resize: int) -> str:
+    """The one-line refusal of a centre crop larger than the resized image (torchvision pads it with zeros)."""
+    return (
+        f"Expected `resize` >= `image_size` (the evaluation crop is the centre image_size square of the image resized "
+        f"to resize), but got resize {resize} < image_size {image_size}, which pads the crop with zeros: set "
+        f"--data.resize >= {image_size}, or leave it out."
+    )
 
 
 class MultiViewTransform:

@@ -140,7 +140,46 @@ class TestBadInputs:
         line = one_error_line(
             cli_error(capsys, fit_args(*_image_folder(workdir / "train", workdir / "train")), workdir)
         )
-        assert "1.png" in line
+        assert "1.png" in line and "--data.skip_corrupt true" in line  # the fix the source offers
+
+    def test_corrupt_image_in_a_loader_worker_is_one_line(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """torch re-raises a worker's error with the worker's traceback inside its message: that was the line."""
+        write_image_tree(workdir / "train", {"a": ["1.png:corrupt", "2.png:corrupt"], "b": ["1.png:corrupt"]})
+        args = fit_args(*_image_folder(workdir / "train", workdir / "train"), "--data.num_workers=1")
+        line = one_error_line(cli_error(capsys, args, workdir))
+        assert "Cannot read image file" in line and "Traceback" not in line and "--data.skip_corrupt" in line
+
+    @pytest.mark.parametrize(("separator", "flag"), [(";", "--data.delimiter ';'"), ("\t", "--data.delimiter '\\t'")])
+    def test_csv_with_another_delimiter_names_the_flag(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str], separator: str, flag: str
+    ) -> None:
+        write_image_tree(workdir / "img", {"a": ["1.png:RGB"], "b": ["2.png:RGB"]})
+        (workdir / "train.csv").write_text(f"path{separator}label\nimg/a/1.png{separator}a\nimg/b/2.png{separator}b\n")
+        args = fit_args("--data=lightning_supcon.CsvDataModule", f"--data.train_list={workdir / 'train.csv'}")
+        line = one_error_line(cli_error(capsys, args, workdir))
+        assert "columns separated by ','" in line and line.endswith(f"set {flag}")
+
+    def test_option_before_the_data_class_that_accepts_it_says_to_put_it_after(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--data.resize applies to the config's DigitsDataModule, chosen so far: main said "did you mean
+        'image_size'?"."""
+        args = fit_args("--data.resize=16", "--data", "lightning_supcon.CsvDataModule", "--data.train_list=x.csv")
+        line = one_error_line(cli_error(capsys, args, workdir))
+        assert (
+            "--data.resize comes before `--data lightning_supcon.CsvDataModule`, which accepts it: put it after" in line
+        )
+        assert "did you mean" not in line
+
+    def test_evaluation_crop_larger_than_resize_is_one_line(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        write_image_tree(workdir / "train", {"a": ["1.png:RGB", "2.png:RGB"], "b": ["1.png:RGB", "2.png:RGB"]})
+        args = [*_image_folder(workdir / "train", workdir / "train"), "--data.image_size=32", "--data.resize=16"]
+        line = one_error_line(cli_error(capsys, fit_args(*args), workdir))
+        assert "resize 16 < image_size 32, which pads the crop with zeros: set --data.resize >= 32" in line
 
     def test_batch_larger_than_dataset_with_drop_last(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         line = one_error_line(cli_error(capsys, fit_args("--data.init_args.batch_size=5000"), workdir))

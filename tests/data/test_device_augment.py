@@ -90,6 +90,21 @@ class TestFormats:
         out = DeviceMultiViewAugment(16, ZERO, ONE, n_views=1)(images)[:, 0]
         assert len({tuple(view.flatten()[:40].tolist()) for view in out}) == 8
 
+    @pytest.mark.parametrize("n_views", [2, 3])
+    def test_each_samples_views_come_from_that_sample(self, n_views: int) -> None:
+        """Constant images, one grey value per sample: crop, flip and blur keep a constant image constant, so every
+        view of sample i has sample i's value (a mix-up of views across samples, e.g. ``repeat`` for
+        ``repeat_interleave``, gives another sample's value)."""
+        values = torch.tensor([0, 40, 90, 160, 255], dtype=torch.uint8)
+        images = values.view(-1, 1, 1, 1).expand(-1, 3, 12, 12).contiguous()  # (5, 3, 12, 12)
+        recipe = AugmentRecipe(colour="none", blur_p=1.0)
+        aug = DeviceMultiViewAugment(8, mean=(0.5,) * 3, std=(0.25,) * 3, n_views=n_views, recipe=recipe)
+        views = aug(images)  # (5, V, 3, 8, 8)
+        expected = (values.double() / 255 - 0.5) / 0.25
+        for i in range(len(values)):
+            for v in range(n_views):
+                assert views[i, v].mean().item() == pytest.approx(expected[i].item(), abs=1e-4), (i, v)
+
     def test_one_channel_has_no_colour_steps(self) -> None:
         assert len(DeviceMultiViewAugment(16, (0.5,), (0.2,)).colour) == 0
         assert len(DeviceMultiViewAugment(16, ZERO, ONE).colour) == 2

@@ -116,12 +116,53 @@ class TestNormalisation:
             ({"channels": 1, "std": (0.2, 0.2, 0.2)}, r"`std` to be 'auto' or 1 value\(s\)"),
             ({"channels": 2}, r"`channels` to be one of \(1, 3\), but got 2"),
             ({"resize": 0}, "`resize` to be >= 1, but got 0"),
+            ({"std": (0.2, 0.0, 0.2)}, r"positive finite number \(it divides\), but channel 1's is 0.0"),
+            ({"channels": 1, "std": (-1.0,)}, r"but channel 0's is -1.0"),
+            ({"resize": 8}, r"got resize 8 < image_size 16, which pads the crop with zeros: set --data.resize >= 16"),
             ({"val_fraction": 0.0}, r"`val_fraction` to be in \(0, 1\)"),
         ],
     )
     def test_errors(self, image_tree: tuple[Path, Path], kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             _dm(image_tree, **kwargs)
+
+
+class TestMeasuredStatisticUsedAsDivisor:
+    def test_auto_on_a_constant_channel_gives_finite_batches(self, tmp_path: Path) -> None:
+        """RGB images whose blue channel is 0 everywhere: main measured std 0.0 and every blue pixel became NaN."""
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            for i in range(3):
+                rgb = np.random.default_rng(i).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+                rgb[..., 2] = 0
+                Image.fromarray(rgb).save(tmp_path / name / f"{i}.png")
+        dm = ImageFolderDataModule(str(tmp_path), str(tmp_path), image_size=8, mean="auto", std="auto", batch_size=6)
+        with pytest.warns(UserWarning, match="Channel 2's measured std 0 is below one grey level"):
+            assert dm.std[2] > 0
+        images, _ = next(iter(dm.val_dataloader()))  # type: ignore[call-overload]
+        assert torch.isfinite(images).all()
+
+
+class TestEvaluationCropLargerThanResize:
+    def test_refused_at_construction(self, image_tree: tuple[Path, Path]) -> None:
+        """--data.image_size 32 --data.resize 16 evaluated on crops that were 75% zero padding, without a word."""
+        with pytest.raises(ValueError, match="got resize 16 < image_size 32, which pads the crop with zeros"):
+            ImageFolderDataModule(str(image_tree[0]), image_size=32, resize=16)
+        assert ImageFolderDataModule(str(image_tree[0]), image_size=32, resize=32).resize == 32  # the whole image
+
+
+class TestUnreadableImageNamesTheFix:
+    @pytest.mark.parametrize("skip_corrupt", [False, True])
+    def test_skip_corrupt_named_only_when_off(self, tmp_path: Path, skip_corrupt: bool) -> None:
+        """A file whose header reads but whose data is truncated: skip_corrupt (a header check) lets it through, so
+        only the source with skip_corrupt off is told to turn it on."""
+        tree = write_image_tree(tmp_path / "t", {"a": ["1.jpg:RGB", "2.png:RGB"], "b": ["3.png:RGB"]}, size=(64, 64))
+        data = (tree / "a" / "1.jpg").read_bytes()
+        (tree / "a" / "1.jpg").write_bytes(data[: len(data) * 7 // 10])  # the header and the first scans
+        dm = ImageFolderDataModule(str(tree), str(tree), image_size=8, skip_corrupt=skip_corrupt)
+        with pytest.raises(OSError, match=r"Cannot read image file '.*1.jpg'") as error:
+            next(iter(dm.val_dataloader()))  # type: ignore[call-overload]
+        assert ("--data.skip_corrupt true" in str(error.value)) is not skip_corrupt
 
 
 def _auto_statistics_on_rank(rank: int, port: int, out_dir: str) -> None:

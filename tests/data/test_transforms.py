@@ -163,3 +163,9 @@ class TestMultiViewTransform:
 @pytest.mark.parametrize(("size", "kernel"), [(8, 3), (32, 3), (64, 7), (96, 9), (224, 23)])
 def test_blur_kernel_size(size: int, kernel: int) -> None:
     assert blur_kernel_size(size) == kernel
+
+
+def test_evaluation_crop_larger_than_resize_is_refused() -> None:
+    """Resize(16) then CenterCrop(32) pads the crop with zeros (torchvision does so silently)."""
+    with pytest.raises(ValueError, match="got resize 16 < image_size 32, which pads the crop with zeros"):
+        eval_transform(32, (0.5,), (0.5,), resize=16)

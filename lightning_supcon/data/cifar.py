@@ -16,27 +16,20 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision import datasets
 
 from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.data.transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 
 
-class ArrayImageDataset(Dataset):
+class ArrayImageDataset(LabelledDataset):
     """``(PIL RGB image, label)`` samples from a uint8 ``(N, H, W, 3)`` array and ``N`` integer labels."""
 
     def __init__(self, images: np.ndarray, labels: list[int]) -> None:
         if len(images) != len(labels):
             raise ValueError(f"Expected as many labels as images, but got {len(labels)} and {len(images)}.")
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(self.images[index]), self.labels[index]
+        super().__init__(images, labels, Image.fromarray)
 
 
 class CIFARDataModule(MultiViewDataModule):

@@ -13,8 +13,7 @@ import csv
 import os
 from typing import Any
 
-from lightning_supcon.data.image_folder import IMAGENET_RECIPE, readable_only
-from lightning_supcon.data.images import ImageDataModule, LabelledImages, Split
+from lightning_supcon.data.images import IMAGENET_RECIPE, ImageDataModule, LabelledImages, Split, readable_only
 from lightning_supcon.data.labels import parse_labels
 from lightning_supcon.data.recipe import AugmentRecipe
 

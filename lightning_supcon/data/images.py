@@ -11,18 +11,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from lightning_supcon.data.base import MultiViewDataModule
-from lightning_supcon.data.labels import RawLabel, class_names, encode_labels, stratified_split
+from lightning_supcon.data.base import MultiViewDataModule, Split
+from lightning_supcon.data.labels import (
+    LabelledDataset,
+    RawLabel,
+    Selection,
+    class_names,
+    encode_labels,
+    stratified_split,
+)
 from lightning_supcon.data.normalize import channel_statistics
 from lightning_supcon.data.recipe import AugmentRecipe
 from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decode_steps
@@ -31,7 +38,6 @@ from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, decode
 IMAGENET_RECIPE = AugmentRecipe(scale=(0.08, 1.0), blur_p=0.5)
 Channels = Literal[1, 3]
 CHANNELS: tuple[int, ...] = get_args(Channels)
-Split = Literal["train", "val", "test"]
 #: Training images sampled (seeded by ``split_seed``) to measure ``mean``/``std`` when they are ``"auto"``.
 AUTO_SAMPLE = 500
 _MODES = {1: "L", 3: "RGB"}
@@ -74,21 +80,43 @@ def load_image(image: str | Image.Image, mode: str = "RGB") -> Image.Image:
         raise OSError(f"Cannot read image file {image!r}: {error}") from None
 
 
-class ImageDataset(Dataset):
-    """``(PIL image in mode, class index)`` samples of ``images`` (paths or PIL images) at ``indices``."""
+def is_readable(path: str) -> bool:
+    """Whether PIL recognises the file and its structure checks pass (cheap: no full decode)."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # PIL raises many types here; any of them means "corrupt"
+        return False
 
-    def __init__(self, images: ImageSource, labels: Sequence[int], mode: str = "RGB", indices: Sequence[int] = ()):
-        self.images = images
-        self.labels = labels
+
+def readable_only(found: LabelledImages) -> LabelledImages:
+    """``found`` without the files PIL cannot read (:func:`is_readable`), with one warning giving their number.
+
+    Raises:
+        ValueError: If no file is readable.
+    """
+    readable = [is_readable(str(found.images[i])) for i in range(len(found.images))]
+    keep = [i for i, ok in enumerate(readable) if ok]
+    bad = [str(found.images[i]) for i, ok in enumerate(readable) if not ok]
+    if bad:
+        rank_zero_warn(f"Skipped {len(bad)} unreadable image(s) in {found.where!r}, e.g. {bad[0]!r}.")
+    if not keep:
+        raise ValueError(f"Expected readable images in {found.where!r}, but all {len(bad)} are unreadable.")
+    return LabelledImages([str(found.images[i]) for i in keep], [found.labels[i] for i in keep], found.where)
+
+
+class ImageDataset(LabelledDataset):
+    """``(PIL image in mode, class index)`` samples of ``images`` (paths or PIL images) at ``indices`` (``None``: all),
+    each carrying its own label: ``labels[indices[i]]``."""
+
+    def __init__(
+        self, images: ImageSource, labels: Sequence[int], mode: str = "RGB", indices: Sequence[int] | None = None
+    ) -> None:
+        self.indices = list(range(len(labels))) if indices is None else [int(i) for i in indices]
         self.mode = mode
-        self.indices = list(indices) or list(range(len(labels)))
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        i = self.indices[index]
-        return load_image(self.images[i], self.mode), int(self.labels[i])
+        at = np.asarray(self.indices, dtype=np.int64)
+        super().__init__(Selection(images, at), np.asarray(labels, dtype=np.int64)[at], partial(load_image, mode=mode))
 
 
 class ImageDataModule(MultiViewDataModule):

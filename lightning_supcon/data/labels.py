@@ -1,4 +1,9 @@
-"""Labels of image lists and tables: class names, label -> class index, and a seeded stratified validation split.
+"""Labels: the data set that carries them with its samples, class names, label -> class index, a stratified split.
+
+Every data set a :class:`~lightning_supcon.data.base.MultiViewDataModule` trains on is a :class:`LabelledDataset`:
+its ``labels`` are aligned with its samples (``labels[i]`` is the label of ``data[i]``) and are read without loading
+an image, so a label fraction, the unknown-label option and the class-balanced sampler read the labels of the very
+samples they pick. A subset or a relabelling is a new :class:`LabelledDataset`, never a guess.
 
 A source gives raw labels, either class names (strings: the class folders' names, a list's label column) or class
 indices (ints: a list whose labels are all integers, a table's integer or ``ClassLabel`` column). The classes are
@@ -10,13 +15,83 @@ is not a training class is an error naming it and where it was found.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+from torch import Tensor
+from torch.utils.data import Dataset
 
 RawLabel = int | str
 _INTEGER = re.compile(r"[+-]?\d+")
+
+
+class Indexable(Protocol):
+    """Images by index: a list, an array, a tensor of images, or any object with ``__getitem__`` and ``__len__``."""
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+class Selection:
+    """``items`` at ``indices``: a view, so no image is copied or loaded."""
+
+    def __init__(self, items: Indexable, indices: np.ndarray) -> None:
+        self.items, self.indices = items, indices
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[int(self.indices[index])]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class LabelledDataset(Dataset):
+    """``(load(images[i]), labels[i])`` samples whose labels are carried with them, aligned.
+
+    Args:
+        images: The raw images by index (file paths, PIL images, uint8 ``(C, H, W)`` tensors, ...).
+        labels: One label per image: class indices ``(N,)`` (-1: unknown class) or multi-hot rows ``(N, L)``.
+        load: What turns a raw image into the sample's image (a decoder); ``None``: the image as it is.
+
+    Raises:
+        ValueError: If ``labels`` and ``images`` differ in length.
+
+    Example:
+        >>> data = LabelledDataset(["a", "b", "c"], [2, 0, 2])
+        >>> data[1], data.labels.tolist()
+        (('b', 0), [2, 0, 2])
+        >>> part = data.subset([2, 0])
+        >>> [part[i] for i in range(len(part))], part.labels.tolist()
+        ([('c', 2), ('a', 2)], [2, 2])
+    """
+
+    def __init__(self, images: Indexable, labels: Any, load: Callable[[Any], Any] | None = None) -> None:
+        labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels, dtype=np.int64)
+        if len(labels) != len(images):
+            raise ValueError(f"Expected one label per image, but got {len(labels)} labels for {len(images)} images.")
+        self.images = images
+        self.labels = labels
+        self.load = load
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        image = self.images[index]
+        label = self.labels[index]
+        return (image if self.load is None else self.load(image)), (int(label) if label.ndim == 0 else label)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> LabelledDataset:
+        """The samples at ``indices``, in that order, with their own labels."""
+        picked = np.asarray(indices, dtype=np.int64)
+        return LabelledDataset(Selection(self.images, picked), self.labels[picked], self.load)
+
+    def relabel(self, labels: Any) -> LabelledDataset:
+        """The same samples with other labels (``(N,)``, aligned), e.g. some set to -1 (unknown)."""
+        return LabelledDataset(self.images, labels, self.load)
 
 
 def parse_labels(cells: Sequence[str]) -> list[int] | list[str]:

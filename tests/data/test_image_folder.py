@@ -9,14 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_supcon.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageFolderDataModule,
-    eval_transform,
-    load_rgb,
-    scan_folder,
-)
+from lightning_supcon.data import ImageFolderDataModule, eval_transform, load_image, scan_folder
+from lightning_supcon.data.base import eval_order
+from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tests.data.formats import write_image_tree
 
 
@@ -74,11 +69,11 @@ class TestImages:
     def test_rgb(self, image_tree: tuple[Path, Path], file: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # palette transparency must not warn
-            image = load_rgb(str(image_tree[0] / file))
+            image = load_image(str(image_tree[0] / file))
         assert image.mode == "RGB" and image.size == (20, 14)
 
     def test_grayscale_channels_equal(self, image_tree: tuple[Path, Path]) -> None:
-        r, g, b = load_rgb(str(image_tree[0] / "cat" / "gray.png")).split()
+        r, g, b = load_image(str(image_tree[0] / "cat" / "gray.png")).split()
         assert r.tobytes() == g.tobytes() == b.tobytes()
 
     def test_corrupt_raises_naming_the_file(self, image_tree: tuple[Path, Path]) -> None:
@@ -117,11 +112,12 @@ class TestDataModule:
 
     def test_val_is_resize_and_center_crop(self, image_tree: tuple[Path, Path]) -> None:
         dm = _dm(image_tree, batch_size=4)
-        images, labels = next(iter(dm.val_dataloader()))  # type: ignore[call-overload]
+        images, labels = next(iter(dm.val_dataloader()))
         tf = eval_transform(16, IMAGENET_MEAN, IMAGENET_STD, resize=18)
         expected = [tf(Image.open(p).convert("RGB")) for p, _ in scan_folder(image_tree[1], dm.classes)[1]]
-        torch.testing.assert_close(images, torch.stack(expected))
-        assert labels.tolist() == [0, 2, 2]
+        order = eval_order(3)
+        torch.testing.assert_close(images, torch.stack(expected)[order])
+        assert labels.tolist() == [[0, 2, 2][i] for i in order]
 
     def test_test_dir(self, image_tree: tuple[Path, Path], tmp_path: Path) -> None:
         test = write_image_tree(tmp_path / "test", {"dog": ["t.png:RGB"]})

@@ -51,6 +51,8 @@ class CIFARDataModule(MultiViewDataModule):
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     label_key: str
+    meta_file: str
+    names_key: str
     torchvision_class: type[datasets.VisionDataset]
 
     def __init__(self, data_dir: str = "data", download: bool = False, **kwargs: Any) -> None:
@@ -62,6 +64,15 @@ class CIFARDataModule(MultiViewDataModule):
     def root(self) -> Path:
         """The folder the pickle batches are expected in."""
         return Path(self.data_dir) / self.folder
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names of the archive's meta file (``"0" .. str(num_classes - 1)`` when it is missing)."""
+        path = self.root / self.meta_file
+        if not path.is_file():
+            return super().classes
+        with open(path, "rb") as f:
+            return [str(name) for name in pickle.load(f, encoding="latin1")[self.names_key]]
 
     def _missing(self) -> list[Path]:
         return [self.root / name for name in self.train_files + self.test_files if not (self.root / name).is_file()]
@@ -129,6 +140,7 @@ class CIFAR10DataModule(CIFARDataModule):
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)
     label_key = "labels"
+    meta_file, names_key = "batches.meta", "label_names"
     torchvision_class = datasets.CIFAR10
 
 
@@ -152,4 +164,5 @@ class CIFAR100DataModule(CIFARDataModule):
     train_files = ("train",)
     test_files = ("test",)
     label_key = "fine_labels"
+    meta_file, names_key = "meta", "fine_label_names"
     torchvision_class = datasets.CIFAR100

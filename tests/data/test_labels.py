@@ -14,23 +14,8 @@ from sklearn.model_selection import train_test_split
 
 from lightning_supcon.data import CIFAR10DataModule, CsvDataModule, DigitsDataModule, ImageFolderDataModule
 from lightning_supcon.data.digits import load_digit_images
-from lightning_supcon.data.labels import class_names, encode_labels, parse_labels, stratified_split
+from lightning_supcon.data.labels import class_names, encode_labels, stratified_split
 from tests.data.formats import write_cifar10, write_image_tree
-
-
-class TestParse:
-    @pytest.mark.parametrize(
-        ("cells", "expected"),
-        [
-            (["1", "0", " 12 "], [1, 0, 12]),
-            (["-1", "+2"], [-1, 2]),
-            (["cat", "1"], ["cat", "1"]),
-            (["1.5", "2"], ["1.5", "2"]),
-            ([" dog "], ["dog"]),
-        ],
-    )
-    def test_ints_only_when_all_are(self, cells: list[str], expected: list) -> None:
-        assert parse_labels(cells) == expected
 
 
 class TestClassNames:
@@ -40,7 +25,12 @@ class TestClassNames:
 
     @pytest.mark.parametrize(
         ("labels", "match"),
-        [([], "at least one training label"), ([0, -1], "indices >= 0, but got -1"), ([0, "a"], "all class names")],
+        [
+            ([], "at least one training label"),
+            ([0, -2], r"indices >= 0 \(or -1 for unknown\), but got -2"),
+            ([-1], "other than -1"),
+            ([0, "a"], "all class names"),
+        ],
     )
     def test_errors(self, labels: list, match: str) -> None:
         with pytest.raises(ValueError, match=match):
@@ -53,7 +43,7 @@ class TestEncode:
         assert encode_labels([2, 0], ["a", "b", "c"], "x") == [2, 0]
         assert encode_labels(["2"], ["0", "1", "2"], "x") == [2]  # a name of an integer class
 
-    @pytest.mark.parametrize("label", ["fox", 3, -1])
+    @pytest.mark.parametrize("label", ["fox", 3, -2])
     def test_unknown_label_names_it_and_where(self, label: object) -> None:
         with pytest.raises(ValueError, match=rf"Label {label!r} in val.csv is not a class of the training set \(3"):
             encode_labels([label], ["a", "b", "c"], "val.csv")  # type: ignore[list-item]
@@ -179,3 +169,53 @@ class TestLabelsCarriedWithSamples:
         batches = true[np.asarray(sampler.indices())].reshape(-1, 6)  # the files' labels of each drawn batch
         assert len(batches) >= 1
         assert all(sorted(np.unique(b, return_counts=True)[1].tolist()) == [3, 3] for b in batches)
+
+
+# ---- CSV labels: blank, unknown (-1), and their type decided once from the training list ----
+def _list_module(tmp_path: Path, train: list[str], val: list[str] | None = None, **kwargs: Any) -> CsvDataModule:
+    """A CSV data module over one tiny image per row, the labels as given (a header row)."""
+    write_image_tree(tmp_path / "img", {"x": [f"{i}.png:RGB" for i in range(len(train) + len(val or []))]})
+
+    def write(name: str, labels: list[str], start: int) -> str:
+        rows = "".join(f"img/x/{start + i}.png,{label}\n" for i, label in enumerate(labels))
+        (tmp_path / name).write_text("path,label\n" + rows)
+        return str(tmp_path / name)
+
+    val_list = write("val.csv", val, len(train)) if val is not None else None
+    return CsvDataModule(write("train.csv", train, 0), val_list, image_size=8, batch_size=2, **kwargs)
+
+
+class TestBlankLabel:
+    def test_blank_label_refused_naming_its_row(self, tmp_path: Path) -> None:
+        """Issue 23 item 2: a blank label cell became a class of its own ('')."""
+        dm = _list_module(tmp_path, ["0", "1", " ", "1"], ["0", "1"])
+        with pytest.raises(
+            ValueError, match=r"a label in row 4 of .*train.csv'?, but it is blank: .* -1 for an unknown"
+        ):
+            _ = dm.num_classes
+
+    def test_blank_label_minus_one_is_unknown(self, tmp_path: Path) -> None:
+        """-1 means "unknown class" in a list as everywhere else: partially labelled data without code."""
+        dm = _list_module(tmp_path, ["0", "-1", "1", "1", "-1", "0"], ["0", "-1"])
+        assert dm.classes == ["0", "1"] and dm.train_dataset().labels.tolist() == [0, -1, 1, 1, -1, 0]
+        assert dm.val_dataset().labels.tolist() == [0, -1]
+        named = _list_module(tmp_path / "named", ["cat", "-1", "dog"], ["dog"])
+        assert named.classes == ["cat", "dog"] and named.train_dataset().labels.tolist() == [0, -1, 1]
+
+
+class TestLabelTypeDecidedOnce:
+    def test_label_type_decided_once_names_in_training(self, tmp_path: Path) -> None:
+        """Issue 23 item 3: train ``1, 2, 10, other`` are names; val ``1, 2`` became the classes '10' and '2'."""
+        dm = _list_module(tmp_path, ["1", "2", "10", "other"], ["1", "2", "10"])
+        assert dm.classes == ["1", "10", "2", "other"]
+        assert [dm.classes[i] for i in dm.val_dataset().labels] == ["1", "2", "10"]
+
+    def test_label_type_decided_once_indices_in_training(self, tmp_path: Path) -> None:
+        dm = _list_module(tmp_path, ["0", "1", "2"], ["+2", " 1"])
+        assert dm.classes == ["0", "1", "2"] and dm.val_dataset().labels.tolist() == [2, 1]
+        with pytest.raises(ValueError, match=r"Label 'cat' in .*val.csv is not a class of the training set \(3"):
+            _ = _list_module(tmp_path / "b", ["0", "1", "2"], ["cat"]).val_dataset()
+
+    def test_label_type_decided_once_folder_names_stay_names(self, tmp_path: Path) -> None:
+        tree = write_image_tree(tmp_path / "t", {c: [f"{i}.png:RGB" for i in range(4)] for c in ("1", "2", "10")})
+        assert ImageFolderDataModule(str(tree), image_size=8, val_fraction=0.25).classes == ["1", "10", "2"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -118,6 +119,14 @@ class TestClassBalancedSampler:
     def test_errors(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             ClassBalancedSampler(HUNDRED, seed=0, **kwargs)
+
+
+def test_a_class_with_exactly_samples_per_class_is_drawn() -> None:
+    """``>=``, not ``>``: 3 classes of exactly 4 samples give one global batch of 8, and no "left out" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampler = ClassBalancedSampler(np.repeat(np.arange(3), 4), seed=0, batch_size=8, samples_per_class=4)
+    assert len(sampler) == 8 and sorted(sampler.members) == [0, 1, 2]
 
 
 class TestDataModuleSampler:

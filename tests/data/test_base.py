@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,13 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lightning_supcon.data.base import EVAL_ORDER_SEED, PREDICT_SPLITS, MultiViewDataModule, check_predict_split
+from lightning_supcon.data.base import (
+    EVAL_ORDER_SEED,
+    PREDICT_SPLITS,
+    MultiViewDataModule,
+    check_predict_split,
+    eval_order,
+)
 from lightning_supcon.data.digits import DigitsDataModule
 from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.data.recipe import AugmentRecipe
@@ -287,3 +294,65 @@ class TestPredictSplit:
             check_predict_split("valid")
         with pytest.raises(ValueError, match="predict_split"):
             DigitsDataModule(predict_split="valid")  # type: ignore[arg-type]
+
+
+class Sorted(MultiViewDataModule):
+    """400 samples listed class by class (10 classes of 40), as class folders list them."""
+
+    num_classes, in_channels, image_size, mean, std = 10, 2, 8, (0.0, 0.0), (1.0, 1.0)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def _split(self) -> LabelledDataset:
+        labels = np.repeat(np.arange(10), 40)
+        index = torch.stack([torch.arange(400) // 256, torch.arange(400) % 256], 1).to(torch.uint8)  # (400, 2)
+        return LabelledDataset(index.view(400, 2, 1, 1).expand(400, 2, 8, 8), labels)
+
+    def train_dataset(self) -> LabelledDataset:
+        return self._split()
+
+    def val_dataset(self) -> LabelledDataset:
+        return self._split()
+
+    def test_dataset(self) -> LabelledDataset:
+        return self._split()
+
+
+class TestEvalOrder:
+    """Issue 23 item 9: class folders gave val/loss 3.5076 and a CSV of the same images 2.4920, because each
+    evaluation batch of the class-ordered folders held 3-4 classes."""
+
+    @pytest.mark.parametrize("split", ["val", "test"])
+    def test_eval_order_mixes_the_classes_of_a_class_ordered_source(self, split: str) -> None:
+        dm = Sorted(batch_size=128, eval_batch_size=128)
+        loader = dm.val_dataloader() if split == "val" else dm.test_dataloader()
+        batches = [labels for _, labels in loader]
+        assert [len(b) for b in batches] == [128, 128, 128, 16]
+        assert all(len(torch.unique(b)) == 10 for b in batches[:3])  # every class in every full batch
+        assert sorted(torch.cat(batches).tolist()) == np.repeat(np.arange(10), 40).tolist()  # every sample once
+
+    def test_eval_order_is_one_permutation_for_every_process(self) -> None:
+        seen = []
+        for rank in range(2):
+            dm = Sorted(batch_size=128, eval_batch_size=50)
+            dm.trainer = _fake_trainer(world_size=2, rank=rank)
+            pixels = torch.cat([images[:, :, 0, 0] for images, _ in dm.val_dataloader()]).mul(255).round().long()
+            seen.append(pixels[:, 0] * 256 + pixels[:, 1])  # each sample's index
+        assert sorted(torch.cat(seen).tolist()) == list(range(400))  # every sample once over the two ranks
+        assert torch.cat([seen[0][:, None], seen[1][: len(seen[0]), None]], 1).view(-1)[:8].tolist() == (
+            eval_order(400)[:8].tolist()  # rank r takes every other sample of the one permutation
+        )
+
+    def test_eval_order_leaves_predict_in_data_set_order(self) -> None:
+        labels = torch.cat([labels for _, labels in Sorted(batch_size=128, predict_split="val").predict_dataloader()])
+        assert labels.tolist() == np.repeat(np.arange(10), 40).tolist()
+
+
+def test_test_split_missing_warns_in_one_line() -> None:
+    """Issue 23 item 11: ``test`` without a test split silently reported the validation split as test/*."""
+    with pytest.warns(UserWarning, match=r"^Tiny has no test split: `test` reports the validation split as test/\*"):
+        Tiny().test_dataloader()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Tiny(with_test=True).test_dataloader()

@@ -7,6 +7,7 @@ in ``embeddings_<split>.npz``; each holds per-sample ``features`` (or another ke
 
 from __future__ import annotations
 
+import json
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -23,13 +24,35 @@ class EmbeddingsError(ValueError):
     """An embeddings file that is missing, of another kind, or without the features or labels asked for."""
 
 
+#: The key of the class names in an embeddings file: their JSON list as UTF-8 bytes, a uint8 tensor, so that the
+#: ``.pt`` file stays a dict of tensors (``weights_only``) and the ``.npz`` needs no pickle.
+CLASS_NAMES_KEY = "class_names"
+
+
 @dataclass(frozen=True)
 class Embeddings:
-    """Per-sample features ``(N, D)`` (float32 or float64) and integer labels ``(N,)`` read from ``path``."""
+    """Per-sample features ``(N, D)`` (float32 or float64) and integer labels ``(N,)`` read from ``path``, and the
+    class names (``class_names[label]``) when the file has them."""
 
     features: Tensor
     labels: Tensor
     path: Path
+    class_names: tuple[str, ...] | None = None
+
+
+def class_names_tensor(names: list[str]) -> Tensor:
+    """Class names as the uint8 tensor an embeddings file stores (:data:`CLASS_NAMES_KEY`).
+
+    Example:
+        >>> read_class_names(class_names_tensor(["zero digit", "één", "二 two"]))
+        ('zero digit', 'één', '二 two')
+    """
+    return torch.tensor(list(json.dumps(list(names), ensure_ascii=False).encode("utf-8")), dtype=torch.uint8)
+
+
+def read_class_names(stored: Tensor) -> tuple[str, ...]:
+    """The class names of :func:`class_names_tensor`."""
+    return tuple(json.loads(bytes(stored.to(torch.uint8).tolist()).decode("utf-8")))
 
 
 def _read(path: Path) -> dict[str, Tensor]:
@@ -102,7 +125,8 @@ def load_embeddings(path: str | Path, key: str = "features") -> Embeddings:
         )
     if features.dtype != torch.float64:
         features = features.float()
-    return Embeddings(features, labels.long(), path)
+    class_names = read_class_names(tensors[CLASS_NAMES_KEY]) if CLASS_NAMES_KEY in tensors else None
+    return Embeddings(features, labels.long(), path, class_names)
 
 
 def check_pair(train: Embeddings, test: Embeddings) -> None:

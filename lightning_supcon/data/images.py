@@ -177,7 +177,6 @@ class ImageDataModule(MultiViewDataModule):
         self.split_seed = split_seed
         self._classes: list[str] | None = None
         self._found: dict[str, LabelledImages | None] = {}
-        self._splits: dict[str, ImageDataset | None] = {}
 
     # ---- what a subclass provides -------------------------------------------------------------------------
     def source(self, split: Split) -> LabelledImages | None:
@@ -214,37 +213,36 @@ class ImageDataModule(MultiViewDataModule):
             raise ValueError(f"{type(self).__name__} has no training split.")
         return found
 
-    def _split(self, split: Split) -> ImageDataset | None:
-        if split not in self._splits:
-            mode = _MODES[self.channels]
-            if split == "test" or (split == "val" and self._source("val") is not None):
-                found = self._source(split)
-                self._splits[split] = None if found is None else self._dataset_of(found, mode)
-            else:  # train, and val held out of it
-                train = self._train_source()
-                targets = encode_labels(train.labels, self.classes, train.where)
-                indices: tuple[list[int], list[int]] = (list(range(len(targets))), [])
-                if self._source("val") is None:
-                    indices = stratified_split(targets, self.val_fraction, self.split_seed)
-                    self._splits["val"] = ImageDataset(train.images, targets, mode, indices[1])
-                self._splits["train"] = ImageDataset(train.images, targets, mode, indices[0])
-        return self._splits[split]
+    def _image_split(self, split: Split) -> ImageDataset | None:
+        """``split`` built from its source, or, for ``"train"`` and a held-out ``"val"``, from the training source
+        and its seeded stratified split (a function of the labels and ``split_seed``: both halves agree without a
+        cache; the base class caches the data sets, :meth:`_source` the sources)."""
+        mode = _MODES[self.channels]
+        if split == "test" or (split == "val" and self._source("val") is not None):
+            found = self._source(split)
+            return None if found is None else self._dataset_of(found, mode)
+        train = self._train_source()
+        targets = encode_labels(train.labels, self.classes, train.where)
+        if self._source("val") is not None:
+            return ImageDataset(train.images, targets, mode)
+        kept, held_out = stratified_split(targets, self.val_fraction, self.split_seed)
+        return ImageDataset(train.images, targets, mode, kept if split == "train" else held_out)
 
     def _dataset_of(self, found: LabelledImages, mode: str) -> ImageDataset:
         return ImageDataset(found.images, encode_labels(found.labels, self.classes, found.where), mode)
 
     def train_dataset(self) -> ImageDataset:
-        data = self._split("train")
+        data = self._image_split("train")
         assert data is not None
         return data
 
     def val_dataset(self) -> ImageDataset:
-        data = self._split("val")
+        data = self._image_split("val")
         assert data is not None
         return data
 
     def test_dataset(self) -> ImageDataset | None:
-        return self._split("test")
+        return self._image_split("test")
 
     # ---- decoding and normalisation ------------------------------------------------------------------------
     def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:

@@ -124,5 +124,7 @@ class EmbeddingWriter(BasePredictionWriter):
         torch.save(tensors, folder / f"{stem}.pt")
         arrays: dict[str, Any] = {key: value.numpy() for key, value in tensors.items()}
         np.savez(folder / f"{stem}.npz", **arrays)
-        rows = next(iter(tensors.values())).shape[0] if tensors else 0
-        print(f"Embeddings: {folder / stem}.pt and .npz ({rows} rows: {', '.join(tensors)})", flush=True)
+        per_sample = [key for key in tensors if key != CLASS_NAMES_KEY]
+        rows = tensors[per_sample[0]].shape[0] if per_sample else 0
+        names = f", {CLASS_NAMES_KEY}" if CLASS_NAMES_KEY in tensors else ""
+        print(f"Embeddings: {folder / stem}.pt and .npz ({rows} rows: {', '.join(per_sample)}){names}", flush=True)

@@ -12,7 +12,13 @@ import pytest
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from lightning_supcon.data import CIFAR10DataModule, CsvDataModule, DigitsDataModule, ImageFolderDataModule
+from lightning_supcon.data import (
+    CIFAR10DataModule,
+    CsvDataModule,
+    DigitsDataModule,
+    HFDataModule,
+    ImageFolderDataModule,
+)
 from lightning_supcon.data.digits import load_digit_images
 from lightning_supcon.data.labels import class_names, encode_labels, stratified_split
 from tests.data.formats import write_cifar10, write_image_tree
@@ -119,7 +125,21 @@ def _cifar(tmp_path: Path, held_out: bool, **kwargs: Any) -> tuple[Any, dict[byt
     return CIFAR10DataModule(str(tmp_path), **kwargs), truth
 
 
+def _hf(tmp_path: Path, held_out: bool, **kwargs: Any) -> tuple[Any, dict[bytes, str]]:
+    """The class-folder images as a ``datasets`` table saved to disk, a string label column."""
+    datasets = pytest.importorskip("datasets")
+    tree, truth = _image_files(tmp_path / "images")
+    files = sorted(tree.glob("*/*.png"), key=lambda p: (p.stem, p.parent.name))
+    table = datasets.Dataset.from_dict(
+        {"image": [str(p) for p in files], "label": [p.parent.name for p in files]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")}),
+    )
+    table.save_to_disk(str(tmp_path / "table"))
+    return HFDataModule(str(tmp_path / "table"), image_size=8, val_fraction=0.25, **kwargs), truth
+
+
 SOURCES = {
+    "hf_held_out": (_hf, True),
     "folders_held_out": (_folders, True),
     "folders_val_dir": (_folders, False),
     "csv_held_out": (_csv, True),

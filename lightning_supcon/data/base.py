@@ -164,14 +164,9 @@ class MultiViewDataModule(pl.LightningDataModule):
         check_sampler(sampler, samples_per_class)
         self.label_fraction, self.subset_seed, self.unlabelled = label_fraction, subset_seed, unlabelled
         self.sampler, self.samples_per_class = sampler, samples_per_class
-        self.batch_size = batch_size
-        self.n_views = n_views
-        self.num_workers = num_workers
-        self.augment_on = augment_on
+        self.batch_size, self.n_views, self.num_workers, self.augment_on = batch_size, n_views, num_workers, augment_on
         self.eval_batch_size = eval_batch_size or batch_size
-        self.pin_memory = pin_memory
-        self.drop_last = drop_last
-        self.augment = augment
+        self.pin_memory, self.drop_last, self.augment = pin_memory, drop_last, augment
         self.predict_split = check_predict_split(predict_split)
         self.seed = initial_seed()
         self._datasets: dict[str, LabelledDataset | None] = {}

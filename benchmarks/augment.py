@@ -33,14 +33,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-from lightning_supcon.data import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    SIMCLR,
-    DeviceMultiViewAugment,
-    MultiViewTransform,
-    supcon_transform,
-)
+from lightning_supcon.data import SIMCLR, DeviceMultiViewAugment, MultiViewTransform, supcon_transform
+from lightning_supcon.data.transforms import CIFAR10_MEAN, CIFAR10_STD
 
 SIZE = 32
 

@@ -35,7 +35,6 @@ import pytorch_lightning as pl
 import torch
 from common import machine, quiet_trainer
 from sklearn.metrics import balanced_accuracy_score
-from torch.utils.data import TensorDataset
 
 from lightning_supcon import DigitsDataModule, SupConLoss, SupConModule
 from lightning_supcon.encoder_files import save_encoder
@@ -61,7 +60,7 @@ class LongTailDigits(DigitsDataModule):
 
     def __init__(self, ratio: float, seed: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        images, labels = self._train.tensors
+        labels = torch.as_tensor(self._train.labels)
         gen = torch.Generator().manual_seed(seed)
         counts = torch.bincount(labels, minlength=self.num_classes).tolist()
         keep = []
@@ -69,7 +68,7 @@ class LongTailDigits(DigitsDataModule):
             members = (labels == c).nonzero().squeeze(1)
             keep.append(members[torch.randperm(len(members), generator=gen)[:n]])
         index = torch.cat(keep).sort().values
-        self._train = TensorDataset(images[index], labels[index])
+        self._train = self._train.subset(index.numpy())  # the samples with their own labels
 
 
 @torch.no_grad()

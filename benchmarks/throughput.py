@@ -54,7 +54,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.datasets import VisionDataset
 
-from lightning_supcon.data import CIFAR10_MEAN, CIFAR10_STD, ArrayImageDataset, MultiViewDataModule
+from lightning_supcon.data import MultiViewDataModule
+from lightning_supcon.data.cifar import ArrayImageDataset
+from lightning_supcon.data.transforms import CIFAR10_MEAN, CIFAR10_STD
 from lightning_supcon.models.optimization import decay_groups
 from lightning_supcon.models.supcon_module import SupConModule
 from lightning_supcon.nets import ProjectionHead, build_encoder, encoder_feature_dim

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             method = "umap" if umap_available() else "tsne"
         points = reduce_to_2d(test.features, method=method, seed=args.seed)
         title = f"{_TITLES[method]} of {test.path.name} ({args.key})"
-        print(f"Map: {plot_embedding(points, test.labels, args.plot, title=title)}")
+        print(f"Map: {plot_embedding(points, test.labels, args.plot, title, test.class_names)}")
     return report
 
 

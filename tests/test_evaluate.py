@@ -45,8 +45,8 @@ def test_predict_two_splits_then_evaluate_without_the_model(
     printed = capsys.readouterr().out
     for split, rows in (("train", 1437), ("val", 360)):  # the digits' 80/20 split
         assert (
-            f"Embeddings: {out / f'embeddings_{split}'}.pt and .npz ({rows} rows: features, projections, labels)"
-            in (printed)
+            f"Embeddings: {out / f'embeddings_{split}'}.pt and .npz ({rows} rows: features, projections, labels), "
+            "class_names" in (printed)
         )
     train, val = out / "embeddings_train.pt", out / "embeddings_val.npz"  # either format
     main(

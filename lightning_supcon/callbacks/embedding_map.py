@@ -12,6 +12,7 @@ from scikit-learn; PCA is the fast, deterministic choice for tests and very larg
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -84,7 +85,13 @@ def reduce_to_2d(features: Tensor | np.ndarray, method: Method = "auto", seed: i
     return np.asarray(points, dtype=np.float32)
 
 
-def plot_embedding(points: np.ndarray, labels: Tensor | np.ndarray, path: str | Path, title: str = "") -> Path:
+def plot_embedding(
+    points: np.ndarray,
+    labels: Tensor | np.ndarray,
+    path: str | Path,
+    title: str = "",
+    class_names: Sequence[str] | None = None,
+) -> Path:
     """Draw a scatter plot of 2-D points coloured by class and save it as a PNG (matplotlib's Agg canvas).
 
     Args:
@@ -92,6 +99,7 @@ def plot_embedding(points: np.ndarray, labels: Tensor | np.ndarray, path: str | 
         labels: ``(N,)`` integer classes; up to 20 classes get a legend.
         path: Where the PNG goes; parent folders are created.
         title: The figure's title.
+        class_names: The name of each class index, for the legend (``None``: the indices; -1 is "unknown").
 
     Returns:
         ``path`` as a ``Path``.
@@ -108,7 +116,8 @@ def plot_embedding(points: np.ndarray, labels: Tensor | np.ndarray, path: str | 
         palette = matplotlib.colormaps[cmap]
         for i, c in enumerate(classes):
             mask = labels == c
-            ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.8, color=palette(i), label=str(c))
+            name = "unknown" if c < 0 else class_names[c] if class_names is not None and c < len(class_names) else c
+            ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.8, color=palette(i), label=str(name))
         ax.legend(markerscale=3, fontsize="small", loc="best", title="class")
     else:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8, c=labels, cmap=cmap)

@@ -202,7 +202,9 @@ class EmbeddingPlot(pl.Callback):
         method: Method = self.method if self.method != "auto" else "umap" if umap_available() else "tsne"
         points = reduce_to_2d(features, method, seed=self.seed)
         title = f"{_TITLES[method]} of {len(features)} validation features, epoch {epoch}"
-        path = plot_embedding(points, labels, self._dir / "embeddings" / self.filename.format(epoch=epoch), title)
+        names = getattr(getattr(trainer, "datamodule", None), "classes", None)  # the legend names the classes
+        where = self._dir / "embeddings" / self.filename.format(epoch=epoch)
+        path = plot_embedding(points, labels, where, title, names if isinstance(names, list) else None)
         shutil.copyfile(path, self._dir / "embeddings_latest.png")
         self.last_path = path
         for logger in trainer.loggers:

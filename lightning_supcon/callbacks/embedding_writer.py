@@ -12,6 +12,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from lightning_supcon.evaluation.embeddings import CLASS_NAMES_KEY, class_names_tensor
 from lightning_supcon.utils import distributed
 
 _INDEX_KEY = "_index"
@@ -30,9 +31,11 @@ class EmbeddingWriter(BasePredictionWriter):
     - ``embeddings.npz``: the same arrays, ``numpy.load(path)``.
 
     ``<split>`` is the DataModule's ``predict_split`` (``train``, ``val`` or ``test``, see
-    :mod:`lightning_supcon.data.predict_split`); the stem is ``embeddings`` when the DataModule has none. Floating-point
-    tensors are stored as float32 (bf16 has no NumPy type). With several predict loaders the files are
-    ``<stem>_<i>.pt`` / ``.npz``. Rank zero prints ``Embeddings: <path>.pt (N rows: keys)`` for each file.
+    :class:`~lightning_supcon.data.MultiViewDataModule`); the stem is ``embeddings`` when the DataModule has none.
+    Floating-point tensors are stored as float32 (bf16 has no NumPy type). With several predict loaders the files are
+    ``<stem>_<i>.pt`` / ``.npz``. The DataModule's class names (``classes``: folder names, a list's names) are
+    stored under ``class_names`` (:func:`~lightning_supcon.evaluation.embeddings.read_class_names` reads them), so
+    the files say which class each label is. Rank zero prints ``Embeddings: <path>.pt (N rows: keys)`` for each file.
 
     Command line (the callback is appended to those of the config; ``output_dir`` applies to the last one added); the
     two files that :mod:`lightning_supcon.evaluate` compares::
@@ -100,6 +103,9 @@ class EmbeddingWriter(BasePredictionWriter):
             if index is not None:  # back to data-set order (the distributed sampler interleaves the ranks)
                 order = index.argsort()
                 gathered = {key: value[order] for key, value in gathered.items()}
+            names = getattr(getattr(trainer, "datamodule", None), "classes", None)
+            if isinstance(names, list) and all(isinstance(name, str) for name in names):
+                gathered[CLASS_NAMES_KEY] = class_names_tensor(names)
             if trainer.is_global_zero:
                 stem = self.stem(trainer)
                 self._save(gathered, stem if single else f"{stem}_{dataloader_idx}")
@@ -118,5 +124,7 @@ class EmbeddingWriter(BasePredictionWriter):
         torch.save(tensors, folder / f"{stem}.pt")
         arrays: dict[str, Any] = {key: value.numpy() for key, value in tensors.items()}
         np.savez(folder / f"{stem}.npz", **arrays)
-        rows = next(iter(tensors.values())).shape[0] if tensors else 0
-        print(f"Embeddings: {folder / stem}.pt and .npz ({rows} rows: {', '.join(tensors)})", flush=True)
+        per_sample = [key for key in tensors if key != CLASS_NAMES_KEY]
+        rows = tensors[per_sample[0]].shape[0] if per_sample else 0
+        names = f", {CLASS_NAMES_KEY}" if CLASS_NAMES_KEY in tensors else ""
+        print(f"Embeddings: {folder / stem}.pt and .npz ({rows} rows: {', '.join(per_sample)}){names}", flush=True)

@@ -13,7 +13,7 @@ The callback also keeps the random states (torch, CUDA, NumPy, Python) in every 
 checkpoint is written, and restores them on resume, before anything of the resumed run draws from them. With the
 project's DataModules a resumed run then equals an uninterrupted one, also from a checkpoint taken mid-epoch (a
 preemption): the training loader's position is in the checkpoint and its order and per-sample CPU augmentations are
-seeded from (seed, epoch, index) (:mod:`lightning_supcon.data.loading`), and the device augmentation draws from the
+seeded from (seed, epoch, position) (:mod:`lightning_supcon.data.loading`), and the device augmentation draws from the
 restored global generator.
 """
 

@@ -16,27 +16,20 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 from torchvision import datasets
 
 from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.data.transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 
 
-class ArrayImageDataset(Dataset):
+class ArrayImageDataset(LabelledDataset):
     """``(PIL RGB image, label)`` samples from a uint8 ``(N, H, W, 3)`` array and ``N`` integer labels."""
 
     def __init__(self, images: np.ndarray, labels: list[int]) -> None:
         if len(images) != len(labels):
             raise ValueError(f"Expected as many labels as images, but got {len(labels)} and {len(images)}.")
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(self.images[index]), self.labels[index]
+        super().__init__(images, labels, Image.fromarray)
 
 
 class CIFARDataModule(MultiViewDataModule):
@@ -58,6 +51,8 @@ class CIFARDataModule(MultiViewDataModule):
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     label_key: str
+    meta_file: str
+    names_key: str
     torchvision_class: type[datasets.VisionDataset]
 
     def __init__(self, data_dir: str = "data", download: bool = False, **kwargs: Any) -> None:
@@ -69,6 +64,15 @@ class CIFARDataModule(MultiViewDataModule):
     def root(self) -> Path:
         """The folder the pickle batches are expected in."""
         return Path(self.data_dir) / self.folder
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names of the archive's meta file (``"0" .. str(num_classes - 1)`` when it is missing)."""
+        path = self.root / self.meta_file
+        if not path.is_file():
+            return super().classes
+        with open(path, "rb") as f:
+            return [str(name) for name in pickle.load(f, encoding="latin1")[self.names_key]]
 
     def _missing(self) -> list[Path]:
         return [self.root / name for name in self.train_files + self.test_files if not (self.root / name).is_file()]
@@ -136,6 +140,7 @@ class CIFAR10DataModule(CIFARDataModule):
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)
     label_key = "labels"
+    meta_file, names_key = "batches.meta", "label_names"
     torchvision_class = datasets.CIFAR10
 
 
@@ -159,4 +164,5 @@ class CIFAR100DataModule(CIFARDataModule):
     train_files = ("train",)
     test_files = ("test",)
     label_key = "fine_labels"
+    meta_file, names_key = "meta", "fine_label_names"
     torchvision_class = datasets.CIFAR100

@@ -2,7 +2,8 @@
 
 The common format when images are not sorted into class folders (Kaggle-style ``train.csv``, medical and
 satellite data sets). Each list is read with Python's ``csv`` module; a label is a class name, or a class index
-when every label of a list is an integer (:func:`~lightning_supcon.data.labels.parse_labels`). Everything else,
+when every label of the training list is an integer (:func:`~lightning_supcon.data.labels.class_names`), or -1 for
+an unknown class; a blank label is refused, naming its row. Everything else,
 grayscale or RGB decoding, the seeded validation split, ``mean``/``std`` ``"auto"``, is
 :class:`~lightning_supcon.data.images.ImageDataModule`'s.
 """
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from typing import Any
 
-from lightning_supcon.data.image_folder import IMAGENET_RECIPE, readable_only
-from lightning_supcon.data.images import ImageDataModule, LabelledImages, Split
-from lightning_supcon.data.labels import parse_labels
+from lightning_supcon.data.images import IMAGENET_RECIPE, ImageDataModule, LabelledImages, Split, readable_only
+from lightning_supcon.data.labels import RawLabel, class_names
 from lightning_supcon.data.recipe import AugmentRecipe
 
 
@@ -40,13 +41,14 @@ def read_image_list(
         label_column: The label column's name in the header.
 
     Returns:
-        The absolute or root-joined image paths, their labels (:func:`~lightning_supcon.data.labels.parse_labels`)
-        and ``path`` as the source's name.
+        The absolute or root-joined image paths, their labels as written (stripped; their type is the training
+        list's, :func:`~lightning_supcon.data.labels.class_names`) and ``path`` as the source's name.
 
     Raises:
         FileNotFoundError: If the list, or an image it names, does not exist (the first few named, with their
             rows and a hint when the first row looks like a header).
-        ValueError: For an empty list, a header without the named columns, or a row with too few columns.
+        ValueError: For an empty list, a header without the named columns, a row with too few columns, or a blank
+            label.
 
     Example:
         >>> import os, tempfile
@@ -98,7 +100,14 @@ def read_image_list(
             else ""
         )
         raise FileNotFoundError(f"{len(missing_rows)} image(s) listed in {path!r} do not exist: {shown}{hint}.")
-    return LabelledImages(paths, parse_labels([row[columns[1]] for row in rows]), path)
+    labels = [row[columns[1]].strip() for row in rows]
+    blank = next((i for i, label in enumerate(labels) if not label), None)
+    if blank is not None:
+        raise ValueError(
+            f"Expected a label in row {blank + first_row} of {path!r}, but it is blank: write its class, or -1 for an "
+            "unknown class."
+        )
+    return LabelledImages(paths, labels, path)
 
 
 class CsvDataModule(ImageDataModule):
@@ -158,6 +167,11 @@ class CsvDataModule(ImageDataModule):
         self.path_column = path_column
         self.label_column = label_column
         self.skip_corrupt = skip_corrupt
+
+    def class_names(self, labels: Sequence[RawLabel]) -> list[str]:
+        """Class indices ``"0" .. "max"`` when every training label is an integer (or -1), else the sorted names;
+        decided once, from the training list, for every list (:func:`~lightning_supcon.data.labels.class_names`)."""
+        return class_names(labels, integer_text=True)
 
     def source(self, split: Split) -> LabelledImages | None:
         path = {"train": self.train_list, "val": self.val_list, "test": self.test_list}[split]

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
-from torch.utils.data import TensorDataset
 
 from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.data.recipe import AugmentRecipe
 
 #: The digits recipe: a mild crop, a rotation of up to 10 degrees and a shift of up to 10% of the side; no flip
@@ -90,14 +90,14 @@ class DigitsDataModule(MultiViewDataModule):
         train_idx, val_idx = train_test_split(
             torch.arange(len(labels)).numpy(), test_size=val_fraction, stratify=labels.numpy(), random_state=split_seed
         )
-        self._train = TensorDataset(images[train_idx], labels[train_idx])
-        self._val = TensorDataset(images[val_idx], labels[val_idx])
+        self._train = LabelledDataset(images[train_idx], labels[train_idx])
+        self._val = LabelledDataset(images[val_idx], labels[val_idx])
         pixels = images[train_idx].float().div(255.0)
         self.mean = (round(pixels.mean().item(), 4),)
         self.std = (round(pixels.std().item(), 4),)
 
-    def train_dataset(self) -> TensorDataset:
+    def train_dataset(self) -> LabelledDataset:
         return self._train
 
-    def val_dataset(self) -> TensorDataset:
+    def val_dataset(self) -> LabelledDataset:
         return self._val

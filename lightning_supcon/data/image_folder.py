@@ -17,35 +17,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-from pytorch_lightning.utilities import rank_zero_warn
-
-from lightning_supcon.data.images import (
-    IMAGENET_RECIPE,
-    ImageDataModule,
-    ImageDataset,
-    LabelledImages,
-    Split,
-    load_image,
-)
+from lightning_supcon.data.images import IMAGENET_RECIPE, ImageDataModule, LabelledImages, Split, readable_only
 from lightning_supcon.data.recipe import AugmentRecipe
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Decode an image file as RGB; raises ``OSError`` naming the file when it cannot be read."""
-    return load_image(path, "RGB")
-
-
-def is_readable(path: str) -> bool:
-    """Whether PIL recognises the file and its structure checks pass (cheap: no full decode)."""
-    try:
-        with Image.open(path) as image:
-            image.verify()
-        return True
-    except Exception:  # PIL raises many types here; any of them means "corrupt"
-        return False
 
 
 def scan_folder(root: str | Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
@@ -82,29 +57,6 @@ def scan_folder(root: str | Path, classes: list[str] | None = None) -> tuple[lis
             raise ValueError(f"Expected images ({', '.join(IMAGE_EXTENSIONS)}) in {str(root / name)!r}, found none.")
         samples += [(path, index[name]) for path in files]
     return classes, samples
-
-
-def readable_only(found: LabelledImages) -> LabelledImages:
-    """``found`` without the files PIL cannot read (:func:`is_readable`), with one warning giving their number.
-
-    Raises:
-        ValueError: If no file is readable.
-    """
-    readable = [is_readable(str(found.images[i])) for i in range(len(found.images))]
-    keep = [i for i, ok in enumerate(readable) if ok]
-    bad = [str(found.images[i]) for i, ok in enumerate(readable) if not ok]
-    if bad:
-        rank_zero_warn(f"Skipped {len(bad)} unreadable image(s) in {found.where!r}, e.g. {bad[0]!r}.")
-    if not keep:
-        raise ValueError(f"Expected readable images in {found.where!r}, but all {len(bad)} are unreadable.")
-    return LabelledImages([str(found.images[i]) for i in keep], [found.labels[i] for i in keep], found.where)
-
-
-class ImageFileDataset(ImageDataset):
-    """``(PIL RGB image, label)`` samples from ``(path, label)`` pairs."""
-
-    def __init__(self, samples: list[tuple[str, int]]) -> None:
-        super().__init__([path for path, _ in samples], [label for _, label in samples], "RGB")
 
 
 class ImageFolderDataModule(ImageDataModule):

@@ -17,14 +17,20 @@ from typing import Any, Literal, Protocol, get_args
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.base import MultiViewDataModule, Split
 from lightning_supcon.data.decode import UnreadableImage, load_image
-from lightning_supcon.data.labels import RawLabel, class_names, encode_labels, stratified_split
+from lightning_supcon.data.labels import (
+    LabelledDataset,
+    RawLabel,
+    Selection,
+    class_names,
+    encode_labels,
+    stratified_split,
+)
 from lightning_supcon.data.normalize import channel_statistics, check_statistics
 from lightning_supcon.data.recipe import AugmentRecipe
 from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_larger_than_resize, decode_steps
@@ -33,7 +39,6 @@ from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_l
 IMAGENET_RECIPE = AugmentRecipe(scale=(0.08, 1.0), blur_p=0.5)
 Channels = Literal[1, 3]
 CHANNELS: tuple[int, ...] = get_args(Channels)
-Split = Literal["train", "val", "test"]
 #: Training images sampled (seeded by ``split_seed``) to measure ``mean``/``std`` when they are ``"auto"``.
 AUTO_SAMPLE = 500
 _MODES = {1: "L", 3: "RGB"}
@@ -57,37 +62,60 @@ class LabelledImages:
     where: str
 
 
-class ImageDataset(Dataset):
-    """``(PIL image in mode, class index)`` samples of ``images`` at ``indices``, decoded by
-    :func:`~lightning_supcon.data.decode.load_image`; ``unreadable_hint`` ends the message of an image that cannot
-    be read (the fix the source offers, e.g. its ``skip_corrupt``)."""
+def is_readable(path: str) -> bool:
+    """Whether PIL recognises the file and its structure checks pass (cheap: no full decode)."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # PIL raises many types here; any of them means "corrupt"
+        return False
+
+
+def readable_only(found: LabelledImages) -> LabelledImages:
+    """``found`` without the files PIL cannot read (:func:`is_readable`), with one warning giving their number.
+
+    Raises:
+        ValueError: If no file is readable.
+    """
+    readable = [is_readable(str(found.images[i])) for i in range(len(found.images))]
+    keep = [i for i, ok in enumerate(readable) if ok]
+    bad = [str(found.images[i]) for i, ok in enumerate(readable) if not ok]
+    if bad:
+        rank_zero_warn(f"Skipped {len(bad)} unreadable image(s) in {found.where!r}, e.g. {bad[0]!r}.")
+    if not keep:
+        raise ValueError(f"Expected readable images in {found.where!r}, but all {len(bad)} are unreadable.")
+    return LabelledImages([str(found.images[i]) for i in keep], [found.labels[i] for i in keep], found.where)
+
+
+class ImageDataset(LabelledDataset):
+    """``(PIL image in mode, class index)`` samples of ``images`` (paths or PIL images) at ``indices`` (``None``: all),
+    each carrying its own label: ``labels[indices[i]]``; decoded by :func:`~lightning_supcon.data.decode.load_image`.
+    ``unreadable_hint`` ends the message of an image that cannot be read (the fix the source offers, e.g. its
+    ``skip_corrupt``)."""
 
     def __init__(
         self,
         images: ImageSource,
         labels: Sequence[int],
         mode: str = "RGB",
-        indices: Sequence[int] = (),
+        indices: Sequence[int] | None = None,
         unreadable_hint: str = "",
     ) -> None:
-        self.images = images
-        self.labels = labels
+        self.indices = list(range(len(labels))) if indices is None else [int(i) for i in indices]
         self.mode = mode
-        self.indices = list(indices) or list(range(len(labels)))
         self.unreadable_hint = unreadable_hint
+        at = np.asarray(self.indices, dtype=np.int64)
+        super().__init__(Selection(images, at), np.asarray(labels, dtype=np.int64)[at], self.decode)
 
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        i = self.indices[index]
+    def decode(self, image: Any) -> Image.Image:
+        """The image in :attr:`mode`; an unreadable one raises :class:`UnreadableImage` naming the fix."""
         try:
-            image = load_image(self.images[i], self.mode)
+            return load_image(image, self.mode)
         except UnreadableImage as error:
             if not self.unreadable_hint:
                 raise
             raise UnreadableImage(f"{str(error).rstrip('.')}; {self.unreadable_hint}") from None
-        return image, int(self.labels[i])
 
 
 class ImageDataModule(MultiViewDataModule):
@@ -151,7 +179,6 @@ class ImageDataModule(MultiViewDataModule):
         self.split_seed = split_seed
         self._classes: list[str] | None = None
         self._found: dict[str, LabelledImages | None] = {}
-        self._splits: dict[str, ImageDataset | None] = {}
 
     # ---- what a subclass provides -------------------------------------------------------------------------
     def source(self, split: Split) -> LabelledImages | None:
@@ -188,21 +215,21 @@ class ImageDataModule(MultiViewDataModule):
             raise ValueError(f"{type(self).__name__} has no training split.")
         return found
 
-    def _split(self, split: Split) -> ImageDataset | None:
-        if split not in self._splits:
-            mode = _MODES[self.channels]
-            if split == "test" or (split == "val" and self._source("val") is not None):
-                found = self._source(split)
-                self._splits[split] = None if found is None else self._dataset_of(found, mode)
-            else:  # train, and val held out of it
-                train = self._train_source()
-                targets = encode_labels(train.labels, self.classes, train.where)
-                indices: tuple[list[int], list[int]] = (list(range(len(targets))), [])
-                if self._source("val") is None:
-                    indices = stratified_split(targets, self.val_fraction, self.split_seed)
-                    self._splits["val"] = ImageDataset(train.images, targets, mode, indices[1], self.unreadable_hint)
-                self._splits["train"] = ImageDataset(train.images, targets, mode, indices[0], self.unreadable_hint)
-        return self._splits[split]
+    def _image_split(self, split: Split) -> ImageDataset | None:
+        """``split`` built from its source, or, for ``"train"`` and a held-out ``"val"``, from the training source
+        and its seeded stratified split (a function of the labels and ``split_seed``: both halves agree without a
+        cache; the base class caches the data sets, :meth:`_source` the sources)."""
+        mode = _MODES[self.channels]
+        if split == "test" or (split == "val" and self._source("val") is not None):
+            found = self._source(split)
+            return None if found is None else self._dataset_of(found, mode)
+        train = self._train_source()
+        targets = encode_labels(train.labels, self.classes, train.where)
+        if self._source("val") is not None:
+            return ImageDataset(train.images, targets, mode, unreadable_hint=self.unreadable_hint)
+        kept, held_out = stratified_split(targets, self.val_fraction, self.split_seed)
+        held = kept if split == "train" else held_out
+        return ImageDataset(train.images, targets, mode, held, self.unreadable_hint)
 
     def _dataset_of(self, found: LabelledImages, mode: str) -> ImageDataset:
         labels = encode_labels(found.labels, self.classes, found.where)
@@ -216,17 +243,17 @@ class ImageDataModule(MultiViewDataModule):
         return ""
 
     def train_dataset(self) -> ImageDataset:
-        data = self._split("train")
+        data = self._image_split("train")
         assert data is not None
         return data
 
     def val_dataset(self) -> ImageDataset:
-        data = self._split("val")
+        data = self._image_split("val")
         assert data is not None
         return data
 
     def test_dataset(self) -> ImageDataset | None:
-        return self._split("test")
+        return self._image_split("test")
 
     # ---- decoding and normalisation ------------------------------------------------------------------------
     def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:

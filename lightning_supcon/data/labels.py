@@ -1,67 +1,159 @@
-"""Labels of image lists and tables: class names, label -> class index, and a seeded stratified validation split.
+"""Labels: the data set that carries them with its samples, class names, label -> class index, a stratified split.
+
+Every data set a :class:`~lightning_supcon.data.base.MultiViewDataModule` trains on is a :class:`LabelledDataset`:
+its ``labels`` are aligned with its samples (``labels[i]`` is the label of ``data[i]``) and are read without loading
+an image, so a label fraction, the unknown-label option and the class-balanced sampler read the labels of the very
+samples they pick. A subset or a relabelling is a new :class:`LabelledDataset`, never a guess.
 
 A source gives raw labels, either class names (strings: the class folders' names, a list's label column) or class
-indices (ints: a list whose labels are all integers, a table's integer or ``ClassLabel`` column). The classes are
-those of the training split: the sorted names, or ``0 .. max`` for indices (ImageFolder's convention for names,
-torchvision's ``ImageFolder.find_classes``). Validation and test labels are indexed against them, and a label that
-is not a training class is an error naming it and where it was found.
+indices (ints: a table's integer or ``ClassLabel`` column; texts that are all integers: a list's). The classes, and
+so the labels' type, are decided once, from the training split: the sorted names, or ``0 .. max`` for indices
+(ImageFolder's convention for names, torchvision's ``ImageFolder.find_classes``). Validation and test labels are
+read the same way and indexed against them; a label that is not a training class is an error naming it and where it
+was found. ``-1`` is the unknown class everywhere (semi-supervised SupCon): no class, kept as -1.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from lightning_supcon.losses.positives import UNKNOWN
 
 RawLabel = int | str
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
-def parse_labels(cells: Sequence[str]) -> list[int] | list[str]:
-    """Text cells as labels: ints when every cell is an integer, else the names as written (stripped).
+class Indexable(Protocol):
+    """Images by index: a list, an array, a tensor of images, or any object with ``__getitem__`` and ``__len__``."""
 
-    Example:
-        >>> parse_labels(["3", " 1", "0"]), parse_labels(["cat", "7"])
-        ([3, 1, 0], ['cat', '7'])
-    """
-    stripped = [cell.strip() for cell in cells]
-    if stripped and all(_INTEGER.fullmatch(cell) for cell in stripped):
-        return [int(cell) for cell in stripped]
-    return stripped
+    def __getitem__(self, index: int) -> Any: ...
+
+    def __len__(self) -> int: ...
 
 
-def class_names(labels: Sequence[RawLabel]) -> list[str]:
-    """The classes of training labels: the sorted distinct names, or ``"0" .. "max"`` for class indices.
+class Selection:
+    """``items`` at ``indices``: a view, so no image is copied or loaded."""
+
+    def __init__(self, items: Indexable, indices: np.ndarray) -> None:
+        self.items, self.indices = items, indices
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[int(self.indices[index])]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class LabelledDataset(Dataset):
+    """``(load(images[i]), labels[i])`` samples whose labels are carried with them, aligned.
+
+    Args:
+        images: The raw images by index (file paths, PIL images, uint8 ``(C, H, W)`` tensors, ...).
+        labels: One label per image: class indices ``(N,)`` (-1: unknown class) or multi-hot rows ``(N, L)``.
+        load: What turns a raw image into the sample's image (a decoder); ``None``: the image as it is.
 
     Raises:
-        ValueError: For no labels, a negative class index, or names mixed with indices.
+        ValueError: If ``labels`` and ``images`` differ in length.
 
     Example:
-        >>> class_names(["dog", "cat", "dog"]), class_names([2, 0, 2])
-        (['cat', 'dog'], ['0', '1', '2'])
+        >>> data = LabelledDataset(["a", "b", "c"], [2, 0, 2])
+        >>> data[1], data.labels.tolist()
+        (('b', 0), [2, 0, 2])
+        >>> part = data.subset([2, 0])
+        >>> [part[i] for i in range(len(part))], part.labels.tolist()
+        ([('c', 2), ('a', 2)], [2, 2])
     """
-    if not labels:
-        raise ValueError("Expected at least one training label, but got none.")
-    indices = [label for label in labels if isinstance(label, int)]
-    names = [label for label in labels if isinstance(label, str)]
-    if len(indices) == len(labels):
-        if min(indices) < 0:
-            raise ValueError(f"Expected class indices >= 0, but got {min(indices)}.")
-        return [str(i) for i in range(max(indices) + 1)]
-    if len(names) == len(labels):
-        return sorted(set(names))
-    kinds = sorted({type(label).__name__ for label in labels})
-    raise ValueError(f"Expected labels that are all class names or all class indices, but got {kinds}.")
+
+    def __init__(self, images: Indexable, labels: Any, load: Callable[[Any], Any] | None = None) -> None:
+        labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels, dtype=np.int64)
+        if len(labels) != len(images):
+            raise ValueError(f"Expected one label per image, but got {len(labels)} labels for {len(images)} images.")
+        self.images = images
+        self.labels = labels
+        self.load = load
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        image = self.images[index]
+        label = self.labels[index]
+        return (image if self.load is None else self.load(image)), (int(label) if label.ndim == 0 else label)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> LabelledDataset:
+        """The samples at ``indices``, in that order, with their own labels."""
+        picked = np.asarray(indices, dtype=np.int64)
+        return LabelledDataset(Selection(self.images, picked), self.labels[picked], self.load)
+
+    def relabel(self, labels: Any) -> LabelledDataset:
+        """The same samples with other labels (``(N,)``, aligned), e.g. some set to -1 (unknown)."""
+        return LabelledDataset(self.images, labels, self.load)
+
+
+def _index(label: RawLabel) -> int | None:
+    """A label's class index when it is one: an ``int``, or a string that is an integer (``" 12"``, ``"+2"``)."""
+    if isinstance(label, int):
+        return label
+    return int(label) if _INTEGER.fullmatch(label.strip()) else None
+
+
+def is_unknown(label: RawLabel) -> bool:
+    """Whether a raw label says "unknown class": ``-1`` (an int or the text ``"-1"``), as everywhere in SupCon.
+
+    Example:
+        >>> is_unknown(-1), is_unknown(" -1"), is_unknown("cat"), is_unknown(0)
+        (True, True, False, False)
+    """
+    return _index(label) == UNKNOWN
+
+
+def class_names(labels: Sequence[RawLabel], integer_text: bool = False) -> list[str]:
+    """The classes of training labels, their type decided here once for every split: ``"0" .. "max"`` when every
+    known label is a class index (an ``int``; with ``integer_text``, as for a CSV list, also a text that is an
+    integer), else the sorted distinct names as written. Unknown labels (-1, :func:`is_unknown`) are no class.
+
+    Raises:
+        ValueError: For no known label, a class index below -1, or ``int`` labels mixed with names.
+
+    Example:
+        >>> class_names(["dog", "cat", "dog"]), class_names([2, 0, 2]), class_names(["1", "-1", " 3"], True)
+        (['cat', 'dog'], ['0', '1', '2'], ['0', '1', '2', '3'])
+        >>> class_names(["1", "2", "10", "other"], integer_text=True)  # one name: every label is a name
+        ['1', '10', '2', 'other']
+        >>> class_names(["1", "2", "10"])  # folder names are names
+        ['1', '10', '2']
+    """
+    known = [label for label in labels if not is_unknown(label)]
+    if not known:
+        raise ValueError("Expected at least one training label (other than -1, unknown), but got none.")
+    kinds = {type(label) for label in known}
+    if len(kinds) > 1:
+        names = sorted(kind.__name__ for kind in kinds)
+        raise ValueError(f"Expected labels that are all class names or all class indices, but got {names}.")
+    indices = [_index(label) if integer_text or isinstance(label, int) else None for label in known]
+    if all(index is not None for index in indices):
+        lowest = min(index for index in indices if index is not None)
+        if lowest < 0:
+            raise ValueError(f"Expected class indices >= 0 (or -1 for unknown), but got {lowest}.")
+        return [str(i) for i in range(max(index for index in indices if index is not None) + 1)]
+    return sorted({str(label).strip() for label in known})
 
 
 def encode_labels(labels: Sequence[RawLabel], classes: Sequence[str], where: str) -> list[int]:
-    """Class indices of ``labels``: a name's position in ``classes``, or an index checked against their number.
+    """Class indices of ``labels`` against the training ``classes``, read as the training labels were: a name's
+    position, an ``int`` as an index, a text integer as a name of an integer class (``"10"`` is class ``"10"``);
+    -1 stays -1 (unknown).
 
     Args:
         labels: Raw labels, names or indices.
-        classes: The training classes.
+        classes: The training classes (:func:`class_names`).
         where: The source, for the error message (a file or folder, a split).
 
     Raises:
@@ -70,15 +162,25 @@ def encode_labels(labels: Sequence[RawLabel], classes: Sequence[str], where: str
     Example:
         >>> encode_labels(["dog", "cat"], ["cat", "dog"], "val.csv"), encode_labels([1, 0], ["a", "b"], "val")
         ([1, 0], [1, 0])
+        >>> encode_labels(["2", "10", "-1"], ["1", "10", "2", "other"], "val.csv")
+        [2, 1, -1]
         >>> encode_labels(["fox"], ["cat", "dog"], "val.csv")
         Traceback (most recent call last):
         ...
         ValueError: Label 'fox' in val.csv is not a class of the training set (2 classes: 'cat' ... 'dog').
     """
     index = {name: i for i, name in enumerate(classes)}
+    integer_classes = list(classes) == [str(i) for i in range(len(classes))]
     out: list[int] = []
     for label in labels:
-        i = (label if 0 <= label < len(classes) else None) if isinstance(label, int) else index.get(label)
+        if is_unknown(label):
+            out.append(UNKNOWN)
+            continue
+        number = _index(label)
+        if isinstance(label, int):
+            i = label if 0 <= label < len(classes) else None
+        else:
+            i = index.get(str(number) if integer_classes and number is not None else label.strip())
         if i is None:
             span = f"{classes[0]!r} ... {classes[-1]!r}" if classes else "none"
             raise ValueError(

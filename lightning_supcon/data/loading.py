@@ -1,10 +1,11 @@
 """Data sets and a training loader that resumes mid-epoch exactly: the same order and the same augmentations.
 
-:class:`EpochSampler` draws each epoch's order from ``(seed, epoch)`` and hands each sample its own augmentation seed,
-drawn from ``(seed, epoch, index)``; :class:`MappedDataset` seeds torch's generator with it around the transform, so a
-sample's views do not depend on which worker process makes them, nor on what ran before. :class:`ResumableLoader`
-counts the batches it delivered; its ``state_dict`` goes into checkpoints and, when a run resumes mid-epoch, the
-loader skips what was already trained on (without loading it).
+:class:`EpochSampler` draws each epoch's order from ``(seed, epoch)`` and hands each draw its own augmentation seed,
+drawn from ``(seed, epoch, position)``, the draw's position in the epoch (so a sample drawn twice in one epoch, as
+the class-balanced sampler may, gets two different sets of views); :class:`MappedDataset` seeds torch's generator
+with it around the transform, so the views do not depend on which worker process makes them, nor on what ran
+before. :class:`ResumableLoader` counts the batches it delivered; its ``state_dict`` goes into checkpoints and, when
+a run resumes mid-epoch, the loader skips what was already trained on (without loading it).
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ def initial_seed() -> int:
     return int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of sample ``index`` in ``epoch`` of a run seeded ``seed`` (NumPy's ``SeedSequence``).
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """The augmentation seed of the draw at ``position`` in ``epoch`` of a run seeded ``seed`` (NumPy's
+    ``SeedSequence``).
 
     Example:
         >>> sample_seed(0, 1, 7) == sample_seed(0, 1, 7) != sample_seed(0, 2, 7)
         True
     """
-    return int(np.random.SeedSequence((seed, epoch, index)).generate_state(1, dtype=np.uint64)[0])
+    return int(np.random.SeedSequence((seed, epoch, position)).generate_state(1, dtype=np.uint64)[0])
 
 
 def as_label(label: Any) -> int | Tensor:
@@ -89,7 +91,8 @@ class EpochSampler(DistributedSampler):
     """Training order: a permutation drawn from ``(seed, epoch)``, this rank's share, resumable at a position.
 
     It is torch's ``DistributedSampler`` (so Lightning keeps it under DDP instead of wrapping it) with the shuffle
-    always on; it yields :data:`SampleKey` pairs ``(index, sample_seed(seed, epoch, index))``.
+    always on; it yields :data:`SampleKey` pairs ``(index, sample_seed(seed, epoch, position))``, ``position`` the
+    draw's place in the epoch over all ranks (``local position * num_replicas + rank``), distinct for every draw.
 
     Args:
         data: The data set (only its length is used).
@@ -125,8 +128,8 @@ class EpochSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[SampleKey]:  # type: ignore[override]
         start, self._resume = self.start(), None  # a resume applies once
-        for index in self.indices()[start:]:
-            yield index, sample_seed(self.seed, self.epoch, index)
+        for position, index in enumerate(self.indices()[start:], start):
+            yield index, sample_seed(self.seed, self.epoch, position * self.num_replicas + self.rank)
 
 
 class ResumableLoader(DataLoader):

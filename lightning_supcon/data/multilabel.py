@@ -22,9 +22,9 @@ from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
-from torch.utils.data import TensorDataset
 
 from lightning_supcon.data.digits import DigitsDataModule
+from lightning_supcon.data.labels import LabelledDataset
 
 DigitAttribute = Literal["odd", "greater_4", "has_loop"]
 DIGIT_ATTRIBUTES: dict[str, tuple[int, ...]] = {
@@ -86,12 +86,11 @@ class MultilabelDigitsDataModule(DigitsDataModule):
         self._train_labelled = self._relabel(super().train_dataset())
         self._val_labelled = self._relabel(super().val_dataset())
 
-    def _relabel(self, data: TensorDataset) -> TensorDataset:
-        images, digits = data.tensors
-        return TensorDataset(images, attribute_labels(digits, self.attributes))
+    def _relabel(self, data: LabelledDataset) -> LabelledDataset:
+        return data.relabel(attribute_labels(torch.as_tensor(data.labels), self.attributes))
 
-    def train_dataset(self) -> TensorDataset:
+    def train_dataset(self) -> LabelledDataset:
         return self._train_labelled
 
-    def val_dataset(self) -> TensorDataset:
+    def val_dataset(self) -> LabelledDataset:
         return self._val_labelled

@@ -31,8 +31,8 @@ from typing import Any, Literal, get_args
 import numpy as np
 from pytorch_lightning.utilities import rank_zero_warn
 
+from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.data.loading import EpochSampler
-from lightning_supcon.data.subsets import dataset_labels
 
 #: The training orders of a DataModule: ``"random"`` (a shuffled epoch) or ``"balanced"`` (this module).
 SamplerKind = Literal["random", "balanced"]
@@ -152,10 +152,17 @@ def check_sampler(sampler: str, samples_per_class: int) -> None:
 
 
 def train_sampler(
-    kind: SamplerKind, data: Any, seed: int, batch_size: int, samples_per_class: int, num_replicas: int, rank: int
+    kind: SamplerKind,
+    data: LabelledDataset,
+    seed: int,
+    batch_size: int,
+    samples_per_class: int,
+    num_replicas: int,
+    rank: int,
 ) -> EpochSampler:
     """The training order of a DataModule: a shuffled :class:`EpochSampler` (``"random"``) or a
-    :class:`ClassBalancedSampler` over ``data``'s labels (``"balanced"``)."""
+    a
+    :class:`ClassBalancedSampler` over the labels ``data`` carries (``"balanced"``)."""
     if kind == "balanced":
-        return ClassBalancedSampler(dataset_labels(data), seed, batch_size, samples_per_class, num_replicas, rank)
+        return ClassBalancedSampler(data.labels, seed, batch_size, samples_per_class, num_replicas, rank)
     return EpochSampler(data, seed, num_replicas=num_replicas, rank=rank)

@@ -20,45 +20,12 @@ from __future__ import annotations
 from typing import Any, Literal, get_args
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, Subset, TensorDataset
 
+from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.losses.positives import UNKNOWN  # the loss gives such a sample only its own views as positives
 
 Unlabelled = Literal["drop", "unknown"]
 UNLABELLED: tuple[str, ...] = get_args(Unlabelled)
-
-
-def dataset_labels(data: Any) -> np.ndarray:
-    """The integer labels of a data set of ``(image, label)`` samples, as an int64 array ``(N,)``.
-
-    Read without loading images where the data set keeps them: a ``Subset`` (its parent's, at its indices), a
-    ``TensorDataset`` (its last tensor), a ``targets`` or ``labels`` attribute (torchvision's and
-    :class:`~lightning_supcon.data.cifar.ArrayImageDataset`'s), a ``samples`` list of ``(path, label)`` pairs
-    (:class:`~lightning_supcon.data.image_folder.ImageFileDataset`); otherwise by indexing every sample (which
-    decodes every image once).
-
-    Example:
-        >>> dataset_labels(TensorDataset(torch.zeros(3, 2), torch.tensor([2, 0, 2]))).tolist()
-        [2, 0, 2]
-        >>> dataset_labels([("a", 1), ("b", 0)]).tolist()
-        [1, 0]
-    """
-    if isinstance(data, Subset):
-        return dataset_labels(data.dataset)[np.asarray(data.indices, dtype=np.int64)]
-    if isinstance(data, PartiallyLabelled):
-        return data.labels
-    if isinstance(data, TensorDataset):
-        labels: Any = data.tensors[-1]
-    elif hasattr(data, "targets") or hasattr(data, "labels"):
-        labels = data.targets if hasattr(data, "targets") else data.labels
-    elif isinstance(getattr(data, "samples", None), list):
-        labels = [label for _, label in data.samples]
-    else:
-        labels = [data[index][1] for index in range(len(data))]
-    if isinstance(labels, torch.Tensor):
-        labels = labels.cpu().numpy()
-    return np.asarray(labels, dtype=np.int64)
 
 
 def check_label_fraction(fraction: float, unlabelled: str = "drop", sampler: str = "random") -> None:
@@ -115,38 +82,13 @@ def stratified_subset(labels: Any, fraction: float, seed: int = 0) -> np.ndarray
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 
-class PartiallyLabelled(Dataset):
-    """``data`` with the labels of the samples outside ``labelled`` replaced by -1 (unknown class).
-
-    Semi-supervised SupCon as a configuration: the loss gives a sample labelled -1 only its own other views as
-    positives (SimCLR for it) and makes it a negative for every other sample; the online probe and kNN leave it out.
-
-    Example:
-        >>> data = PartiallyLabelled(TensorDataset(torch.zeros(4, 1), torch.tensor([0, 1, 0, 1])), [0, 3])
-        >>> [int(data[i][1]) for i in range(4)], data.labels.tolist()
-        ([0, -1, -1, 1], [0, -1, -1, 1])
-    """
-
-    def __init__(self, data: Any, labelled: Any) -> None:
-        self.data = data
-        labels = dataset_labels(data)
-        keep = np.zeros(len(labels), dtype=bool)
-        keep[np.asarray(labelled, dtype=np.int64)] = True
-        self.labels = np.where(keep, labels, UNKNOWN)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        return self.data[index][0], int(self.labels[index])
-
-
-def label_subset(data: Any, fraction: float, seed: int = 0, unlabelled: str = "drop") -> Any:
-    """``data`` itself for ``fraction == 1``; else its :func:`stratified_subset`: the ``Subset`` of those samples
-    (``unlabelled="drop"``), or every sample with the others labelled -1 (``"unknown"``, :class:`PartiallyLabelled`).
+def label_subset(data: LabelledDataset, fraction: float, seed: int = 0, unlabelled: str = "drop") -> LabelledDataset:
+    """``data`` itself for ``fraction == 1``; else its :func:`stratified_subset`, drawn from the labels ``data``
+    carries: those samples (``unlabelled="drop"``), or every sample with the others labelled -1 (``"unknown"``:
+    semi-supervised SupCon, where the loss gives such a sample only its own views as positives).
 
     Example:
-        >>> data = TensorDataset(torch.zeros(20, 1), torch.arange(20) % 2)
+        >>> data = LabelledDataset(np.zeros((20, 1)), np.arange(20) % 2)
         >>> len(label_subset(data, 0.2)), label_subset(data, 1.0) is data
         (4, True)
         >>> partial = label_subset(data, 0.2, unlabelled="unknown")
@@ -156,7 +98,9 @@ def label_subset(data: Any, fraction: float, seed: int = 0, unlabelled: str = "d
     check_label_fraction(fraction, unlabelled)
     if fraction == 1.0:
         return data
-    picked = stratified_subset(dataset_labels(data), fraction, seed)
+    picked = stratified_subset(data.labels, fraction, seed)
     if unlabelled == "unknown":
-        return PartiallyLabelled(data, picked)
-    return Subset(data, picked.tolist())
+        labels = np.full_like(data.labels, UNKNOWN)
+        labels[picked] = data.labels[picked]
+        return data.relabel(labels)
+    return data.subset(picked)

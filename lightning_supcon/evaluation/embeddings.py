@@ -7,6 +7,7 @@ in ``embeddings_<split>.npz``; each holds per-sample ``features`` (or another ke
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,35 @@ class EmbeddingsError(FileReadError):
     :class:`~lightning_supcon.utils.files.FileReadError`, the package's error for files the user names)."""
 
 
+#: The key of the class names in an embeddings file: their JSON list as UTF-8 bytes, a uint8 tensor, so that the
+#: ``.pt`` file stays a dict of tensors (``weights_only``) and the ``.npz`` needs no pickle.
+CLASS_NAMES_KEY = "class_names"
+
+
 @dataclass(frozen=True)
 class Embeddings:
-    """Per-sample features ``(N, D)`` (float32 or float64) and integer labels ``(N,)`` read from ``path``."""
+    """Per-sample features ``(N, D)`` (float32 or float64) and integer labels ``(N,)`` read from ``path``, and the
+    class names (``class_names[label]``) when the file has them."""
 
     features: Tensor
     labels: Tensor
     path: Path
+    class_names: tuple[str, ...] | None = None
+
+
+def class_names_tensor(names: list[str]) -> Tensor:
+    """Class names as the uint8 tensor an embeddings file stores (:data:`CLASS_NAMES_KEY`).
+
+    Example:
+        >>> read_class_names(class_names_tensor(["zero digit", "één", "二 two"]))
+        ('zero digit', 'één', '二 two')
+    """
+    return torch.tensor(list(json.dumps(list(names), ensure_ascii=False).encode("utf-8")), dtype=torch.uint8)
+
+
+def read_class_names(stored: Tensor) -> tuple[str, ...]:
+    """The class names of :func:`class_names_tensor`."""
+    return tuple(json.loads(bytes(stored.to(torch.uint8).tolist()).decode("utf-8")))
 
 
 def _read(path: Path) -> dict[str, Tensor]:
@@ -104,7 +127,8 @@ def load_embeddings(path: str | Path, key: str = "features") -> Embeddings:
         )
     if features.dtype != torch.float64:
         features = features.float()
-    return Embeddings(features, labels.long(), path)
+    class_names = read_class_names(tensors[CLASS_NAMES_KEY]) if CLASS_NAMES_KEY in tensors else None
+    return Embeddings(features, labels.long(), path, class_names)
 
 
 def check_pair(train: Embeddings, test: Embeddings, name: str = "test") -> None:

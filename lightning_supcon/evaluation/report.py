@@ -66,7 +66,7 @@ def known_samples(embeddings: Embeddings) -> Embeddings:
     keep = known(embeddings.labels)
     if not keep.any():
         raise EmbeddingsError(f"Expected samples of known class in {embeddings.path}, but every label is -1 (unknown).")
-    return Embeddings(embeddings.features[keep], embeddings.labels[keep], embeddings.path)
+    return Embeddings(embeddings.features[keep], embeddings.labels[keep], embeddings.path, embeddings.class_names)
 
 
 def knn_accuracy(train: Embeddings, test: Embeddings, k: int = 200, temperature: float = 0.07) -> dict[str, float]:
@@ -142,7 +142,8 @@ def evaluate_embeddings(
         ood_k: Which neighbour's distance scores a sample ([3]'s default for CIFAR-10: 50).
 
     Returns:
-        ``{"metrics": {name: fraction in [0, 1]}, "sizes": {...}, "settings": {...}}``, plain data for JSON.
+        ``{"metrics": {name: fraction in [0, 1]}, "sizes": {...}, "settings": {...}}``, plain data for JSON, with
+        ``"class_names"`` (the name of each class index) when the files have them.
         ``knn_top5`` is left out with fewer than 5 classes; retrieval metrics are NaN when no test class has two
         samples. Samples labelled -1 (unknown class) are left out of every class metric (:func:`known_samples`);
         their counts are ``sizes["unknown_train"]`` and ``sizes["unknown_test"]`` when there are any. The OOD
@@ -184,15 +185,17 @@ def evaluate_embeddings(
         **{name: count for name, count in unknown.items() if count},  # the left-out rows, when there are any
         **ood_sizes,
     }
+    names = test.class_names or train.class_names
     return {
         "metrics": {name: metrics[name] for name in METRICS if name in metrics} | ood_metrics,
+        **({"class_names": list(names)} if names else {}),
         "sizes": sizes,
         "settings": {"k": min(k, len(train.labels)), "temperature": temperature, "seed": seed, **ood_settings},
     }
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """A markdown table of the report's metrics, in percent.
+    """A markdown table of the report's metrics, in percent, and the classes by name when the report has them.
 
     Example:
         >>> print(format_table({"metrics": {"knn_top1": 0.5}}))
@@ -205,4 +208,8 @@ def format_table(report: dict[str, Any]) -> str:
     width = max([len("metric"), *(len(name) for name, _ in rows)]) + 1
     lines = [f"| {'metric':<{width}}| value (%) |", f"|{'-' * (width + 1)}|-----------|"]
     lines += [f"| {name:<{width}}| {value:>9} |" for name, value in rows]
+    names = report.get("class_names")
+    if names:
+        shown = ", ".join(f"{i}: {name}" for i, name in enumerate(names[:20]))
+        lines.append(f"\nclasses ({len(names)}): {shown}{', ...' if len(names) > 20 else ''}")
     return "\n".join(lines)

@@ -154,9 +154,9 @@ class TestEmbeddingPlot:
     ) -> None:
         plotted: list[tuple[int, str]] = []
 
-        def spy(points: np.ndarray, labels: Any, path: Any, title: str = "") -> Path:
+        def spy(points: np.ndarray, labels: Any, path: Any, title: str = "", class_names: Any = None) -> Path:
             plotted.append((len(points), Path(path).name))
-            return plot_embedding(points, labels, path, title)
+            return plot_embedding(points, labels, path, title, class_names)
 
         monkeypatch.setattr(embedding_plot, "plot_embedding", spy)
         callback = EmbeddingPlot(every_n_epochs=2, method="pca", max_points=max_points)

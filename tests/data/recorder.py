@@ -16,9 +16,8 @@ from tests import helpers
 class Recorder(pl.LightningModule):
     """Keeps every training and validation batch (per dataloader index); its loss trains one dummy weight."""
 
-    def __init__(self, wants_train_bank: bool = False) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.wants_train_bank = wants_train_bank
         self.weight = nn.Parameter(torch.zeros(()))
         self.train_batches: list[tuple[Tensor, Tensor]] = []
         self.val_batches: dict[int, list[tuple[Tensor, Tensor]]] = defaultdict(list)

@@ -1,7 +1,8 @@
-"""MultiViewDataModule: batch formats on both paths, clean loaders, the train bank, the Trainer hook, errors."""
+"""MultiViewDataModule: batch formats on both paths, clean loaders and their order, the Trainer hook, errors."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,15 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.base import (
+    EVAL_ORDER_SEED,
+    PREDICT_SPLITS,
+    MultiViewDataModule,
+    check_predict_split,
+    eval_order,
+)
+from lightning_supcon.data.digits import DigitsDataModule
+from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.data.recipe import AugmentRecipe
 from lightning_supcon.data.transforms import eval_transform
 from tests.data.recorder import Recorder, cpu_trainer
@@ -39,14 +48,22 @@ class Tiny(MultiViewDataModule):
         super().__init__(**kwargs)
         self.pil, self.n_train, self.with_test = pil, n_train, with_test
 
-    def train_dataset(self) -> list[tuple[Any, int]]:
-        return _samples(self.n_train, 0, self.pil)
+    def train_dataset(self) -> LabelledDataset:
+        return _labelled(_samples(self.n_train, 0, self.pil))
 
-    def val_dataset(self) -> list[tuple[Any, int]]:
-        return _samples(7, 1, self.pil)
+    def val_dataset(self) -> LabelledDataset:
+        return _labelled(_samples(7, 1, self.pil))
 
-    def test_dataset(self) -> list[tuple[Any, int]] | None:
-        return _samples(5, 2, self.pil) if self.with_test else None
+    def test_dataset(self) -> LabelledDataset | None:
+        return _labelled(_samples(5, 2, self.pil)) if self.with_test else None
+
+
+def _labelled(samples: list[tuple[Any, int]]) -> LabelledDataset:
+    return LabelledDataset([image for image, _ in samples], [label for _, label in samples])
+
+
+def _eval_order(n: int) -> list[int]:
+    return np.random.default_rng(EVAL_ORDER_SEED).permutation(n).tolist()
 
 
 def _clean(samples: list[tuple[Any, int]]) -> Tensor:
@@ -104,12 +121,12 @@ class TestTrainLoader:
 
 class TestCleanLoaders:
     @pytest.mark.parametrize("pil", [True, False])
-    def test_val_is_eval_transform_in_order(self, pil: bool) -> None:
+    def test_val_is_eval_transform_in_eval_order(self, pil: bool) -> None:
         dm = Tiny(pil=pil, batch_size=4)
-        images, labels = _all(dm.val_dataloader())  # type: ignore[arg-type]
-        torch.testing.assert_close(images, _clean(_samples(7, 1, pil)))
-        assert labels.tolist() == list(range(7))
-        again, _ = _all(dm.val_dataloader())  # type: ignore[arg-type]
+        images, labels = _all(dm.val_dataloader())
+        torch.testing.assert_close(images, _clean(_samples(7, 1, pil))[_eval_order(7)])
+        assert labels.tolist() == _eval_order(7) != list(range(7))
+        again, _ = _all(dm.val_dataloader())
         assert torch.equal(images, again)
 
     def test_train_eval_is_clean_and_complete(self) -> None:
@@ -122,9 +139,12 @@ class TestCleanLoaders:
         assert isinstance(loader, DataLoader) and [len(b[1]) for b in loader] == [3, 3, 1]
 
     def test_test_and_predict(self) -> None:
-        val, _ = _all(Tiny().test_dataloader())
-        torch.testing.assert_close(val, _clean(_samples(7, 1, True)))
-        test, _ = _all(Tiny(with_test=True).predict_dataloader())
+        with pytest.warns(UserWarning, match="Tiny has no test split: `test` reports the validation split as test/"):
+            val, _ = _all(Tiny().test_dataloader())
+        torch.testing.assert_close(val, _clean(_samples(7, 1, True))[_eval_order(7)])
+        test, _ = _all(Tiny(with_test=True).test_dataloader())
+        torch.testing.assert_close(test, _clean(_samples(5, 2, True))[_eval_order(5)])
+        test, _ = _all(Tiny(with_test=True).predict_dataloader())  # predict: in data-set order
         torch.testing.assert_close(test, _clean(_samples(5, 2, True)))
 
     @pytest.mark.parametrize("world_size", [2, 3])
@@ -134,22 +154,11 @@ class TestCleanLoaders:
         seen: dict[int, list[int]] = {0: [], 1: []}
         for rank in range(world_size):
             dm = Tiny(batch_size=6, eval_batch_size=2)
-            dm.trainer = _fake_trainer(world_size=world_size, rank=rank, module=SimpleNamespace(wants_train_bank=True))
-            loaders = dm.val_dataloader()
-            assert isinstance(loaders, list)
-            for index, loader in enumerate(loaders):
+            dm.trainer = _fake_trainer(world_size=world_size, rank=rank)
+            for index, loader in enumerate([dm.val_dataloader(), dm.train_eval_dataloader()]):
                 assert isinstance(loader.sampler, DistributedSampler)  # so Lightning keeps it
                 seen[index] += _all(loader)[1].tolist()
         assert sorted(seen[0]) == list(range(7)) and sorted(seen[1]) == list(range(20))
-
-    @pytest.mark.parametrize("wants", [False, True])
-    def test_train_bank(self, wants: bool) -> None:
-        dm = Tiny(batch_size=6)
-        dm.trainer = _fake_trainer(module=SimpleNamespace(wants_train_bank=wants))
-        loaders = dm.val_dataloader()
-        assert isinstance(loaders, list) == wants
-        if isinstance(loaders, list):
-            assert len(loaders) == 2 and len(loaders[1].dataset) == 20  # type: ignore[arg-type]
 
 
 class TestDevicePath:
@@ -190,20 +199,16 @@ class TestDevicePath:
 
 
 @pytest.mark.parametrize("augment_on", ["cpu", "device"])
-@pytest.mark.parametrize("wants_train_bank", [False, True])
-def test_fit(tmp_path: Path, augment_on: str, wants_train_bank: bool) -> None:
-    """Through a Trainer: views in training, clean normalised images (and the train bank) in validation."""
-    model = Recorder(wants_train_bank=wants_train_bank)
+def test_fit(tmp_path: Path, augment_on: str) -> None:
+    """Through a Trainer: views in training, clean normalised images in validation."""
+    model = Recorder()
     dm = Tiny(batch_size=4, n_views=3, augment_on=augment_on)
     cpu_trainer(tmp_path, limit_train_batches=2).fit(model, datamodule=dm)
     assert [views.shape for views, _ in model.train_batches] == [(4, 3, 3, 8, 8)] * 2
     assert all(views.dtype == torch.float32 for views, _ in model.train_batches)
-    assert sorted(model.val_batches) == ([0, 1] if wants_train_bank else [0])
+    assert sorted(model.val_batches) == [0]
     val = torch.cat([images for images, _ in model.val_batches[0]])
-    torch.testing.assert_close(val, _clean(_samples(7, 1, True)))
-    if wants_train_bank:
-        bank = torch.cat([images for images, _ in model.val_batches[1]])
-        torch.testing.assert_close(bank, _clean(_samples(20, 0, True)))
+    torch.testing.assert_close(val, _clean(_samples(7, 1, True))[_eval_order(7)])
 
 
 class TestArguments:
@@ -268,3 +273,86 @@ def test_ddp_ranks_get_equal_disjoint_batches(tmp_path: Path, augment_on: str) -
     assert seen[0]["shapes"] == seen[1]["shapes"] == [(3, 2, 3, 8, 8)] * 3
     labels = [set(torch.cat(s["labels"]).tolist()) for s in seen]
     assert not labels[0] & labels[1]
+
+
+class TestPredictSplit:
+    @pytest.mark.parametrize("split", PREDICT_SPLITS)
+    def test_each_split_clean_and_in_order(self, split: str) -> None:
+        dm = DigitsDataModule(image_size=8, batch_size=32, eval_batch_size=500, predict_split=split)  # type: ignore[arg-type]
+        images, labels = (torch.cat(parts) for parts in zip(*dm.predict_dataloader(), strict=True))
+        data = dm.train_dataset() if split == "train" else dm.val_dataset()  # digits: test = val
+        assert images.shape == (len(data), 1, 8, 8)  # one clean image per sample, no views
+        assert labels.tolist() == [int(data[i][1]) for i in range(len(data))]
+
+    def test_default_is_test(self) -> None:
+        assert DigitsDataModule().predict_split == "test"
+
+    def test_rejects_other_names(self) -> None:
+        with pytest.raises(
+            ValueError, match=r"`predict_split` to be one of \('train', 'val', 'test'\), but got 'valid'"
+        ):
+            check_predict_split("valid")
+        with pytest.raises(ValueError, match="predict_split"):
+            DigitsDataModule(predict_split="valid")  # type: ignore[arg-type]
+
+
+class Sorted(MultiViewDataModule):
+    """400 samples listed class by class (10 classes of 40), as class folders list them."""
+
+    num_classes, in_channels, image_size, mean, std = 10, 2, 8, (0.0, 0.0), (1.0, 1.0)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def _split(self) -> LabelledDataset:
+        labels = np.repeat(np.arange(10), 40)
+        index = torch.stack([torch.arange(400) // 256, torch.arange(400) % 256], 1).to(torch.uint8)  # (400, 2)
+        return LabelledDataset(index.view(400, 2, 1, 1).expand(400, 2, 8, 8), labels)
+
+    def train_dataset(self) -> LabelledDataset:
+        return self._split()
+
+    def val_dataset(self) -> LabelledDataset:
+        return self._split()
+
+    def test_dataset(self) -> LabelledDataset:
+        return self._split()
+
+
+class TestEvalOrder:
+    """Issue 23 item 9: class folders gave val/loss 3.5076 and a CSV of the same images 2.4920, because each
+    evaluation batch of the class-ordered folders held 3-4 classes."""
+
+    @pytest.mark.parametrize("split", ["val", "test"])
+    def test_eval_order_mixes_the_classes_of_a_class_ordered_source(self, split: str) -> None:
+        dm = Sorted(batch_size=128, eval_batch_size=128)
+        loader = dm.val_dataloader() if split == "val" else dm.test_dataloader()
+        batches = [labels for _, labels in loader]
+        assert [len(b) for b in batches] == [128, 128, 128, 16]
+        assert all(len(torch.unique(b)) == 10 for b in batches[:3])  # every class in every full batch
+        assert sorted(torch.cat(batches).tolist()) == np.repeat(np.arange(10), 40).tolist()  # every sample once
+
+    def test_eval_order_is_one_permutation_for_every_process(self) -> None:
+        seen = []
+        for rank in range(2):
+            dm = Sorted(batch_size=128, eval_batch_size=50)
+            dm.trainer = _fake_trainer(world_size=2, rank=rank)
+            pixels = torch.cat([images[:, :, 0, 0] for images, _ in dm.val_dataloader()]).mul(255).round().long()
+            seen.append(pixels[:, 0] * 256 + pixels[:, 1])  # each sample's index
+        assert sorted(torch.cat(seen).tolist()) == list(range(400))  # every sample once over the two ranks
+        assert torch.cat([seen[0][:, None], seen[1][: len(seen[0]), None]], 1).view(-1)[:8].tolist() == (
+            eval_order(400)[:8].tolist()  # rank r takes every other sample of the one permutation
+        )
+
+    def test_eval_order_leaves_predict_in_data_set_order(self) -> None:
+        labels = torch.cat([labels for _, labels in Sorted(batch_size=128, predict_split="val").predict_dataloader()])
+        assert labels.tolist() == np.repeat(np.arange(10), 40).tolist()
+
+
+def test_test_split_missing_warns_in_one_line() -> None:
+    """Issue 23 item 11: ``test`` without a test split silently reported the validation split as test/*."""
+    with pytest.warns(UserWarning, match=r"^Tiny has no test split: `test` reports the validation split as test/\*"):
+        Tiny().test_dataloader()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Tiny(with_test=True).test_dataloader()

@@ -10,8 +10,10 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from lightning_supcon.data import CIFAR10_MEAN, CIFAR100_MEAN, CIFAR10DataModule, CIFAR100DataModule
+from lightning_supcon.data import CIFAR10DataModule, CIFAR100DataModule
+from lightning_supcon.data.base import eval_order
 from lightning_supcon.data.cifar import CIFARDataModule
+from lightning_supcon.data.transforms import CIFAR10_MEAN, CIFAR100_MEAN
 from tests.data.formats import cifar_rows
 
 
@@ -37,8 +39,9 @@ class TestCIFAR10:
         dm = CIFAR10DataModule(data_dir=str(cifar10_root), eval_batch_size=6)
         rows, labels = _rows(cifar10_root / "cifar-10-batches-py", "test_batch")
         images, got = next(iter(dm.test_dataloader()))
-        assert got.tolist() == labels
-        expected = (torch.from_numpy(rows[:, :1024]).view(6, 32, 32).float() / 255 - CIFAR10_MEAN[0]) / 0.2023
+        order = eval_order(6)
+        assert got.tolist() == [labels[i] for i in order]
+        expected = (torch.from_numpy(rows[order, :1024]).view(6, 32, 32).float() / 255 - CIFAR10_MEAN[0]) / 0.2023
         torch.testing.assert_close(images[:, 0], expected)
 
     @pytest.mark.parametrize("n_views", [1, 2, 4])
@@ -86,8 +89,8 @@ class TestCIFAR100:
         dm = CIFAR100DataModule(data_dir=str(cifar100_root), eval_batch_size=5)
         assert (len(dm.train_dataset()), dm.num_classes) == (12, 100)
         _, labels = _rows(cifar100_root / "cifar-100-python", "test")
-        images, got = next(iter(dm.val_dataloader()))  # type: ignore[call-overload]
-        assert got.tolist() == labels and images.shape == (5, 3, 32, 32)
+        images, got = next(iter(dm.val_dataloader()))
+        assert got.tolist() == [labels[i] for i in eval_order(5)] and images.shape == (5, 3, 32, 32)
         assert dm.mean == CIFAR100_MEAN
 
     def test_train_batches(self, cifar100_root: Path) -> None:

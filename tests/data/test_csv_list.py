@@ -38,7 +38,7 @@ class TestRead:
         listed = _write(images / f"train{suffix}", _rows(kind), sep, header)
         found = read_image_list(listed, delimiter=";" if sep == ";" else None)
         assert [Path(p).relative_to(images).as_posix() for p in found.images] == [p for p, _ in _rows(kind)]
-        expected = ["cat"] * 4 + ["dog"] * 4 if kind == "names" else [0] * 4 + [1] * 4
+        expected = ["cat"] * 4 + ["dog"] * 4 if kind == "names" else ["0"] * 4 + ["1"] * 4  # typed by the module
         assert list(found.labels) == expected and found.where == listed
 
     @pytest.mark.parametrize("typed", ["\\t", "tab"])
@@ -97,7 +97,7 @@ class TestDataModule:
         train = _write(images / "train.csv", _rows("ints"))
         test = _write(images / "test.csv", [("img/cat/c0.png", "7")])
         dm = CsvDataModule(train, test_list=test, val_fraction=0.25)
-        with pytest.raises(ValueError, match=r"Label 7 in .*test.csv is not a class of the training set \(2 classes"):
+        with pytest.raises(ValueError, match=r"Label '7' in .*test.csv is not a class of the training set \(2 classes"):
             dm.test_dataloader()
 
     def test_seeded_split_is_digits_split(self, tmp_path: Path) -> None:

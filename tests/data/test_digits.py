@@ -10,14 +10,15 @@ from sklearn.datasets import load_digits
 from sklearn.neighbors import KNeighborsClassifier
 from torchvision.transforms import RandomResizedCrop, v2
 
-from lightning_supcon.data import AugmentRecipe, DeviceMultiViewAugment, DigitsDataModule, load_digit_images
+from lightning_supcon.data import AugmentRecipe, DeviceMultiViewAugment, DigitsDataModule
+from lightning_supcon.data.digits import load_digit_images
 from lightning_supcon.data.warp import RandomResizedCropAffine
 from tests.data.recorder import Recorder, cpu_trainer
 
 
 def _tensors(dm: DigitsDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     data = dm.train_dataset() if split == "train" else dm.val_dataset()
-    return data.tensors[0], data.tensors[1]
+    return data.images, torch.as_tensor(data.labels)
 
 
 class TestImages:

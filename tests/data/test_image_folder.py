@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
+from torch import Tensor
 
-from lightning_supcon.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageFolderDataModule,
-    eval_transform,
-    load_rgb,
-    scan_folder,
-)
+from lightning_supcon.callbacks import EmbeddingWriter
+from lightning_supcon.callbacks.embedding_map import plot_embedding
+from lightning_supcon.data import ImageFolderDataModule, eval_transform, load_image, scan_folder
+from lightning_supcon.data.base import eval_order
+from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from lightning_supcon.evaluation import evaluate_embeddings, format_table, load_embeddings
+from tests import helpers
 from tests.data.formats import write_image_tree
 
 
@@ -74,11 +77,11 @@ class TestImages:
     def test_rgb(self, image_tree: tuple[Path, Path], file: str) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # palette transparency must not warn
-            image = load_rgb(str(image_tree[0] / file))
+            image = load_image(str(image_tree[0] / file))
         assert image.mode == "RGB" and image.size == (20, 14)
 
     def test_grayscale_channels_equal(self, image_tree: tuple[Path, Path]) -> None:
-        r, g, b = load_rgb(str(image_tree[0] / "cat" / "gray.png")).split()
+        r, g, b = load_image(str(image_tree[0] / "cat" / "gray.png")).split()
         assert r.tobytes() == g.tobytes() == b.tobytes()
 
     def test_corrupt_raises_naming_the_file(self, image_tree: tuple[Path, Path]) -> None:
@@ -117,11 +120,12 @@ class TestDataModule:
 
     def test_val_is_resize_and_center_crop(self, image_tree: tuple[Path, Path]) -> None:
         dm = _dm(image_tree, batch_size=4)
-        images, labels = next(iter(dm.val_dataloader()))  # type: ignore[call-overload]
+        images, labels = next(iter(dm.val_dataloader()))
         tf = eval_transform(16, IMAGENET_MEAN, IMAGENET_STD, resize=18)
         expected = [tf(Image.open(p).convert("RGB")) for p, _ in scan_folder(image_tree[1], dm.classes)[1]]
-        torch.testing.assert_close(images, torch.stack(expected))
-        assert labels.tolist() == [0, 2, 2]
+        order = eval_order(3)
+        torch.testing.assert_close(images, torch.stack(expected)[order])
+        assert labels.tolist() == [[0, 2, 2][i] for i in order]
 
     def test_test_dir(self, image_tree: tuple[Path, Path], tmp_path: Path) -> None:
         test = write_image_tree(tmp_path / "test", {"dog": ["t.png:RGB"]})
@@ -143,3 +147,68 @@ class TestDataModule:
         dm = ImageFolderDataModule(str(tmp_path / "train"), str(tmp_path / "val"))
         with pytest.raises(FileNotFoundError, match="train' is not one"):
             _ = dm.num_classes
+
+
+UNICODE_CLASSES = ["zero digit", "één", "二 two"]
+
+
+class _Embed(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.weight * batch[0].float().mean()
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        images, labels = batch
+        return {"features": images.flatten(1)[:, :4].float(), "labels": labels}
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+class TestClassNames:
+    """Issue 23 item 4: folder names (unicode too) became bare indices in the legend, the predict files and eval."""
+
+    def _module(self, tmp_path: Path) -> ImageFolderDataModule:
+        tree = write_image_tree(
+            tmp_path / "train", {name: [f"{i}.png:RGB" for i in range(4)] for name in UNICODE_CLASSES}
+        )
+        return ImageFolderDataModule(str(tree), image_size=8, val_fraction=0.25, batch_size=3, predict_split="train")
+
+    def test_class_names_saved_with_the_checkpoint(self, tmp_path: Path) -> None:
+        dm = self._module(tmp_path)
+        assert dm.classes == sorted(UNICODE_CLASSES) and dm.state_dict()["classes"] == sorted(UNICODE_CLASSES)
+        trainer = helpers.cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+        trainer.fit(_Embed(), datamodule=dm)
+        trainer.save_checkpoint(tmp_path / "run.ckpt")
+        saved = torch.load(tmp_path / "run.ckpt", weights_only=True)
+        assert saved["ImageFolderDataModule"]["classes"] == sorted(UNICODE_CLASSES)
+
+    def test_class_names_in_the_predict_files_and_the_eval_table(self, tmp_path: Path) -> None:
+        dm = self._module(tmp_path)
+        writer = EmbeddingWriter(str(tmp_path / "out"))
+        trainer = helpers.cpu_trainer(tmp_path, callbacks=[writer])
+        trainer.predict(_Embed(), datamodule=dm, return_predictions=False)
+        for suffix in (".pt", ".npz"):
+            train = load_embeddings(tmp_path / "out" / f"embeddings_train{suffix}")
+            assert train.class_names == tuple(sorted(UNICODE_CLASSES))
+        report = evaluate_embeddings(train, train, k=3)
+        assert report["class_names"] == sorted(UNICODE_CLASSES)
+        assert "classes (3): 0: zero digit, 1: één, 2: 二 two" in format_table(report)
+
+    def test_class_names_in_the_plot_legend(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import matplotlib.axes
+
+        shown: list[str] = []
+        scatter = matplotlib.axes.Axes.scatter
+
+        def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+            shown.append(kwargs.get("label"))
+            return scatter(self, *args, **kwargs)
+
+        monkeypatch.setattr(matplotlib.axes.Axes, "scatter", spy)
+        points = np.random.default_rng(0).normal(size=(6, 2))
+        plot_embedding(points, np.array([0, 1, 2, 0, 1, -1]), tmp_path / "map.png", "", sorted(UNICODE_CLASSES))
+        assert shown == ["unknown", *sorted(UNICODE_CLASSES)]

@@ -12,14 +12,10 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from lightning_supcon.cli import cli
-from lightning_supcon.data import (
-    AUTO_SAMPLE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageFolderDataModule,
-    channel_statistics,
-    load_image,
-)
+from lightning_supcon.data import ImageFolderDataModule, load_image
+from lightning_supcon.data.images import AUTO_SAMPLE
+from lightning_supcon.data.normalize import channel_statistics
+from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tests.data.formats import write_image_tree
 from tests.helpers import DIGITS, spawn_ranks
 
@@ -191,7 +187,7 @@ class TestHeldOutValidation:
         tree = write_image_tree(tmp_path / "t", {c: [f"{i}.png:RGB" for i in range(10)] for c in ("a", "b")})
         dm = ImageFolderDataModule(str(tree), val_fraction=0.2, split_seed=0)
         train, val = dm.train_dataset(), dm.val_dataset()
-        assert (len(train), len(val)) == (16, 4) and sorted(val.labels[i] for i in val.indices) == [0, 0, 1, 1]
+        assert (len(train), len(val)) == (16, 4) and sorted(val.labels) == [0, 0, 1, 1]
         assert not set(train.indices) & set(val.indices)
         assert dm.test_dataset() is None and len(dm.test_dataloader().dataset) == 4  # type: ignore[arg-type]
         other = ImageFolderDataModule(str(tree), val_fraction=0.2, split_seed=1).val_dataset()

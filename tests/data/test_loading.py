@@ -1,13 +1,15 @@
-"""The resumable training loader: orders from (seed, epoch), augmentations seeded per sample, positions restored."""
+"""The resumable training loader: orders from (seed, epoch), augmentations seeded per draw, positions restored."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
-from lightning_supcon.data import DigitsDataModule
+from lightning_supcon.data import ClassBalancedSampler, DigitsDataModule, LabelledDataset
 from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, sample_seed
 
 
@@ -23,11 +25,33 @@ class TestEpochSampler:
         assert [i for i, _ in _keys(a)] != [i for i, _ in _keys(b)]
         assert [i for i, _ in _keys(EpochSampler(range(50), seed=2))] != [i for i, _ in _keys(a)]
 
-    def test_sample_seeds_depend_on_seed_epoch_and_index(self) -> None:
+    def test_sample_seeds_depend_on_seed_epoch_and_position(self) -> None:
         sampler = EpochSampler(range(20), seed=5)
         sampler.set_epoch(3)
-        assert all(seed == sample_seed(5, 3, index) for index, seed in sampler)
-        assert len({seed for _, seed in sampler}) == 20
+        assert [seed for _, seed in sampler] == [sample_seed(5, 3, position) for position in range(20)]
+        ranks = [EpochSampler(range(20), seed=5, num_replicas=2, rank=r) for r in range(2)]
+        seeds = [[seed for _, seed in rank] for rank in ranks]  # positions 0, 2, 4, ... and 1, 3, 5, ...
+        assert seeds == [[sample_seed(5, 0, 2 * p + r) for p in range(10)] for r in range(2)]
+
+    def test_views_seeded_by_position_not_by_sample(self) -> None:
+        """Issue 23 item 10: a sample the balanced sampler draws twice in one epoch got bit-identical views."""
+        labels = np.array([0] * 2 + [1] * 10)  # class 0 is drawn in every batch: its 2 samples repeat
+        sampler = ClassBalancedSampler(labels, seed=0, batch_size=4, samples_per_class=2)
+        keys = list(sampler)
+        indices = [index for index, _ in keys]
+        assert max(indices.count(i) for i in (0, 1)) >= 2  # the premise: repeats within the epoch
+        data = MappedDataset(LabelledDataset(list(range(12)), labels), lambda _: torch.rand(3))
+        views = [data[key][0] for key in keys]
+        for i in (0, 1):
+            drawn = [view for (index, _), view in zip(keys, views, strict=True) if index == i]
+            assert all(not torch.equal(a, b) for a, b in itertools.combinations(drawn, 2))
+
+    def test_resume_mid_epoch_at_a_later_epoch(self) -> None:
+        sampler = EpochSampler(range(10), seed=0)
+        sampler.set_epoch(3)
+        whole = list(sampler)
+        sampler.resume(epoch=3, position=4)
+        assert list(sampler) == whole[4:]  # the same seeds too: they follow the position in the epoch
 
     def test_ranks_share_the_order(self) -> None:
         ranks = [[i for i, _ in EpochSampler(range(20), seed=0, num_replicas=2, rank=r)] for r in range(2)]
@@ -90,6 +114,27 @@ class TestResumableLoader:
     def test_augmentations_do_not_depend_on_the_worker_processes(self) -> None:
         main, workers = next(iter(_loader(0))), next(iter(_loader(2)))
         assert torch.equal(main[1], workers[1]) and torch.equal(main[0], workers[0])
+
+    def test_rest_of_a_later_epoch_after_load_state_dict(self) -> None:
+        """The resumable loader at an epoch other than 0 (a run preempted in its third epoch)."""
+        full_loader = _loader()
+        full_loader.sampler.set_epoch(2)
+        full = list(full_loader)
+        first = _loader()
+        first.sampler.set_epoch(2)
+        iterator = iter(first)
+        for _ in range(2):
+            next(iterator)
+        assert first.state_dict() == {"epoch": 2, "batches": 2}
+        resumed = _loader()
+        resumed.sampler.set_epoch(2)
+        resumed.load_state_dict(first.state_dict())
+        rest = list(resumed)
+        assert len(rest) == len(full) - 2
+        for (views, labels), (full_views, full_labels) in zip(rest, full[2:], strict=True):
+            assert torch.equal(labels, full_labels) and torch.equal(views, full_views)
+        epoch_zero = _loader()
+        assert not torch.equal(next(iter(epoch_zero))[1], full[0][1])  # another epoch: another order
 
 
 class TestDataModuleState:

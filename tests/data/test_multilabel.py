@@ -9,7 +9,8 @@ import torch
 
 from lightning_supcon import DigitsDataModule
 from lightning_supcon.cli import cli
-from lightning_supcon.data import MultilabelDigitsDataModule, attribute_labels
+from lightning_supcon.data import MultilabelDigitsDataModule
+from lightning_supcon.data.multilabel import attribute_labels
 from tests.helpers import ROOT
 
 
@@ -39,9 +40,9 @@ class TestMultilabelDigitsDataModule:
             (multi.train_dataset(), single.train_dataset()),
             (multi.val_dataset(), single.val_dataset()),
         ):
-            images, labels = mine.tensors
-            torch.testing.assert_close(images, theirs.tensors[0])
-            assert labels.tolist() == attribute_labels(theirs.tensors[1], ("greater_4", "odd")).tolist()
+            torch.testing.assert_close(mine.images, theirs.images)
+            expected = attribute_labels(torch.as_tensor(theirs.labels), ("greater_4", "odd"))
+            assert mine.labels.tolist() == expected.tolist() == [mine[i][1].tolist() for i in range(len(mine))]
 
     def test_batches_carry_multi_hot_labels(self) -> None:
         dm = MultilabelDigitsDataModule(batch_size=16, n_views=2)

@@ -16,18 +16,17 @@ from torchvision.transforms import v2
 
 from lightning_supcon.cli import cli, main
 from lightning_supcon.data import (
-    COLOURS,
     DIGITS_RECIPE,
     IMAGENET_RECIPE,
     SIMCLR,
     AugmentRecipe,
     CIFAR10DataModule,
-    Colour,
     DeviceMultiViewAugment,
     DigitsDataModule,
     ImageFolderDataModule,
     supcon_transform,
 )
+from lightning_supcon.data.recipe import COLOURS, Colour
 from lightning_supcon.data.warp import RandomResizedCropAffine
 from tests.helpers import DIGITS, fit_args
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from lightning_supcon.data import DigitsDataModule
 from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader
 from lightning_supcon.data.sampler import ClassBalancedSampler
-from lightning_supcon.data.subsets import dataset_labels, stratified_subset
+from lightning_supcon.data.subsets import stratified_subset
 from lightning_supcon.models.class_positives import anchors_with_class_positives
 from tests.helpers import spawn_ranks
 
@@ -120,6 +121,14 @@ class TestClassBalancedSampler:
             ClassBalancedSampler(HUNDRED, seed=0, **kwargs)
 
 
+def test_a_class_with_exactly_samples_per_class_is_drawn() -> None:
+    """``>=``, not ``>``: 3 classes of exactly 4 samples give one global batch of 8, and no "left out" warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampler = ClassBalancedSampler(np.repeat(np.arange(3), 4), seed=0, batch_size=8, samples_per_class=4)
+    assert len(sampler) == 8 and sorted(sampler.members) == [0, 1, 2]
+
+
 class TestDataModuleSampler:
     def test_balanced_batches_from_the_datamodule(self) -> None:
         dm = DigitsDataModule(batch_size=20, image_size=8, n_views=2, sampler="balanced", samples_per_class=5)
@@ -159,9 +168,9 @@ def _rank_worker(rank: int, port: int, out_dir: str) -> None:
     own_seed = dm.seed
     dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, strategy=_Strategy())  # type: ignore[assignment]
     loader = dm.train_dataloader()
-    train = dm._dataset("train")
-    assert isinstance(train, Subset)
-    out = {"subset": list(train.indices), "own_seed": own_seed, "seed": dm.seed, "batches": []}
+    train = dm._present("train")
+    subset = train.images.indices.tolist()  # type: ignore[attr-defined]
+    out = {"subset": subset, "own_seed": own_seed, "seed": dm.seed, "batches": []}
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)
         out["batches"].append([labels for _, labels in loader])
@@ -175,7 +184,7 @@ def test_ddp_ranks_share_the_label_subset_and_split_one_global_batch(tmp_path: P
     ranks = spawn_ranks(_rank_worker, tmp_path, 2)
     assert ranks[0]["own_seed"] != ranks[1]["own_seed"]  # unseeded ranks ...
     assert ranks[0]["subset"] == ranks[1]["subset"]  # ... share the label subset (seeded by subset_seed)
-    labels = dataset_labels(DigitsDataModule(image_size=8).train_dataset())
+    labels = DigitsDataModule(image_size=8).train_dataset().labels
     assert np.array_equal(ranks[0]["subset"], stratified_subset(labels, 0.5, seed=0))
     assert ranks[0]["seed"] == ranks[1]["seed"] == ranks[0]["own_seed"]  # and rank 0's run seed
     subset_labels = labels[ranks[0]["subset"]]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Subset, TensorDataset
 
 from lightning_supcon.data import DigitsDataModule
-from lightning_supcon.data.subsets import dataset_labels, label_subset, stratified_subset
+from lightning_supcon.data.labels import LabelledDataset
+from lightning_supcon.data.subsets import label_subset, stratified_subset
 
 LONG_TAIL = np.repeat(np.arange(5), [1000, 300, 40, 5, 1])  # 1,346 samples, classes of 1,000 down to 1
 
@@ -70,66 +69,39 @@ class TestStratifiedSubset:
             stratified_subset(labels, fraction)
 
 
-class LabelsAttribute(torch.utils.data.Dataset):
-    def __init__(self, labels: list[int], name: str) -> None:
-        setattr(self, name, labels)
-        self._labels = labels
-
-    def __len__(self) -> int:
-        return len(self._labels)
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        raise AssertionError("the labels are read without loading a sample")
-
-
-class IndexOnly(torch.utils.data.Dataset):
-    def __len__(self) -> int:
-        return 3
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        return torch.zeros(1), [4, 5, 6][index]
-
-
-class TestDatasetLabels:
-    @pytest.mark.parametrize(
-        "data",
-        [
-            TensorDataset(torch.zeros(3, 2), torch.tensor([4, 5, 6])),
-            LabelsAttribute([4, 5, 6], "labels"),
-            LabelsAttribute([4, 5, 6], "targets"),
-            SimpleNamespace(samples=[("a.png", 4), ("b.png", 5), ("c.png", 6)]),
-            IndexOnly(),
-            Subset(TensorDataset(torch.zeros(5, 1), torch.tensor([9, 4, 9, 5, 6])), [1, 3, 4]),
-        ],
-        ids=["tensor_dataset", "labels", "targets", "samples", "indexing", "subset"],
-    )
-    def test_reads_the_labels(self, data: Any) -> None:
-        labels = dataset_labels(data)
-        assert labels.dtype == np.int64 and labels.tolist() == [4, 5, 6]
-
-    def test_label_subset_keeps_the_samples(self) -> None:
-        data = TensorDataset(torch.arange(40).float(), torch.arange(40) % 4)
+class TestLabelSubset:
+    def test_keeps_the_samples_with_their_own_labels(self) -> None:
+        data = LabelledDataset(torch.arange(40).float(), torch.arange(40) % 4)
         subset = label_subset(data, 0.25, seed=1)
-        assert isinstance(subset, Subset) and len(subset) == 12
-        assert all(subset[i][0].item() == subset.indices[i] for i in range(len(subset)))
+        picked = subset.images.indices  # type: ignore[attr-defined]
+        assert len(subset) == 12 and np.array_equal(picked, stratified_subset(np.arange(40) % 4, 0.25, seed=1))
+        assert [subset[i] for i in range(12)] == [(data[int(j)][0], int(j) % 4) for j in picked]
+        assert subset.labels.tolist() == [int(j) % 4 for j in picked]
+
+    def test_unknown_keeps_every_sample(self) -> None:
+        data = LabelledDataset(torch.arange(8).float(), [0, 0, 0, 0, 1, 1, 1, 1])
+        partial = label_subset(data, 0.5, seed=0, unlabelled="unknown")
+        picked = stratified_subset(data.labels, 0.5, seed=0)
+        expected = [int(data.labels[i]) if i in picked else -1 for i in range(8)]
+        assert partial.labels.tolist() == expected == [partial[i][1] for i in range(8)]
 
 
 class TestDataModuleLabelFraction:
     def test_training_split_only(self) -> None:
         dm = DigitsDataModule(batch_size=8, image_size=8, label_fraction=0.1, subset_seed=5)
         full = DigitsDataModule(batch_size=8, image_size=8)
-        labels = dataset_labels(full.train_dataset())
-        train = dm._dataset("train")
-        assert isinstance(train, Subset)
-        assert np.array_equal(np.asarray(train.indices), stratified_subset(labels, 0.1, seed=5))
-        assert np.bincount(dataset_labels(train)).tolist() == _reference_counts(labels, 0.1)
+        labels = full.train_dataset().labels
+        train = dm._present("train")
+        assert np.array_equal(train.images.indices, stratified_subset(labels, 0.1, seed=5))  # type: ignore[attr-defined]
+        assert np.bincount(train.labels).tolist() == _reference_counts(labels, 0.1)
         assert len(dm.train_eval_dataloader().dataset) == len(train)  # the kNN bank: the labelled subset
         assert dm._dataset("val") is dm.val_dataset()  # evaluation on the whole validation set
 
     def test_the_subset_does_not_follow_the_run_seed(self) -> None:
         a, b = DigitsDataModule(image_size=8, label_fraction=0.1), DigitsDataModule(image_size=8, label_fraction=0.1)
         a.seed, b.seed = 1, 2
-        assert a._dataset("train").indices == b._dataset("train").indices  # type: ignore[union-attr]
+        assert np.array_equal(a._present("train").labels, b._present("train").labels)
+        assert np.array_equal(a._present("train").images.indices, b._present("train").images.indices)  # type: ignore[attr-defined]
 
     def test_bad_fraction(self) -> None:
         with pytest.raises(ValueError, match=r"`label_fraction` in \(0, 1\], but got 0"):
@@ -163,13 +135,13 @@ class TestSemiSupervised:
 
     def test_the_other_samples_are_kept_as_unknown(self) -> None:
         dm = DigitsDataModule(batch_size=8, image_size=8, label_fraction=0.1, subset_seed=5, unlabelled="unknown")
-        labels = dataset_labels(DigitsDataModule(image_size=8).train_dataset())
+        labels = DigitsDataModule(image_size=8).train_dataset().labels
         picked = stratified_subset(labels, 0.1, seed=5)
-        train = dm._dataset("train")
+        train = dm._present("train")
         expected = np.full(len(labels), -1)
         expected[picked] = labels[picked]  # the same labelled samples as the dropping mode
-        assert np.array_equal(dataset_labels(train), expected)
-        assert [int(train[i][1]) for i in range(20)] == expected[:20].tolist()  # type: ignore[index]
+        assert np.array_equal(train.labels, expected)
+        assert [int(train[i][1]) for i in range(20)] == expected[:20].tolist()
         batch_labels = torch.cat([labels for _, labels in dm.train_dataloader()])
         assert (batch_labels == -1).float().mean() > 0.85  # about 90% of the batches' samples are unlabelled
 

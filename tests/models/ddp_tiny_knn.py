@@ -13,22 +13,22 @@ import sys
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import TensorDataset
 
 from lightning_supcon import MultiViewDataModule, SupConModule
+from lightning_supcon.data import LabelledDataset
 
 
 class Tiny(MultiViewDataModule):
     num_classes, in_channels, image_size, mean, std = 2, 1, 8, (0.5,), (0.25,)
 
-    def _split(self, n: int, seed: int) -> TensorDataset:
+    def _split(self, n: int, seed: int) -> LabelledDataset:
         images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-        return TensorDataset(images, torch.arange(n) % 2)
+        return LabelledDataset(images, torch.arange(n) % 2)
 
-    def train_dataset(self) -> TensorDataset:
+    def train_dataset(self) -> LabelledDataset:
         return self._split(5, 0)
 
-    def val_dataset(self) -> TensorDataset:
+    def val_dataset(self) -> LabelledDataset:
         return self._split(3, 1)
 
 

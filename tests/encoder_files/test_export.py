@@ -104,7 +104,7 @@ class TestEveryFormat:
             torch.jit.load(str(paths["torchscript"]), _extra_files=extra)
         assert json.loads(extra[f"{CHECKPOINT_KEY}.json"]) == meta
         onnx_encoder = load_encoder(paths["onnx"])
-        assert isinstance(onnx_encoder, OnnxEncoder) and onnx_encoder.meta == meta
+        assert isinstance(onnx_encoder, OnnxEncoder) and onnx_encoder.meta == {**meta, "onnx_image_size": None}
         assert onnx_encoder.feature_dim == meta["feature_dim"]
 
     def test_onnx_runs_in_plain_onnxruntime_with_a_dynamic_batch(self, exported: dict[str, Any]) -> None:

@@ -26,9 +26,10 @@ from lightning_supcon.utils.files import first_line
 __all__ = ["AUX_OUTPUTS", "FAMILIES", "Backbone", "closest_names", "offline"]
 
 TIMM_EXTRA = "pip install 'lightning-supcon[timm]'"
-AUX_OUTPUTS: dict[str, str] = {"googlenet": "aux_logits", "inception_v3": "aux_logits"}
-"""torchvision networks whose output in train mode changes with an option (auxiliary classifiers): the option is
-forced off, so the output is ``(B, feature_dim)`` in both modes."""
+AUX_OUTPUTS: dict[str, tuple[str, ...]] = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
+"""torchvision networks with auxiliary classifiers, which change the output in train mode: they are removed
+(``aux_logits`` off, these submodules ``None``), so the output is ``(B, feature_dim)`` in both modes, and their keys
+in a full weights file are ignored."""
 _TRANSFORM_INPUT = ("googlenet", "inception_v3")  # their pretrained weights switch on `transform_input` (3 channels)
 # A network without its classifier, its feature size, and the classifier's keys a full weights file still holds.
 _Built = tuple[nn.Module, int, list[str]]
@@ -62,14 +63,11 @@ def _torchvision(name: str, in_channels: int, pretrained: bool, cifar_stem: bool
             if other
             else f"Unknown torchvision model {name!r} (torchvision.models.list_models()){closest_names(name, names)}"
         )
-    option = AUX_OUTPUTS.get(name)
-    if option is not None:
-        if options.get(option):
-            raise ValueError(
-                f"torchvision/{name} with `{option}: true` returns auxiliary outputs in train mode, not (B, D) "
-                f"features: leave `{option}` out (it is off for encoders)"
-            )
-        options = {**options, option: False}
+    if name in AUX_OUTPUTS and options.get("aux_logits"):
+        raise ValueError(
+            f"torchvision/{name} with `aux_logits: true` returns auxiliary outputs in train mode, not (B, D) "
+            "features: leave `aux_logits` out (the auxiliary classifiers are removed from encoders)"
+        )
     weights = None
     if pretrained:
         weights = torchvision.models.get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
@@ -88,11 +86,26 @@ def _torchvision(name: str, in_channels: int, pretrained: bool, cifar_stem: bool
         ) from None
     if name in _TRANSFORM_INPUT and in_channels != 3:
         net.transform_input = False  # it re-normalises R, G and B one by one: meaningless for other channels
+    aux_keys = _remove_aux_outputs(net, AUX_OUTPUTS.get(name, ()))
     feature_dim, removed = remove_classifier(net)
+    removed += aux_keys
     if cifar_stem:
         set_cifar_stem(net)
     adapt_first_conv(net, in_channels)
     return net, feature_dim, removed
+
+
+def _remove_aux_outputs(net: nn.Module, names: tuple[str, ...]) -> list[str]:
+    """Turn the auxiliary classifiers ``names`` off (torchvision's ``aux_logits``); their state-dict keys."""
+    keys = []
+    for name in names:
+        aux = getattr(net, name, None)
+        if isinstance(aux, nn.Module):
+            keys += [f"{name}.{key}" for key in aux.state_dict()]
+        setattr(net, name, None)
+    if names:
+        net.aux_logits = False
+    return keys
 
 
 def _timm_weights_cached(name: str, options: dict[str, Any]) -> str | None:

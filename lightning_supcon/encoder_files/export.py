@@ -23,7 +23,9 @@ Formats and their files (``OUT`` given as ``exported/encoder`` or ``exported/enc
   ``onnxscript``): input ``images`` ``(batch, C, height, width)``, output ``features`` ``(batch, feature_dim)``,
   the batch dynamic; height and width are dynamic when the network gives onnxruntime's features at twice the
   image size too, else fixed at the image size (adaptive pooling to a grid other than 1x1, as in AlexNet and VGG,
-  or a ViT's fixed position embeddings), which is said in a warning and recorded as ``onnx_image_size``.
+  or a ViT's fixed position embeddings), which is said in a warning and recorded as ``onnx_image_size``; there,
+  adaptive average pooling is exported as the equivalent matrix products for that size (ONNX has no adaptive pooling
+  to a size that does not divide its input).
 
 The TorchScript and ONNX files are checked against the PyTorch encoder on random images before the export returns;
 an export that fails is one ``ValueError`` line naming the encoder and the format.
@@ -53,8 +55,8 @@ ExportFormat = Literal["pt", "safetensors", "torchscript", "onnx"]
 FORMATS: tuple[str, ...] = get_args(ExportFormat)
 SUFFIXES: dict[str, str] = {"pt": ".pt", "safetensors": ".safetensors", "torchscript": ".ts", "onnx": ".onnx"}
 ONNX_OPSET = 17
-CHECK_TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
-"""How close the TorchScript and ONNX features must be to PyTorch's on the export's check images."""
+CHECK_ATOL, CHECK_RTOL = 1e-4, 1e-3
+"""How close (absolute, relative) TorchScript and ONNX features must be to PyTorch's on the check images."""
 DEFAULT_IMAGE_SIZE = 32
 
 
@@ -89,7 +91,7 @@ def _write_safetensors(meta: dict[str, Any], state_dict: dict[str, Tensor], path
 def _check(name: str, exported: Callable[[Tensor], Tensor], expected: Tensor, images: Tensor) -> None:
     """Raise if the exported model's features on ``images`` are not PyTorch's ``expected``."""
     got = exported(images)
-    if got.shape != expected.shape or not torch.allclose(got, expected, **CHECK_TOLERANCE):
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=CHECK_RTOL, atol=CHECK_ATOL):
         error = (got - expected).abs().max().item() if got.shape == expected.shape else f"shape {tuple(got.shape)}"
         raise ValueError(
             f"the {name} model's features differ from PyTorch's on {tuple(images.shape)} images (max error {error}, "
@@ -134,6 +136,67 @@ def _onnx_export(encoder: nn.Module, path: Path, example: Tensor, dynamic_size: 
         )
 
 
+class _FixedAdaptiveAvgPool2d(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` for one input size, as two matrix products: ONNX has no adaptive pooling to an output
+    size that does not divide the input (e.g. AlexNet's 6x6 from 1x1 at 64 px), matrix products it has.
+
+    Bin ``i`` of ``o`` over ``n`` inputs averages inputs ``floor(i n / o)`` to ``ceil((i + 1) n / o) - 1``, as
+    PyTorch's adaptive pooling does.
+    """
+
+    rows: Tensor
+    cols: Tensor
+
+    def __init__(self, in_size: tuple[int, int], out_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.register_buffer("rows", self._bins(in_size[0], out_size[0]))  # (out_h, in_h)
+        self.register_buffer("cols", self._bins(in_size[1], out_size[1]).T.contiguous())  # (in_w, out_w)
+
+    @staticmethod
+    def _bins(n: int, o: int) -> Tensor:
+        matrix = torch.zeros(o, n)
+        for i in range(o):
+            start, end = (i * n) // o, -(-((i + 1) * n) // o)
+            matrix[i, start:end] = 1.0 / (end - start)
+        return matrix
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rows @ x @ self.cols  # (o_h, h) @ (B, C, h, w) @ (w, o_w) -> (B, C, o_h, o_w)
+
+
+def _fixed_size_pooling(encoder: nn.Module, images: Tensor) -> nn.Module:
+    """A copy of ``encoder`` whose adaptive average poolings are fixed to the sizes they see on ``images``."""
+    import copy
+
+    fixed = copy.deepcopy(encoder)
+    sizes: dict[str, tuple[int, int]] = {}
+    pools = {name: m for name, m in fixed.named_modules() if isinstance(m, nn.AdaptiveAvgPool2d)}
+
+    def recorder(name: str) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
+        def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:  # returns None: the input is unchanged
+            sizes.setdefault(name, (int(args[0].shape[-2]), int(args[0].shape[-1])))
+
+        return record
+
+    hooks = [module.register_forward_pre_hook(recorder(name)) for name, module in pools.items()]
+    with torch.no_grad():
+        fixed(images)
+    for hook in hooks:
+        hook.remove()
+    for name, module in pools.items():
+        if name in sizes:
+            out: Any = module.output_size
+            out_hw = (out, out) if isinstance(out, int) else tuple(out)
+            out_size = (
+                sizes[name][0] if out_hw[0] is None else int(out_hw[0]),
+                sizes[name][1] if out_hw[1] is None else int(out_hw[1]),
+            )
+            parent_name, _, child = name.rpartition(".")
+            parent = fixed.get_submodule(parent_name) if parent_name else fixed
+            setattr(parent, child, _FixedAdaptiveAvgPool2d(sizes[name], out_size))
+    return fixed
+
+
 def _write_onnx(meta: dict[str, Any], encoder: nn.Module, path: Path, image_size: int) -> None:
     """Export with dynamic height and width if the network runs at twice the size in PyTorch and in onnxruntime
     alike, else with them fixed at ``image_size`` (said in a warning); checked against PyTorch either way."""
@@ -166,7 +229,7 @@ def _write_onnx(meta: dict[str, Any], encoder: nn.Module, path: Path, image_size
             "be dynamic in ONNX (adaptive pooling to a grid other than 1x1, or a network of one input size)",
             stacklevel=3,
         )
-        _onnx_export(encoder, path, images[:1], dynamic_size=False)
+        _onnx_export(_fixed_size_pooling(encoder, images), path, images[:1], dynamic_size=False)
         _check("ONNX", run, expected, images)
     model = onnx.load(str(path))
     onnx_meta = {**meta, "onnx_image_size": None if dynamic else image_size}
@@ -322,7 +385,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("out", help="output base path (suffixes added per format) or an existing folder")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS, help="default: all")
     parser.add_argument(
-        "--image-size", type=int, default=None, help="image side to check (and trace ONNX) at; default: the recorded one"
+        "--image-size",
+        type=int,
+        default=None,
+        help="image side to check (and trace ONNX) at; default: the recorded one",
     )
     parser.add_argument("--trust-checkpoint", action="store_true", help="unpickle a checkpoint that needs it")
     args = parser.parse_args(argv)

@@ -77,7 +77,7 @@ def build_encoder_from_weights(meta: dict[str, Any], state_dict: dict[str, Tenso
         16
     """
     encoder = _rebuild(meta, state_dict)
-    encoder.preprocessing = meta.get("preprocessing")
+    encoder.preprocessing = meta.get("preprocessing")  # type: ignore[assignment]
     return encoder.eval()
 
 

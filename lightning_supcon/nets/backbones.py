@@ -104,7 +104,7 @@ def _remove_aux_outputs(net: nn.Module, names: tuple[str, ...]) -> list[str]:
             keys += [f"{name}.{key}" for key in aux.state_dict()]
         setattr(net, name, None)
     if names:
-        net.aux_logits = False
+        net.aux_logits = False  # type: ignore[assignment]
     return keys
 
 

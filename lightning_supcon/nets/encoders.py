@@ -24,10 +24,10 @@ from lightning_supcon.nets.backbones import FAMILIES, Backbone, closest_names
 
 __all__ = [
     "ENCODERS",
+    "REBUILDABLE",
     "Backbone",
     "SmallCNN",
     "build_encoder",
-    "REBUILDABLE",
     "encoder_feature_dim",
     "encoder_name",
     "encoder_spec",

@@ -373,6 +373,4 @@ def test_every_format_gets_one_file_mode(tmp_path: Path) -> None:
     paths = export_files(*_load(checkpoint), tmp_path / "enc", FORMATS, image_size=16)
     umask = os.umask(0)
     os.umask(umask)
-    assert {fmt: path.stat().st_mode & 0o777 for fmt, path in paths.items()} == {
-        fmt: 0o666 & ~umask for fmt in FORMATS
-    }
+    assert {fmt: path.stat().st_mode & 0o777 for fmt, path in paths.items()} == {fmt: 0o666 & ~umask for fmt in FORMATS}

@@ -324,7 +324,9 @@ MODE_SWEEP = [  # name, options, in_channels, image size: (B, C, H, W) -> (B, fe
 
 class TestOutputTypeDoesNotDependOnMode:
     @pytest.mark.parametrize(("name", "options", "channels", "size"), MODE_SWEEP)
-    def test_features_in_train_and_eval_mode(self, name: str, options: dict[str, Any], channels: int, size: int) -> None:
+    def test_features_in_train_and_eval_mode(
+        self, name: str, options: dict[str, Any], channels: int, size: int
+    ) -> None:
         encoder = Backbone(name, in_channels=channels, options=options)
         x = torch.randn(2, channels, size, size)
         for mode in (True, False):

@@ -319,12 +319,12 @@ class TestOnnxSizes:
     def test_adaptive_pooling_to_a_grid_is_exported_at_a_fixed_size(self, tmp_path: Path) -> None:
         import onnxruntime
 
-        from lightning_supcon.encoder_files.export import _write_onnx
+        from lightning_supcon.encoder_files.onnx_export import write_onnx
 
         encoder = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d((3, 3)), nn.Flatten()).eval()
         meta = {"encoder": "custom", "in_channels": 3, "feature_dim": 36}
         with pytest.warns(UserWarning, match="takes 20x20 images only: its height and width cannot be dynamic"):
-            _write_onnx(meta, encoder, tmp_path / "e.onnx", 20)
+            write_onnx(meta, encoder, tmp_path / "e.onnx", 20)
         session = onnxruntime.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
         assert session.get_inputs()[0].shape == ["batch", 3, 20, 20]
         images = torch.randn(5, 3, 20, 20)

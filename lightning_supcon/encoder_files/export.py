@@ -3,10 +3,14 @@
     python -m lightning_supcon.encoder_files.export outputs/cifar10_supcon/checkpoints/last.ckpt exported/encoder
     python -m lightning_supcon.encoder_files.export last.ckpt exported/ --formats safetensors onnx --image-size 224
 
-Every file carries the encoder's metadata ``{"kind", "encoder", "feature_dim", "in_channels"}``: in the ``.pt``
-file's ``lightning_supcon`` entry, as the ``lightning_supcon`` JSON string of the safetensors metadata, in the
-TorchScript archive's extra file ``lightning_supcon.json`` and in the ONNX model's ``metadata_props``. Read any of
-them back with :func:`lightning_supcon.load_encoder`.
+Every file carries the encoder's metadata ``{"kind", "encoder", "feature_dim", "in_channels", "encoder_args",
+"preprocessing"}``: in the ``.pt`` file's ``lightning_supcon`` entry, as the ``lightning_supcon`` JSON string of the
+safetensors metadata, in the TorchScript archive's extra file ``lightning_supcon.json`` and in the ONNX model's
+``metadata_props``. ``encoder_args`` rebuilds the network (its options included); ``preprocessing`` is what the
+encoder reads: ``(x - mean) / std`` of ``(B, in_channels, image_size, image_size)`` images in ``[0, 1]`` (resized
+to ``resize`` and centre-cropped first, when recorded). Read any of them back with
+:func:`lightning_supcon.load_encoder` (``normalize=True`` takes ``[0, 1]`` images). All files get the same permissions
+(``0666`` less the umask).
 
 Formats and their files (``OUT`` given as ``exported/encoder`` or ``exported/encoder.pt``; a folder gives
 ``folder/encoder.*``):
@@ -17,7 +21,14 @@ Formats and their files (``OUT`` given as ``exported/encoder`` or ``exported/enc
   (``torch.jit.load``). TorchScript is deprecated by PyTorch in favour of ``torch.export``, but still loads in C++.
 - ``onnx``: ``OUT.onnx`` (opset 17, the TorchScript-based exporter, ``dynamo=False``, which needs no
   ``onnxscript``): input ``images`` ``(batch, C, height, width)``, output ``features`` ``(batch, feature_dim)``,
-  batch and image size dynamic.
+  the batch dynamic; height and width are dynamic when the network gives onnxruntime's features at twice the
+  image size too, else fixed at the image size (adaptive pooling to a grid other than 1x1, as in AlexNet and VGG,
+  or a ViT's fixed position embeddings), which is said in a warning and recorded as ``onnx_image_size``; there,
+  adaptive average pooling is exported as the equivalent matrix products for that size (ONNX has no adaptive pooling
+  to a size that does not divide its input).
+
+The TorchScript and ONNX files are checked against the PyTorch encoder on random images before the export returns;
+an export that fails is one ``ValueError`` line naming the encoder and the format.
 """
 
 from __future__ import annotations
@@ -35,14 +46,16 @@ import torch
 from torch import Tensor, nn
 
 from lightning_supcon.encoder_files.load import build_encoder_from_weights
+from lightning_supcon.encoder_files.onnx_export import check_features, check_images, write_onnx
 from lightning_supcon.encoder_files.read import CHECKPOINT_KEY, _strip_compiled, load_encoder_checkpoint
+from lightning_supcon.utils.files import first_line
 
 __all__ = ["FORMATS", "SUFFIXES", "ExportFormat", "export_encoder", "export_files", "main", "save_encoder"]
 
 ExportFormat = Literal["pt", "safetensors", "torchscript", "onnx"]
 FORMATS: tuple[str, ...] = get_args(ExportFormat)
 SUFFIXES: dict[str, str] = {"pt": ".pt", "safetensors": ".safetensors", "torchscript": ".ts", "onnx": ".onnx"}
-ONNX_OPSET = 17
+DEFAULT_IMAGE_SIZE = 32
 
 
 def output_base(out: str | Path) -> Path:
@@ -66,38 +79,21 @@ def _check_formats(formats: Sequence[str]) -> None:
 
 
 def _write_safetensors(meta: dict[str, Any], state_dict: dict[str, Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {key: value.contiguous() for key, value in state_dict.items()}
-    save_file(tensors, str(path), metadata={CHECKPOINT_KEY: json.dumps(meta), "format": "pt"})
+    # save() and an ordinary write, not save_file(): it creates the file 0600 where every other format is 0666 - umask
+    path.write_bytes(save(tensors, metadata={CHECKPOINT_KEY: json.dumps(meta), "format": "pt"}))
 
 
-def _write_torchscript(meta: dict[str, Any], encoder: nn.Module, path: Path) -> None:
+def _write_torchscript(meta: dict[str, Any], encoder: nn.Module, path: Path, image_size: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the portable C++ format
         scripted = torch.jit.script(encoder)
+        images = check_images(meta, image_size)
+        with torch.no_grad():
+            check_features("TorchScript", scripted, encoder(images), images)
         torch.jit.save(scripted, str(path), _extra_files={f"{CHECKPOINT_KEY}.json": json.dumps(meta)})
-
-
-def _write_onnx(meta: dict[str, Any], encoder: nn.Module, path: Path, image_size: int) -> None:
-    import onnx
-
-    example = torch.zeros(1, int(meta.get("in_channels") or 3), image_size, image_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter (dynamo=False)
-        torch.onnx.export(
-            encoder,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=ONNX_OPSET,
-            input_names=["images"],
-            output_names=["features"],
-            dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}},
-        )
-    model = onnx.load(str(path))
-    onnx.helper.set_model_props(model, {CHECKPOINT_KEY: json.dumps(meta)})
-    onnx.save(model, str(path))
 
 
 def export_files(
@@ -105,7 +101,7 @@ def export_files(
     state_dict: dict[str, Tensor],
     out: str | Path,
     formats: Sequence[str] = FORMATS,
-    image_size: int = 32,
+    image_size: int | None = None,
 ) -> dict[str, Path]:
     """Write an encoder (metadata and weights, as :func:`load_encoder_checkpoint` returns) in ``formats``.
 
@@ -114,13 +110,18 @@ def export_files(
         state_dict: The encoder's weights.
         out: ``base`` or ``base.<suffix>`` (each format gets its own suffix, :data:`SUFFIXES`), or a folder.
         formats: Among :data:`FORMATS`.
-        image_size: Side of the example image the ONNX exporter traces with (the exported size stays dynamic).
+        image_size: Side of the images the TorchScript and ONNX files are checked (and ONNX traced) with; ``None``:
+            the recorded ``preprocessing["image_size"]``, else 32.
 
     Returns:
         The path written for each format.
 
     Raises:
-        ValueError: For unknown formats, or an encoder that cannot be rebuilt from its weights (torchscript/onnx).
+        ValueError: One line, for unknown formats, an encoder that cannot be rebuilt from its weights
+            (torchscript/onnx), or an export that fails or whose features differ from PyTorch's.
+
+    Warns:
+        UserWarning: When the ONNX model's height and width must be fixed at ``image_size``.
 
     Example:
         >>> import tempfile
@@ -136,18 +137,25 @@ def export_files(
     base.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {key: value.detach().cpu() for key, value in state_dict.items()}
     paths = {name: base.with_name(base.name + SUFFIXES[name]) for name in formats}
+    if image_size is None:
+        image_size = int((meta.get("preprocessing") or {}).get("image_size") or DEFAULT_IMAGE_SIZE)
     encoder = build_encoder_from_weights(meta, state_dict) if {"torchscript", "onnx"} & set(formats) else None
     for name, path in paths.items():
-        if name == "pt":
-            _write_encoder(meta, state_dict, path)
-        elif name == "safetensors":
-            _write_safetensors(meta, state_dict, path)
-        elif name == "torchscript":
-            assert encoder is not None
-            _write_torchscript(meta, encoder, path)
-        else:
-            assert encoder is not None
-            _write_onnx(meta, encoder, path, image_size)
+        try:
+            if name == "pt":
+                _write_encoder(meta, state_dict, path)
+            elif name == "safetensors":
+                _write_safetensors(meta, state_dict, path)
+            elif name == "torchscript":
+                assert encoder is not None
+                _write_torchscript(meta, encoder, path, image_size)
+            else:
+                assert encoder is not None
+                write_onnx(meta, encoder, path, image_size)
+        except Exception as err:  # the exporters raise many types, with pages of trace: one line
+            raise ValueError(
+                f"Could not export encoder {meta.get('encoder')!r} to {name} ({str(path)!r}): {first_line(err)}"
+            ) from None
     return paths
 
 
@@ -176,8 +184,9 @@ def save_encoder(model: nn.Module, path: str | Path) -> Path:
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     path = save_encoder(SupConModule(encoder="small_cnn", in_channels=1), f"{tmp}/encoder.pt")
         ...     file = torch.load(path, weights_only=True)
-        >>> file["lightning_supcon"]
-        {'kind': 'supcon', 'encoder': 'small_cnn', 'feature_dim': 128, 'in_channels': 1}
+        >>> meta = file["lightning_supcon"]
+        >>> meta["encoder"], meta["encoder_args"], meta["preprocessing"]  # no Trainer, no DataModule: no preprocessing
+        ('small_cnn', {'class': 'SmallCNN', 'init_args': {'in_channels': 1, 'width': 32, 'feature_dim': 128}}, None)
     """
     checkpoint: dict[str, Any] = {}
     model.on_save_checkpoint(checkpoint)  # type: ignore[operator]
@@ -191,7 +200,7 @@ def export_encoder(
     out_path: str | Path,
     trust_checkpoint: bool = False,
     formats: Sequence[str] = ("pt",),
-    image_size: int = 32,
+    image_size: int | None = None,
 ) -> Path:
     """Extract the encoder of a SupCon Lightning checkpoint into files for use outside its training code.
 
@@ -207,7 +216,7 @@ def export_encoder(
         out_path: The weights-only file (default ``formats``), or the base path of the files.
         trust_checkpoint: Unpickle a checkpoint that needs it in full (files you trust only).
         formats: The formats to write.
-        image_size: Side of the example image the ONNX export traces with (the model's size stays dynamic).
+        image_size: Side of the images the TorchScript and ONNX files are checked with (:func:`export_files`).
 
     Returns:
         ``out_path`` by default; otherwise the ``.pt`` file's path if written, else the first format's.
@@ -234,15 +243,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     parser.add_argument("checkpoint", help="SupConModule Lightning checkpoint (.ckpt) or exported encoder (.pt)")
     parser.add_argument("out", help="output base path (suffixes added per format) or an existing folder")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS, help="default: all")
-    parser.add_argument("--image-size", type=int, default=32, help="example image side for the ONNX export")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="image side to check (and trace ONNX) at; default: the recorded one",
+    )
     parser.add_argument("--trust-checkpoint", action="store_true", help="unpickle a checkpoint that needs it")
     args = parser.parse_args(argv)
     try:
-        meta, state_dict = load_encoder_checkpoint(args.checkpoint, args.trust_checkpoint)
-        paths = export_files(meta, state_dict, args.out, args.formats, args.image_size)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            meta, state_dict = load_encoder_checkpoint(args.checkpoint, args.trust_checkpoint)
+            paths = export_files(meta, state_dict, args.out, args.formats, args.image_size)
     except (FileNotFoundError, ValueError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            print(f"note: {warning.message}", file=sys.stderr)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

@@ -10,8 +10,14 @@ The kind of file is read from its content (and the ``.onnx`` suffix, as ONNX has
 - ``.onnx``: wrapped in :class:`OnnxEncoder`, which runs it with onnxruntime on the CPU.
 
 Weights-only files are rebuilt into the project's encoder (:class:`~lightning_supcon.nets.SmallCNN` or
-:class:`~lightning_supcon.nets.Backbone`) with the architecture read from the weights' shapes (stem, widths): the
-metadata names the encoder (``"small_cnn"``, ``"resnet50"``, ``"timm/resnet18"``).
+:class:`~lightning_supcon.nets.Backbone`) from the constructor arguments the metadata records (``encoder_args``:
+name, channels, stem, options such as a ViT's ``img_size``); files written before ``encoder_args`` existed are
+rebuilt from the encoder's name with the architecture read from the weights' shapes (stem, widths).
+
+Every loaded encoder has ``preprocessing``: the inputs it was trained on (``{"mean", "std", "in_channels",
+"image_size", "resize"}``, see :func:`~lightning_supcon.models.encoder_checkpoint.data_preprocessing`), or ``None``
+when the file does not record them. ``load_encoder(path, normalize=True)`` puts :class:`Normalize` in front, so the
+encoder takes images in ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from torch import Tensor, nn
 
 from lightning_supcon.encoder_files.read import CHECKPOINT_KEY, load_encoder_checkpoint
 from lightning_supcon.nets.backbones import FAMILIES, Backbone
-from lightning_supcon.nets.encoders import ENCODERS, SmallCNN
+from lightning_supcon.nets.encoders import ENCODERS, SmallCNN, rebuild_encoder
 from lightning_supcon.utils.files import FileReadError, MissingFileError, first_line, read_safetensors
 
-__all__ = ["OnnxEncoder", "build_encoder_from_weights", "load_encoder"]
+__all__ = ["Normalize", "OnnxEncoder", "build_encoder_from_weights", "load_encoder"]
 
 _SMALL_CNN = ("small_cnn", "SmallCNN")
 
@@ -48,12 +54,14 @@ def _backbone(name: str, meta: dict[str, Any], state_dict: dict[str, Tensor]) ->
 
 
 def build_encoder_from_weights(meta: dict[str, Any], state_dict: dict[str, Tensor]) -> nn.Module:
-    """The project encoder ``meta["encoder"]`` names, its architecture read from the weights, loaded, in eval mode.
+    """The project encoder the metadata records, rebuilt, its weights loaded, in eval mode.
 
     Args:
-        meta: ``lightning_supcon`` metadata; ``encoder`` is ``"small_cnn"``/``"SmallCNN"``, ``"resnet<depth>"``
-            or a library name (``"torchvision/<name>"``, ``"timm/<name>"``; ``in_channels`` from the
-            metadata).
+        meta: ``lightning_supcon`` metadata. ``encoder_args`` (``{"class", "init_args"}``,
+            :func:`~lightning_supcon.nets.encoders.encoder_spec`) rebuilds the encoder exactly; without it (older
+            files) ``encoder`` is ``"small_cnn"``/``"SmallCNN"``, ``"resnet<depth>"`` or a library name
+            (``"torchvision/<name>"``, ``"timm/<name>"``; ``in_channels`` from the metadata), its stem and widths read
+            from the weights' shapes and its options unknown.
         state_dict: The encoder's weights.
 
     Returns:
@@ -68,11 +76,20 @@ def build_encoder_from_weights(meta: dict[str, Any], state_dict: dict[str, Tenso
         >>> build_encoder_from_weights(meta, SmallCNN(in_channels=1, width=8, feature_dim=16).state_dict()).feature_dim
         16
     """
+    encoder = _rebuild(meta, state_dict)
+    encoder.preprocessing = meta.get("preprocessing")  # type: ignore[assignment]
+    return encoder.eval()
+
+
+def _rebuild(meta: dict[str, Any], state_dict: dict[str, Tensor]) -> nn.Module:
     name = str(meta.get("encoder"))
+    spec = meta.get("encoder_args")
     try:
-        if name in _SMALL_CNN:
+        if isinstance(spec, dict):
+            encoder: nn.Module = rebuild_encoder(spec)
+        elif name in _SMALL_CNN:
             first, last = state_dict["features.0.weight"], state_dict["features.8.weight"]
-            encoder: nn.Module = SmallCNN(in_channels=first.shape[1], width=first.shape[0], feature_dim=last.shape[0])
+            encoder = SmallCNN(in_channels=first.shape[1], width=first.shape[0], feature_dim=last.shape[0])
         elif name in ENCODERS:  # resnetN: torchvision's, with the stem its weights have
             encoder = _backbone(f"torchvision/{name}", meta, state_dict)
         elif name.partition("/")[0] in FAMILIES:
@@ -86,7 +103,52 @@ def build_encoder_from_weights(meta: dict[str, Any], state_dict: dict[str, Tenso
         encoder.load_state_dict(state_dict)
     except (KeyError, RuntimeError) as err:
         raise ValueError(f"The weights do not fit encoder {name!r}: {first_line(err)}") from None
-    return encoder.eval()
+    return encoder
+
+
+class Normalize(nn.Module):
+    """An encoder that takes images in ``[0, 1]``: ``encoder((x - mean) / std)``, the normalisation it was trained with.
+
+    Args:
+        encoder: The encoder, ``(B, C, H, W)`` normalised images to ``(B, D)`` features.
+        mean: Per-channel mean (``C`` values).
+        std: Per-channel standard deviation (``C`` values).
+
+    Shape:
+        - input: ``(B, C, H, W)`` float images in ``[0, 1]``.
+        - output: ``(B, D)``, the encoder's features.
+
+    Raises:
+        ValueError: At construction, for ``mean`` and ``std`` of different lengths or a non-positive ``std``; when
+            called, for images with another number of channels.
+
+    Example:
+        >>> encoder = Normalize(nn.Flatten(), mean=[0.5], std=[0.25])
+        >>> encoder(torch.tensor([[[[0.0, 1.0]]]]))
+        tensor([[-2.,  2.]])
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, encoder: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        if len(mean) != len(std) or not mean or min(std) <= 0:
+            raise ValueError(f"Expected `mean` and `std` of equal length with std > 0, but got {mean} and {std}")
+        self.encoder = encoder
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.feature_dim = getattr(encoder, "feature_dim", None)
+        self.preprocessing = getattr(encoder, "preprocessing", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Features ``(B, D)`` of images ``(B, C, H, W)`` in ``[0, 1]``."""
+        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
+            raise ValueError(
+                f"Expected images (B, {self.mean.shape[1]}, H, W) in [0, 1], but got shape {tuple(x.shape)}"
+            )
+        out: Tensor = self.encoder((x - self.mean) / self.std)
+        return out
 
 
 class OnnxEncoder(nn.Module):
@@ -107,6 +169,7 @@ class OnnxEncoder(nn.Module):
         self.session = onnxruntime.InferenceSession(self.path, providers=["CPUExecutionProvider"])
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta: dict[str, Any] = json.loads(props[CHECKPOINT_KEY]) if CHECKPOINT_KEY in props else {}
+        self.preprocessing: dict[str, Any] | None = self.meta.get("preprocessing")
         if self.meta.get("feature_dim") is not None:
             self.feature_dim = int(self.meta["feature_dim"])
         self.input_name = self.session.get_inputs()[0].name
@@ -141,21 +204,26 @@ def _load_safetensors(path: Path) -> nn.Module:
     return build_encoder_from_weights(json.loads(header[CHECKPOINT_KEY]), state_dict)
 
 
-def load_encoder(path: str | Path, trust_checkpoint: bool = False) -> nn.Module:
+def load_encoder(path: str | Path, trust_checkpoint: bool = False, normalize: bool = False) -> nn.Module:
     """A ready encoder in eval mode from any of the project's files: ``images (B, C, H, W) -> features (B, D)``.
+
+    The encoder's ``preprocessing`` attribute holds the inputs it was trained on (see the module docstring):
+    images of ``preprocessing["image_size"]`` px normalised as ``(x - mean) / std``; ``normalize=True`` applies
+    that normalisation itself (:class:`Normalize`), so the encoder takes images in ``[0, 1]``.
 
     Args:
         path: An exported encoder (``.pt``, ``.safetensors``, TorchScript ``.ts``, ``.onnx``: see
             :mod:`lightning_supcon.encoder_files.export`) or a SupCon Lightning checkpoint (``.ckpt``).
         trust_checkpoint: Unpickle a ``torch.save`` file in full when it needs it (files you trust only).
+        normalize: Put the recorded normalisation in front of the encoder: it then takes images in ``[0, 1]``.
 
     Returns:
-        The encoder in eval mode (an :class:`OnnxEncoder` for ``.onnx``).
+        The encoder in eval mode (an :class:`OnnxEncoder` for ``.onnx``; a :class:`Normalize` with ``normalize``).
 
     Raises:
         FileNotFoundError: If ``path`` is not a file.
-        ValueError: One line naming the file, for a file of another kind, a checkpoint of another model, or weights
-            of an encoder that cannot be rebuilt.
+        ValueError: One line naming the file, for a file of another kind, a checkpoint of another model, weights
+            of an encoder that cannot be rebuilt, or ``normalize`` for a file that records no preprocessing.
 
     Example:
         >>> import tempfile
@@ -168,6 +236,19 @@ def load_encoder(path: str | Path, trust_checkpoint: bool = False) -> nn.Module:
         (torch.Size([2, 128]), False)
     """
     path = Path(path)
+    encoder = _load(path, trust_checkpoint)
+    if not normalize:
+        return encoder
+    preprocessing = getattr(encoder, "preprocessing", None)
+    if not isinstance(preprocessing, dict) or not preprocessing.get("mean") or not preprocessing.get("std"):
+        raise ValueError(
+            f"{str(path)!r} records no preprocessing (mean, std): it was saved without a DataModule or by an older "
+            "version; normalise the images yourself and load it with `normalize=False`"
+        )
+    return Normalize(encoder, list(preprocessing["mean"]), list(preprocessing["std"])).eval()
+
+
+def _load(path: Path, trust_checkpoint: bool) -> nn.Module:
     if not path.is_file():
         raise MissingFileError(f"Encoder file {str(path)!r} does not exist (or is not a file).")
     kind = _kind(path)
@@ -176,9 +257,12 @@ def load_encoder(path: str | Path, trust_checkpoint: bool = False) -> nn.Module:
     if kind == "safetensors":
         return _load_safetensors(path)
     if kind == "torchscript":
+        extra = {f"{CHECKPOINT_KEY}.json": ""}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still the portable format
-            module: nn.Module = torch.jit.load(str(path), map_location="cpu")
+            module: nn.Module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        meta = json.loads(extra[f"{CHECKPOINT_KEY}.json"] or "{}")
+        module.preprocessing = meta.get("preprocessing")
         return module.eval()
     if kind == "torch":
         meta, state_dict = load_encoder_checkpoint(path, trust_checkpoint)

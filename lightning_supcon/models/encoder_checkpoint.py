@@ -1,7 +1,10 @@
 """What a LightningModule's checkpoint records about its encoder, and the check that a checkpoint fits the model.
 
 Every LightningModule of the project writes ``checkpoint["lightning_supcon"] = {"kind", "encoder", "feature_dim",
-"in_channels"}`` (read back by :func:`~lightning_supcon.encoder_files.read.load_encoder_checkpoint`), and refuses in
+"in_channels", "encoder_args", "preprocessing"}`` (read back by
+:func:`~lightning_supcon.encoder_files.read.load_encoder_checkpoint`): ``encoder_args`` is how to rebuild the encoder
+(:func:`~lightning_supcon.nets.encoders.encoder_spec`, ``None`` for a custom module) and ``preprocessing`` the inputs
+it was trained on (:func:`data_preprocessing`, ``None`` without a DataModule). It refuses in
 ``on_load_checkpoint`` -- before Lightning loads the weights -- a checkpoint of another kind or architecture, with
 one line naming both (instead of a long ``load_state_dict`` report of missing and unexpected keys).
 """
@@ -11,10 +14,49 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
+from torch import nn
 
 from lightning_supcon.encoder_files.read import CHECKPOINT_KEY
+from lightning_supcon.nets.encoders import encoder_spec
+
+__all__ = ["EncoderCheckpointMixin", "data_preprocessing"]
 
 _CHECKED = ("kind", "encoder", "feature_dim", "in_channels")
+
+
+def data_preprocessing(datamodule: object) -> dict[str, Any] | None:
+    """The inputs a model trained on ``datamodule`` expects: ``{"mean", "std", "in_channels", "image_size", "resize"}``.
+
+    The contract is the public attributes every :class:`~lightning_supcon.data.MultiViewDataModule` has: ``mean``
+    and ``std`` (per channel, of pixels in ``[0, 1]``; an ``"auto"`` statistic is measured when read), ``in_channels``
+    and ``image_size`` (the side of the square evaluation images), and, optionally, ``resize`` (the shorter side
+    images are resized to before the centre ``image_size`` crop, :class:`~lightning_supcon.data.ImageDataModule`).
+    An exported encoder reads ``(x - mean) / std`` of such ``(B, in_channels, image_size, image_size)`` images.
+
+    Args:
+        datamodule: The trainer's DataModule, or ``None``.
+
+    Returns:
+        The preprocessing as plain JSON values, or ``None`` for a DataModule without those attributes (or none).
+
+    Example:
+        >>> from lightning_supcon.data import DigitsDataModule
+        >>> data_preprocessing(DigitsDataModule(image_size=16))
+        {'mean': [0.3054], 'std': [0.3186], 'in_channels': 1, 'image_size': 16, 'resize': None}
+    """
+    try:
+        mean, std = datamodule.mean, datamodule.std  # type: ignore[attr-defined]
+        in_channels, image_size = datamodule.in_channels, datamodule.image_size  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+    resize = getattr(datamodule, "resize", None)
+    return {
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "in_channels": int(in_channels),
+        "image_size": int(image_size),
+        "resize": None if resize is None else int(resize),
+    }
 
 
 class EncoderCheckpointMixin(pl.LightningModule):
@@ -23,14 +65,20 @@ class EncoderCheckpointMixin(pl.LightningModule):
     checkpoint_kind: str
     encoder_name: str
     feature_dim: int
+    encoder: nn.Module
 
     def encoder_metadata(self) -> dict[str, Any]:
-        """What a checkpoint records about the encoder, under ``checkpoint["lightning_supcon"]``."""
+        """What a checkpoint records about the encoder, under ``checkpoint["lightning_supcon"]``: its kind, name,
+        feature size and channels (checked on load), how to rebuild it and the preprocessing of its inputs."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         return {
             "kind": self.checkpoint_kind,
             "encoder": self.encoder_name,
             "feature_dim": self.feature_dim,
             "in_channels": self.hparams.get("in_channels"),
+            "encoder_args": encoder_spec(self.encoder),
+            "preprocessing": data_preprocessing(datamodule),
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -23,9 +23,14 @@ from lightning_supcon.nets.network_surgery import adapt_first_conv, remove_class
 from lightning_supcon.nets.weights import load_weights
 from lightning_supcon.utils.files import first_line
 
-__all__ = ["FAMILIES", "Backbone", "closest_names", "offline"]
+__all__ = ["AUX_OUTPUTS", "FAMILIES", "Backbone", "closest_names", "offline"]
 
 TIMM_EXTRA = "pip install 'lightning-supcon[timm]'"
+AUX_OUTPUTS: dict[str, tuple[str, ...]] = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
+"""torchvision networks with auxiliary classifiers, which change the output in train mode: they are removed
+(``aux_logits`` off, these submodules ``None``), so the output is ``(B, feature_dim)`` in both modes, and their keys
+in a full weights file are ignored."""
+_TRANSFORM_INPUT = ("googlenet", "inception_v3")  # their pretrained weights switch on `transform_input` (3 channels)
 # A network without its classifier, its feature size, and the classifier's keys a full weights file still holds.
 _Built = tuple[nn.Module, int, list[str]]
 
@@ -48,10 +53,20 @@ def closest_names(name: str, names: list[str], n: int = 3) -> str:
 
 
 def _torchvision(name: str, in_channels: int, pretrained: bool, cifar_stem: bool, options: dict[str, Any]) -> _Built:
-    names = torchvision.models.list_models()
+    names = torchvision.models.list_models(module=torchvision.models)  # classification networks only
     if name not in names:
+        other = name in torchvision.models.list_models()
         raise ValueError(
-            f"Unknown torchvision model {name!r} (torchvision.models.list_models()){closest_names(name, names)}"
+            f"torchvision/{name} is not a classification network (detection, segmentation, video or quantized "
+            "networks have no (B, C, H, W) -> (B, D) form); Backbone takes torchvision.models.list_models("
+            f"module=torchvision.models){closest_names(name, names)}"
+            if other
+            else f"Unknown torchvision model {name!r} (torchvision.models.list_models()){closest_names(name, names)}"
+        )
+    if name in AUX_OUTPUTS and options.get("aux_logits"):
+        raise ValueError(
+            f"torchvision/{name} with `aux_logits: true` returns auxiliary outputs in train mode, not (B, D) "
+            "features: leave `aux_logits` out (the auxiliary classifiers are removed from encoders)"
         )
     weights = None
     if pretrained:
@@ -69,11 +84,60 @@ def _torchvision(name: str, in_channels: int, pretrained: bool, cifar_stem: bool
             f"Could not download the pretrained weights of torchvision/{name}: {first_line(err)}; put them in "
             f"torch's cache ({torch.hub.get_dir()}/checkpoints) or give `weights: PATH`"
         ) from None
+    if name in _TRANSFORM_INPUT and in_channels != 3:
+        net.transform_input = False  # it re-normalises R, G and B one by one: meaningless for other channels
+    aux_keys = _remove_aux_outputs(net, AUX_OUTPUTS.get(name, ()))
     feature_dim, removed = remove_classifier(net)
+    removed += aux_keys
     if cifar_stem:
         set_cifar_stem(net)
     adapt_first_conv(net, in_channels)
     return net, feature_dim, removed
+
+
+def _remove_aux_outputs(net: nn.Module, names: tuple[str, ...]) -> list[str]:
+    """Turn the auxiliary classifiers ``names`` off (torchvision's ``aux_logits``); their state-dict keys."""
+    keys = []
+    for name in names:
+        aux = getattr(net, name, None)
+        if isinstance(aux, nn.Module):
+            keys += [f"{name}.{key}" for key in aux.state_dict()]
+        setattr(net, name, None)
+    if names:
+        net.aux_logits = False  # type: ignore[assignment]
+    return keys
+
+
+def _timm_weights_cached(name: str, options: dict[str, Any]) -> str | None:
+    """Where timm would fetch the pretrained weights of ``name`` from, if they are not in a local cache; else None.
+
+    timm reads them from the Hugging Face hub (``hf_hub_id`` of its pretrained config) or a URL (torch's hub
+    cache); a local ``file`` (``options={"pretrained_cfg_overlay": {"file": PATH}}``) needs no cache. Checked
+    before timm is called, because with no network huggingface_hub retries for about a minute before failing.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    try:
+        found = get_pretrained_cfg(name)
+    except RuntimeError as err:  # an unknown pretrained tag
+        raise ValueError(f"timm/{name}: {first_line(err)}") from None
+    cfg: dict[str, Any] = found.to_dict() if found is not None else {}
+    cfg.update(options.get("pretrained_cfg") or {})
+    cfg.update(options.get("pretrained_cfg_overlay") or {})
+    if cfg.get("file") or cfg.get("state_dict") is not None:
+        return None
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        files = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
+        if any(isinstance(try_to_load_from_cache(hub_id, file), str) for file in files):
+            return None
+        return f"the Hugging Face cache (HF_HOME) has no {hub_id} (`hf download {hub_id}` where there is network)"
+    url = cfg.get("url")
+    if url:
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        return None if cached.is_file() else f"torch's cache has no {cached} (download {url} there)"
+    return f"timm has no pretrained weights for {name!r}"
 
 
 def _timm(name: str, in_channels: int, pretrained: bool, cifar_stem: bool, options: dict[str, Any]) -> _Built:
@@ -83,6 +147,11 @@ def _timm(name: str, in_channels: int, pretrained: bool, cifar_stem: bool, optio
         raise ImportError(f"`timm/{name}` needs timm: {TIMM_EXTRA}") from None
     if not timm.is_model(name):
         raise ValueError(f"Unknown timm model {name!r} (timm.list_models()){closest_names(name, timm.list_models())}")
+    missing = _timm_weights_cached(name, options) if pretrained else None
+    if missing is not None:
+        raise ValueError(
+            f"The pretrained weights of timm/{name} are not cached locally: {missing}; or give `weights: PATH`"
+        )
     try:
         net = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_channels, **options)
     except (OSError, RuntimeError, URLError) as err:  # the hub's offline / not-found errors are OSErrors
@@ -125,7 +194,13 @@ class Backbone(nn.Module):
 
     The classifier is removed (torchvision: its last ``nn.Linear`` becomes ``nn.Identity``; timm:
     ``num_classes=0``), so the output is the pooled features the classifier read; ``feature_dim`` is its size.
-    The network is ``self.net``: its state-dict keys are the library's under ``net.``.
+    The network is ``self.net``: its state-dict keys are the library's under ``net.``. ``self.init_args`` holds the
+    arguments that shape the network (``name``, ``in_channels``, ``cifar_stem``, ``options``; not ``pretrained`` or
+    ``weights``, which saved weights supersede): encoder files record them to rebuild the same network.
+
+    The output is ``(B, feature_dim)`` in train and eval mode alike: torchvision's GoogLeNet and Inception v3 are
+    built with ``aux_logits=False`` (:data:`AUX_OUTPUTS`), and their ``transform_input`` (which re-normalises three
+    RGB channels) is off for other channel counts; only classification networks are accepted.
 
     Args:
         name: ``"torchvision/<name>"`` (any name of ``torchvision.models.list_models()``, e.g.
@@ -136,8 +211,10 @@ class Backbone(nn.Module):
             its (pretrained) RGB weights adapted, summed over R, G, B for one channel
             (:func:`~lightning_supcon.nets.network_surgery.adapt_first_conv`).
         pretrained: Load the library's default pretrained weights with the library's own loading (torchvision:
-            ``weights="DEFAULT"`` from torch's hub cache, ``TORCH_HOME``; timm: ``pretrained=True`` from the
-            Hugging Face cache, ``HF_HOME``). They are downloaded when missing unless ``HF_HUB_OFFLINE=1``.
+            ``weights="DEFAULT"`` from torch's hub cache, ``TORCH_HOME``, downloaded when missing unless
+            ``HF_HUB_OFFLINE=1``; timm: ``pretrained=True`` from the Hugging Face cache, ``HF_HOME``, which must
+            hold them already: fetch them once with ``hf download timm/<name>.<tag>``, else a one-line error at
+            once instead of a minute of hub retries).
         weights: A local ``.pt``/``.pth``/``.safetensors`` state dict of the network, loaded strictly after it is
             built (so saved with the channels and stem asked for: unlike ``pretrained``, an RGB file's first conv
             is not adapted to other channels or the CIFAR stem); wrapper prefixes (``module.``, ``encoder.``,
@@ -181,6 +258,12 @@ class Backbone(nn.Module):
         if pretrained and weights is not None:
             raise ValueError(f"Give `pretrained: true` or `weights: PATH` for {name!r}, not both")
         self.encoder_name, self.in_channels, self.cifar_stem = name, in_channels, cifar_stem
+        self.init_args: dict[str, Any] = {
+            "name": name,
+            "in_channels": in_channels,
+            "cifar_stem": cifar_stem,
+            "options": dict(options or {}),
+        }
         net, self.feature_dim, removed = FAMILIES[family](
             model_name, in_channels, pretrained, cifar_stem, options or {}
         )

@@ -13,8 +13,10 @@ No lazy modules: their parameters must exist before DDP wraps the model.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -22,11 +24,14 @@ from lightning_supcon.nets.backbones import FAMILIES, Backbone, closest_names
 
 __all__ = [
     "ENCODERS",
+    "REBUILDABLE",
     "Backbone",
     "SmallCNN",
     "build_encoder",
     "encoder_feature_dim",
     "encoder_name",
+    "encoder_spec",
+    "rebuild_encoder",
     "resolve_encoder",
 ]
 
@@ -43,7 +48,8 @@ class SmallCNN(nn.Module):
     """A three-block conv net, fast on a CPU, for small images such as 8x8 digits upsampled to 16x16.
 
     Blocks of 3x3 conv, batch norm and ReLU with ``width``, ``2 * width`` and ``feature_dim`` channels; the
-    first two are followed by 2x2 max-pooling, the last by global average pooling.
+    first two are followed by 2x2 max-pooling, the last by global average pooling. ``init_args`` holds the
+    constructor's arguments (encoder files record them to rebuild it).
 
     Args:
         in_channels: Channels of the input images.
@@ -72,6 +78,7 @@ class SmallCNN(nn.Module):
             if value < 1:
                 raise ValueError(f"Expected argument `{name}` to be a positive integer, but got {value}")
         self.feature_dim = feature_dim
+        self.init_args = {"in_channels": in_channels, "width": width, "feature_dim": feature_dim}
         self.features = nn.Sequential(
             *_conv_bn_relu(in_channels, width),
             nn.MaxPool2d(2),
@@ -97,6 +104,57 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
 """Encoder constructors by short name; each accepts ``in_channels`` and its own keyword arguments. ``resnetN`` is
 ``Backbone("torchvision/resnetN", cifar_stem=True)``: its keyword arguments are :class:`Backbone`'s
 (``cifar_stem=False`` for the ImageNet stem, ``options={"zero_init_residual": True}``, ``pretrained``, ``weights``)."""
+
+
+REBUILDABLE: dict[str, Callable[..., nn.Module]] = {"SmallCNN": SmallCNN, "Backbone": Backbone}
+"""The encoder classes an encoder file can be rebuilt into from its recorded ``init_args`` (no other class is ever
+built from a file's content)."""
+
+
+def encoder_spec(encoder: nn.Module) -> dict[str, Any] | None:
+    """``{"class": ..., "init_args": {...}}``: how to rebuild ``encoder``, or ``None`` if it cannot be recorded.
+
+    The project's encoders (:data:`REBUILDABLE`) keep the constructor arguments that shape them in ``init_args``;
+    they are recorded as JSON (every encoder file format stores JSON metadata), so an option that is not JSON (a
+    Python object) leaves the encoder unrecordable, as is any other class.
+
+    Example:
+        >>> encoder_spec(SmallCNN(in_channels=1, width=8, feature_dim=16))
+        {'class': 'SmallCNN', 'init_args': {'in_channels': 1, 'width': 8, 'feature_dim': 16}}
+        >>> encoder_spec(nn.Linear(2, 2)) is None
+        True
+    """
+    name = type(encoder).__name__
+    init_args = getattr(encoder, "init_args", None)
+    if name not in REBUILDABLE or REBUILDABLE[name] is not type(encoder) or not isinstance(init_args, dict):
+        return None
+    try:
+        return {"class": name, "init_args": json.loads(json.dumps(init_args))}
+    except (TypeError, ValueError):
+        return None
+
+
+def rebuild_encoder(spec: dict[str, Any]) -> nn.Module:
+    """The encoder :func:`encoder_spec` recorded, freshly initialised (load its weights next).
+
+    Raises:
+        ValueError: One line, for a class outside :data:`REBUILDABLE` or arguments it does not take.
+
+    Example:
+        >>> rebuild_encoder({"class": "SmallCNN", "init_args": {"in_channels": 1, "width": 8, "feature_dim": 16}})
+        ... # doctest: +ELLIPSIS
+        SmallCNN(...)
+    """
+    name, init_args = spec.get("class"), spec.get("init_args")
+    if name not in REBUILDABLE or not isinstance(init_args, dict):
+        raise ValueError(
+            f"Cannot rebuild an encoder of class {name!r} with arguments {init_args!r}: expected one of "
+            f"{sorted(REBUILDABLE)} and a dict of its arguments"
+        )
+    try:
+        return REBUILDABLE[str(name)](**init_args)
+    except TypeError as err:
+        raise ValueError(f"Cannot rebuild encoder {name} from the recorded arguments {init_args!r}: {err}") from None
 
 
 def encoder_feature_dim(module: nn.Module) -> int:

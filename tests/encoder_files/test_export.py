@@ -104,7 +104,7 @@ class TestEveryFormat:
             torch.jit.load(str(paths["torchscript"]), _extra_files=extra)
         assert json.loads(extra[f"{CHECKPOINT_KEY}.json"]) == meta
         onnx_encoder = load_encoder(paths["onnx"])
-        assert isinstance(onnx_encoder, OnnxEncoder) and onnx_encoder.meta == meta
+        assert isinstance(onnx_encoder, OnnxEncoder) and onnx_encoder.meta == {**meta, "onnx_image_size": None}
         assert onnx_encoder.feature_dim == meta["feature_dim"]
 
     def test_onnx_runs_in_plain_onnxruntime_with_a_dynamic_batch(self, exported: dict[str, Any]) -> None:
@@ -214,3 +214,163 @@ class TestCommand:
         proc = subprocess.run([*command, "--formats", "safetensors"], capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr
         assert (tmp_path / "e.safetensors").is_file() and proc.stdout.startswith("safetensors: ")
+
+
+@pytest.fixture(scope="module")
+def trained_on_digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A small SupConModule fitted one step through a Trainer on the digits DataModule, exported in every format."""
+    from lightning_supcon.data import DigitsDataModule
+    from tests.helpers import cpu_trainer
+
+    tmp_path = tmp_path_factory.mktemp("digits")
+    data = DigitsDataModule(batch_size=32, image_size=16)
+    model = SupConModule(encoder=SmallCNN(in_channels=1, width=4, feature_dim=8), in_channels=1, knn_k=0)
+    trainer = cpu_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(model, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    paths = export_files(*_load(tmp_path / "last.ckpt"), tmp_path / "enc", FORMATS)
+    return {"data": data, "encoder": model.encoder.eval(), "paths": paths}
+
+
+class TestExportedEncoderKeepsItsPreprocessing:
+    """Issue 24.1: an exported encoder forgot its mean and std; fed [0, 1] pixels its features were another model's."""
+
+    @pytest.mark.parametrize("fmt", FORMATS)
+    def test_the_measured_normalisation_is_in_every_format(self, trained_on_digits: dict[str, Any], fmt: str) -> None:
+        data = trained_on_digits["data"]
+        encoder = load_encoder(trained_on_digits["paths"][fmt])
+        assert encoder.preprocessing == {
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "in_channels": 1,
+            "image_size": 16,
+            "resize": None,
+        }
+
+    @pytest.mark.parametrize("fmt", FORMATS)
+    def test_normalize_takes_pixels_in_0_1(self, trained_on_digits: dict[str, Any], fmt: str) -> None:
+        data = trained_on_digits["data"]
+        pixels = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+        normalised = (pixels - torch.tensor(data.mean).view(1, -1, 1, 1)) / torch.tensor(data.std).view(1, -1, 1, 1)
+        with torch.no_grad():
+            expected = trained_on_digits["encoder"](normalised)
+            features = load_encoder(trained_on_digits["paths"][fmt], normalize=True)(pixels)
+        torch.testing.assert_close(features, expected, **TOLERANCE)
+
+    def test_normalize_without_recorded_preprocessing_is_one_line(self, tmp_path: Path) -> None:
+        from lightning_supcon.encoder_files import save_encoder
+
+        path = save_encoder(SupConModule(encoder="small_cnn", in_channels=1, knn_k=0), tmp_path / "encoder.pt")
+        with pytest.raises(ValueError, match=r"records no preprocessing \(mean, std\).*`normalize=False`$"):
+            load_encoder(path, normalize=True)
+
+
+SOURCES: dict[str, tuple[Any, int, int]] = {  # SupConModule's encoder, in_channels, image size
+    "library-options": (Backbone("torchvision/mobilenet_v2", options={"width_mult": 0.5}), 3, 32),
+    "timm-vit-img-size": (Backbone("timm/vit_tiny_patch16_224", options={"img_size": 32}), 3, 32),
+    "timm-one-channel": (Backbone("timm/resnet18", in_channels=1), 1, 32),
+}
+SLOW_SOURCES = {
+    "short-name": ("resnet18", 3, 32),
+    "small-cnn-widths": (SmallCNN(in_channels=2, width=6, feature_dim=10), 2, 16),
+}
+
+
+def _weights_file_source(tmp_path: Path) -> nn.Module:
+    source = Backbone("torchvision/resnet18", cifar_stem=True)
+    torch.save(source.state_dict(), tmp_path / "weights.pt")
+    return Backbone("torchvision/resnet18", cifar_stem=True, weights=str(tmp_path / "weights.pt"))
+
+
+class TestRebuiltWithItsOptions:
+    """Issue 24.2: an encoder was rebuilt from its name alone, its options and channels dropped."""
+
+    @pytest.mark.parametrize(
+        "source",
+        [*SOURCES, *(pytest.param(name, marks=pytest.mark.slow) for name in [*SLOW_SOURCES, "weights-file"])],
+    )
+    def test_identical_features_in_every_format(self, tmp_path: Path, source: str) -> None:
+        if source == "weights-file":
+            encoder, channels, size = _weights_file_source(tmp_path), 3, 32
+        else:
+            encoder, channels, size = {**SOURCES, **SLOW_SOURCES}[source]
+        model = SupConModule(encoder=encoder, in_channels=channels, knn_k=0)
+        _randomise_batchnorm(model.encoder)
+        checkpoint: dict[str, Any] = {"pytorch-lightning_version": pl.__version__, "state_dict": model.state_dict()}
+        model.on_save_checkpoint(checkpoint)
+        torch.save(checkpoint, tmp_path / "model.ckpt")
+        paths = export_files(*_load(tmp_path / "model.ckpt"), tmp_path / "enc", FORMATS, image_size=size)
+        images = torch.randn(2, channels, size, size)
+        with torch.no_grad():
+            expected = model.encoder.eval()(images)
+            for fmt, path in {"checkpoint": tmp_path / "model.ckpt", **paths}.items():
+                torch.testing.assert_close(load_encoder(path)(images), expected, **TOLERANCE, msg=fmt)
+
+    def test_files_without_encoder_args_still_load(self) -> None:
+        encoder = Backbone("torchvision/resnet18", in_channels=1, cifar_stem=True)
+        meta = {"encoder": "torchvision/resnet18", "in_channels": 1}
+        rebuilt = build_encoder_from_weights(meta, encoder.state_dict())
+        assert isinstance(rebuilt, Backbone) and rebuilt.cifar_stem
+
+
+class TestOnnxSizes:
+    """Issue 24.4: a network whose height and width cannot be dynamic in ONNX failed to export with a traceback."""
+
+    def test_adaptive_pooling_to_a_grid_is_exported_at_a_fixed_size(self, tmp_path: Path) -> None:
+        import onnxruntime
+
+        from lightning_supcon.encoder_files.onnx_export import write_onnx
+
+        encoder = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d((3, 3)), nn.Flatten()).eval()
+        meta = {"encoder": "custom", "in_channels": 3, "feature_dim": 36}
+        with pytest.warns(UserWarning, match="takes 20x20 images only: its height and width cannot be dynamic"):
+            write_onnx(meta, encoder, tmp_path / "e.onnx", 20)
+        session = onnxruntime.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape == ["batch", 3, 20, 20]
+        images = torch.randn(5, 3, 20, 20)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                torch.from_numpy(session.run(None, {"images": images.numpy()})[0]), encoder(images), **TOLERANCE
+            )
+        assert OnnxEncoder(tmp_path / "e.onnx").meta["onnx_image_size"] == 20
+
+    def test_an_export_failure_is_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def failing_export(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("the exporter failed\n  a long trace\n  more lines")
+
+        monkeypatch.setattr(torch.onnx, "export", failing_export)
+        checkpoint, _, _ = _checkpoint(tmp_path, "small_cnn")
+        with pytest.raises(SystemExit):
+            main([str(checkpoint), str(tmp_path / "out" / "enc"), "--formats", "onnx"])
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err
+        assert "Could not export encoder 'small_cnn' to onnx" in err and "the exporter failed" in err
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize(("name", "size"), [("alexnet", 64), ("vgg11", 32)])
+    def test_alexnet_and_vgg_export_from_the_command(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, size: int
+    ) -> None:
+        model = SupConModule(encoder=f"torchvision/{name}", in_channels=3, knn_k=0)
+        checkpoint: dict[str, Any] = {"pytorch-lightning_version": pl.__version__, "state_dict": model.state_dict()}
+        model.on_save_checkpoint(checkpoint)
+        torch.save(checkpoint, tmp_path / "m.ckpt")
+        main([str(tmp_path / "m.ckpt"), str(tmp_path / "enc"), "--formats", "onnx", "--image-size", str(size)])
+        assert f"takes {size}x{size} images only" in capsys.readouterr().err
+        images = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            expected = model.encoder.eval()(images)
+        torch.testing.assert_close(load_encoder(tmp_path / "enc.onnx")(images), expected, atol=1e-4, rtol=1e-3)
+
+
+def test_every_format_gets_one_file_mode(tmp_path: Path) -> None:
+    """Issue 24.4: ``.safetensors`` files were 0600 while the others were 0644."""
+    import os
+
+    checkpoint, _, _ = _checkpoint(tmp_path, "small_cnn")
+    paths = export_files(*_load(checkpoint), tmp_path / "enc", FORMATS, image_size=16)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {fmt: path.stat().st_mode & 0o777 for fmt, path in paths.items()} == {fmt: 0o666 & ~umask for fmt in FORMATS}

@@ -132,10 +132,50 @@ class TestPretrained:
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
         monkeypatch.setenv("TORCH_HOME", str(tmp_path))
         with pytest.raises(
-            ValueError, match=r"timm could not load the pretrained weights of timm/resnet18: .*HF_HOME"
+            ValueError, match=r"pretrained weights of timm/resnet18 are not cached locally: .*HF_HOME"
         ) as err:
             Backbone("timm/resnet18", pretrained=True)
         assert "\n" not in str(err.value)
+
+    def test_timm_uncached_weights_fail_at_once_without_touching_the_network(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No HF_HUB_OFFLINE, an empty cache and a network that would fail slowly (huggingface_hub retries for
+        about a minute): the one-line error comes at once, and no connection is tried."""
+        import socket
+        import time
+
+        tried: list[object] = []
+
+        def slow_unreachable(*args: object, **kwargs: object) -> None:
+            tried.append(args)
+            time.sleep(5)
+            raise OSError("network unreachable")
+
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setattr(socket, "create_connection", slow_unreachable)
+        monkeypatch.setattr(socket, "getaddrinfo", slow_unreachable)
+        start = time.perf_counter()
+        with pytest.raises(ValueError, match=r"timm/resnet18 are not cached locally: .*hf download timm/resnet18"):
+            Backbone("timm/resnet18", pretrained=True)
+        assert time.perf_counter() - start < 2 and not tried
+
+    def test_timm_reads_its_hugging_face_cache(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        source = timm.create_model("resnet18")
+        repo = tmp_path / "models--timm--resnet18.a1_in1k"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("0" * 40)
+        (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+        save_file(source.state_dict(), str(repo / "snapshots" / ("0" * 40) / "model.safetensors"))
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+        encoder = Backbone("timm/resnet18", pretrained=True)
+        source.reset_classifier(0)
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(_features(encoder, x), _features(source, x))
 
     def test_timm_pretrained_from_a_file_of_its_own(self, tmp_path: Path) -> None:
         source = timm.create_model("resnet18")
@@ -263,3 +303,63 @@ class TestEncoderFiles:
             ValueError, match="it has encoder='timm/resnet18', this model encoder='torchvision/resnet18'"
         ):
             LinearProbeModule(checkpoint=str(path), encoder="torchvision/resnet18", in_channels=1)
+
+
+MODE_SWEEP = [  # name, options, in_channels, image size: (B, C, H, W) -> (B, feature_dim) in train and eval mode
+    ("torchvision/googlenet", {}, 3, 32),
+    ("torchvision/inception_v3", {}, 1, 75),  # the smallest size it takes
+    pytest.param("torchvision/resnet18", {}, 3, 32, marks=pytest.mark.slow),
+    pytest.param("torchvision/mobilenet_v3_small", {}, 3, 32, marks=pytest.mark.slow),
+    pytest.param("torchvision/efficientnet_b0", {}, 3, 32, marks=pytest.mark.slow),
+    pytest.param("torchvision/convnext_tiny", {}, 3, 32, marks=pytest.mark.slow),
+    pytest.param("torchvision/vgg11", {}, 3, 32, marks=pytest.mark.slow),
+    pytest.param("torchvision/alexnet", {}, 3, 64, marks=pytest.mark.slow),
+    pytest.param("torchvision/vit_b_16", {}, 3, 224, marks=pytest.mark.slow),
+    pytest.param("torchvision/inception_v3", {}, 3, 299, marks=pytest.mark.slow),
+    pytest.param("timm/resnet18", {}, 3, 32, marks=pytest.mark.slow),
+    pytest.param("timm/convnext_atto", {}, 3, 32, marks=pytest.mark.slow),
+    pytest.param("timm/vit_tiny_patch16_224", {"img_size": 32}, 3, 32, marks=pytest.mark.slow),
+]
+
+
+class TestOutputTypeDoesNotDependOnMode:
+    @pytest.mark.parametrize(("name", "options", "channels", "size"), MODE_SWEEP)
+    def test_features_in_train_and_eval_mode(
+        self, name: str, options: dict[str, Any], channels: int, size: int
+    ) -> None:
+        encoder = Backbone(name, in_channels=channels, options=options)
+        x = torch.randn(2, channels, size, size)
+        for mode in (True, False):
+            out = encoder.train(mode)(x)
+            assert type(out) is Tensor and out.shape == (2, encoder.feature_dim), (mode, type(out))
+
+    @pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+    def test_auxiliary_outputs_asked_for_are_refused(self, name: str) -> None:
+        with pytest.raises(ValueError, match=rf"torchvision/{name} with `aux_logits: true` returns auxiliary"):
+            Backbone(f"torchvision/{name}", options={"aux_logits": True})
+
+    def test_pretrained_googlenet_reads_one_channel(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Pretrained GoogLeNet weights switch on ``transform_input``, which indexes R, G and B."""
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+        source = torchvision.models.googlenet(aux_logits=True, init_weights=True)
+        url = torchvision.models.GoogLeNet_Weights.DEFAULT.url
+        (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+        torch.save(source.state_dict(), tmp_path / "hub" / "checkpoints" / Path(url).name)
+        encoder = Backbone("torchvision/googlenet", in_channels=1, pretrained=True)
+        assert encoder.train()(torch.randn(2, 1, 32, 32)).shape == (2, 1024)
+
+    @pytest.mark.parametrize("name", ["fcn_resnet50", "fasterrcnn_resnet50_fpn", "r3d_18", "raft_small"])
+    def test_networks_without_the_form_are_refused_by_name(self, name: str) -> None:
+        with pytest.raises(ValueError, match=rf"torchvision/{name} is not a classification network"):
+            Backbone(f"torchvision/{name}")
+
+
+class TestInitArgs:
+    def test_what_shapes_the_network_is_kept(self) -> None:
+        encoder = Backbone("timm/resnet18", in_channels=1, options={"drop_rate": 0.1})
+        assert encoder.init_args == {
+            "name": "timm/resnet18",
+            "in_channels": 1,
+            "cifar_stem": False,
+            "options": {"drop_rate": 0.1},
+        }

@@ -38,7 +38,13 @@ _Built = tuple[nn.Module, int, list[str]]
 def offline() -> bool:
     """Whether downloads are off: ``HF_HUB_OFFLINE=1`` (Hugging Face's switch, which timm follows; honoured here
     for torchvision's weights too)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:  # huggingface_hub reads the variable once, at import: its constant is what timm's downloads obey
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def closest_names(name: str, names: list[str], n: int = 3) -> str:
@@ -108,6 +114,27 @@ def _remove_aux_outputs(net: nn.Module, names: tuple[str, ...]) -> list[str]:
     return keys
 
 
+HUB_PROBE_TIMEOUT = 3.0
+"""Seconds :func:`hub_reachable` waits for a TCP connection to the Hugging Face endpoint."""
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether a TCP connection to the Hugging Face endpoint (``HF_ENDPOINT``, default ``huggingface.co:443``) opens
+    within ``timeout`` seconds: one try, where huggingface_hub itself retries for about a minute without network."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname or "huggingface.co", port), timeout=timeout).close()
+    except OSError:  # socket.timeout and name-resolution errors are OSErrors
+        return False
+    return True
+
+
 def _timm_weights_cached(name: str, options: dict[str, Any]) -> str | None:
     """Where timm would fetch the pretrained weights of ``name`` from, if they are not in a local cache; else None.
 
@@ -148,9 +175,11 @@ def _timm(name: str, in_channels: int, pretrained: bool, cifar_stem: bool, optio
     if not timm.is_model(name):
         raise ValueError(f"Unknown timm model {name!r} (timm.list_models()){closest_names(name, timm.list_models())}")
     missing = _timm_weights_cached(name, options) if pretrained else None
-    if missing is not None:
+    if missing is not None and (offline() or not hub_reachable()):  # else timm downloads them
+        why = "HF_HUB_OFFLINE is set" if offline() else "the Hugging Face hub cannot be reached"
         raise ValueError(
-            f"The pretrained weights of timm/{name} are not cached locally: {missing}; or give `weights: PATH`"
+            f"The pretrained weights of timm/{name} are not cached locally and {why}: {missing}; or give "
+            "`weights: PATH`"
         )
     try:
         net = timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_channels, **options)

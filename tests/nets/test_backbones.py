@@ -132,36 +132,69 @@ class TestPretrained:
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
         monkeypatch.setenv("TORCH_HOME", str(tmp_path))
         with pytest.raises(
-            ValueError, match=r"pretrained weights of timm/resnet18 are not cached locally: .*HF_HOME"
+            ValueError,
+            match=r"pretrained weights of timm/resnet18 are not cached locally and HF_HUB_OFFLINE is set: .*HF_HOME",
         ) as err:
             Backbone("timm/resnet18", pretrained=True)
         assert "\n" not in str(err.value)
 
-    def test_timm_uncached_weights_fail_at_once_without_touching_the_network(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """No HF_HUB_OFFLINE, an empty cache and a network that would fail slowly (huggingface_hub retries for
-        about a minute): the one-line error comes at once, and no connection is tried."""
-        import socket
-        import time
-
-        tried: list[object] = []
-
-        def slow_unreachable(*args: object, **kwargs: object) -> None:
-            tried.append(args)
-            time.sleep(5)
-            raise OSError("network unreachable")
-
+    @pytest.fixture
+    def empty_caches(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-        monkeypatch.setattr(socket, "create_connection", slow_unreachable)
-        monkeypatch.setattr(socket, "getaddrinfo", slow_unreachable)
+
+    def test_timm_uncached_weights_without_network_fail_at_once(
+        self, empty_caches: None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No HF_HUB_OFFLINE, an empty cache and no network (huggingface_hub would retry for about a minute): one
+        short probe of the endpoint, then the one-line error at once; timm is never asked to download."""
+        import socket
+        import time
+
+        probes: list[float] = []
+
+        def unreachable(address: tuple[str, int], timeout: float = 0.0, **kwargs: object) -> socket.socket:
+            probes.append(timeout)
+            raise TimeoutError("timed out")  # what a connection that never answers gives after `timeout`
+
+        def create_model(*args: object, **kwargs: object) -> None:
+            raise AssertionError("timm tried to download")
+
+        monkeypatch.setattr(socket, "create_connection", unreachable)
+        monkeypatch.setattr(timm, "create_model", create_model)
         start = time.perf_counter()
-        with pytest.raises(ValueError, match=r"timm/resnet18 are not cached locally: .*hf download timm/resnet18"):
+        with pytest.raises(
+            ValueError,
+            match=r"timm/resnet18 are not cached locally and the Hugging Face hub cannot "
+            r"be reached: .*hf download timm/resnet18",
+        ) as err:
             Backbone("timm/resnet18", pretrained=True)
-        assert time.perf_counter() - start < 2 and not tried
+        assert time.perf_counter() - start < 2 and "\n" not in str(err.value)
+        assert len(probes) == 1 and 0 < probes[0] <= 5
+
+    def test_timm_uncached_weights_with_network_are_downloaded_by_timm(
+        self, empty_caches: None, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the hub reachable, uncached weights are timm's to download (as torchvision's path downloads)."""
+        import socket
+
+        class Connection:
+            def close(self) -> None:
+                pass
+
+        asked: list[bool] = []
+
+        def create_model(name: str, pretrained: bool = False, **kwargs: object) -> None:
+            asked.append(pretrained)
+            raise OSError("stopped before the download")
+
+        monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: Connection())
+        monkeypatch.setattr(timm, "create_model", create_model)
+        with pytest.raises(ValueError, match=r"timm could not load the pretrained weights of timm/resnet18"):
+            Backbone("timm/resnet18", pretrained=True)
+        assert asked == [True]
 
     def test_timm_reads_its_hugging_face_cache(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         source = timm.create_model("resnet18")

@@ -262,13 +262,15 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
     def on_fit_start(self) -> None:
         """Refuse, before the first step, settings that cannot give the contrast set they promise."""
         super().on_fit_start()
-        accumulate = self.trainer.accumulate_grad_batches
+        if self._trainer is None:  # called by hand
+            return
+        accumulate = self._trainer.accumulate_grad_batches
         if accumulate > 1:
             raise ValueError(
                 f"accumulate_grad_batches={accumulate} contrasts each batch only with itself: use a {accumulate}x "
                 "larger data batch_size with `micro_batch` (the old batch size) for one large contrast set instead."
             )
-        batch = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        batch = getattr(getattr(self._trainer, "datamodule", None), "batch_size", None)
         if self.micro_batch is not None and isinstance(batch, int) and self.micro_batch > batch:
             raise ValueError(
                 f"`micro_batch` ({self.micro_batch}) is larger than the batch ({batch}): set it to at most {batch}."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,10 +23,11 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon import DigitsDataModule, SupConLoss, SupConModule
+from lightning_supcon.cli import main
 from lightning_supcon.models import gradient_cache
 from lightning_supcon.models.gradient_cache import cached_forward, micro_batched, restored_buffers
 from lightning_supcon.models.optimization import sgd
-from tests.helpers import cpu_trainer, free_port
+from tests.helpers import cli_error, cpu_trainer, fit_args, free_port, one_error_line
 
 DDP_SCRIPT = Path(__file__).with_name("ddp_equivalence.py")
 
@@ -237,3 +239,21 @@ def test_ddp_micro_batches_equal_one_process_with_the_global_batch(tmp_path: Pat
     for k in keys:
         a, b = cached["state_dict"][k], single["state_dict"][k]
         assert ((a - b).norm() / b.norm().clamp(min=1e-30)).item() < 1e-10, k
+
+
+class TestCommandLine:
+    def test_micro_batch_from_the_command_line(self, workdir: Path) -> None:
+        main(fit_args("--model.init_args.micro_batch=16", "--model.init_args.knn_k=0"))
+
+    @pytest.mark.parametrize(
+        ("option", "match"),
+        [
+            ("--model.init_args.micro_batch=1000", r"`micro_batch` \(1000\) is larger than the batch \(128\)"),
+            ("--trainer.accumulate_grad_batches=4", "accumulate_grad_batches=4 contrasts each batch only with itself"),
+        ],
+    )
+    def test_settings_that_cannot_work_are_one_line(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str], option: str, match: str
+    ) -> None:
+        line = one_error_line(cli_error(capsys, fit_args(option), workdir))
+        assert re.search(match, line), line

@@ -257,3 +257,14 @@ class TestCommandLine:
     ) -> None:
         line = one_error_line(cli_error(capsys, fit_args(option), workdir))
         assert re.search(match, line), line
+
+
+@pytest.mark.slow  # `make test-slow`: two more 2-process runs
+@pytest.mark.distributed
+def test_ddp_micro_batches_with_global_batchnorm(tmp_path: Path) -> None:
+    """With GlobalBatchNormSync each micro-batch is normalised over the same micro-batch of both ranks (equal
+    per-rank batches: 8 = 4 + 4 on each). What is checked: it runs (the ranks' collectives pair up in both passes)
+    and the running statistics are updated once per micro-batch: 4 steps x 2 micro-batches."""
+    synced = _ddp(tmp_path, 2, "--batchnorm=global", "--micro-batch=4")
+    assert synced["norm_during_fit"] == ["GlobalBatchNorm"]
+    assert int(synced["state_dict"]["encoder.net.1.num_batches_tracked"]) == 4 * 2

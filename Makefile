@@ -53,6 +53,7 @@ bench: $(VENV)/.dev
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/options.py
 	$(PY) benchmarks/digits_eval.py
+	$(PY) benchmarks/gradient_cache.py --steps 1
 
 clean:
 	rm -rf outputs lightning_logs .pytest_cache .mypy_cache .ruff_cache .coverage* site dist build *.egg-info

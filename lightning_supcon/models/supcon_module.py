@@ -1,6 +1,8 @@
 """SupConModule: encoder + projection head trained with an injected SupCon loss, evaluated online.
 
 - [0] Khosla et al., Supervised Contrastive Learning, NeurIPS 2020, https://arxiv.org/abs/2004.11362
+- [1] Gao et al., Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup, 2021,
+  https://arxiv.org/abs/2101.06983
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from lightning_supcon.metrics.knn import BankDtype
 from lightning_supcon.models.class_positives import anchors_with_class_positives
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
+from lightning_supcon.models.gradient_cache import cached_forward, micro_batched
 from lightning_supcon.models.hparams import save_hparams
 from lightning_supcon.models.labels import check_labels
 from lightning_supcon.models.online_eval import OnlineEvaluation, is_headline
@@ -83,11 +86,19 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
             exponential moving average of the encoder after each step; ``None``: enqueue the detached projections.
         channels_last: Convert the encoder to channels-last memory format (faster convolutions on GPUs).
         compile_encoder: ``torch.compile`` the encoder.
+        micro_batch: Gradient caching [1]: embed the per-device batch ``micro_batch`` samples (with their views) at
+            a time, so activations are held for one micro-batch, while every anchor is still contrasted with the
+            whole (gathered) batch and the gradient is the full batch's, exactly (see
+            :mod:`~lightning_supcon.models.gradient_cache`: about one extra forward pass; BatchNorm normalises each
+            micro-batch by its own statistics). ``None``: off. Lightning's ``accumulate_grad_batches`` cannot enlarge
+            the contrast set (each batch would be contrasted with itself only) and is refused for this module:
+            raise the batch size and set ``micro_batch`` instead.
 
     Raises:
         ValueError: For ``num_classes < 2``, ``knn_k < 0``, ``queue_size < 0``, a ``queue_momentum`` without a
             queue or outside ``[0, 1)``, a negative ``ce_weight`` or one without probe, or a queue with
-            ``multilabel``.
+            ``multilabel``, or ``micro_batch < 1``; at fit start, ``accumulate_grad_batches > 1`` or a
+            ``micro_batch`` larger than the DataModule's ``batch_size``.
 
     Example:
         >>> model = SupConModule(encoder="small_cnn", in_channels=1, loss=SupConLoss(temperature=0.2))
@@ -120,6 +131,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         queue_momentum: float | None = None,
         channels_last: bool = False,
         compile_encoder: bool = False,
+        micro_batch: int | None = None,
     ) -> None:
         super().__init__()
         if queue_size < 0:
@@ -132,6 +144,11 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
             raise ValueError(f"`ce_weight` ({ce_weight}) trains the probe jointly with the encoder: set `probe=True`.")
         if multilabel and queue_size > 0:
             raise ValueError("The memory queue holds class labels: set `queue_size: 0` with `multilabel=True`.")
+        if micro_batch is not None and micro_batch < 1:
+            raise ValueError(
+                f"Expected `micro_batch` >= 1 (samples per forward pass) or None (off), but got {micro_batch}."
+            )
+        self.micro_batch = micro_batch
         self.criterion = loss if loss is not None else SupConLoss()
         self.optimizer = optimizer if optimizer is not None else sgd(lr=0.05, weight_decay=1e-4)
         self.schedule = schedule
@@ -193,9 +210,14 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         views, labels = batch
         self._check_batch(views, labels)
         batch_size, n_views = views.shape[:2]
-        features = self(views.flatten(0, 1))  # (B * V, feature_dim), sample-major
-        projections = self.project(features).view(batch_size, n_views, -1)  # (B, V, projection_dim)
+        if self.micro_batch is None:
+            features = self(views.flatten(0, 1))  # (B * V, feature_dim), sample-major
+            projections = self.project(features).view(batch_size, n_views, -1)  # (B, V, projection_dim)
+        else:  # the same graph, its activations recomputed one micro-batch at a time in the backward pass
+            features, flat = cached_forward(self._embed, views, self.micro_batch, (self.encoder, self.head))
+            projections = flat.view(batch_size, n_views, -1)
         targets = labels if self.supervised else None
+        queued = None
         if self.queue is not None:
             queued, queued_labels = self.queue.entries()
             loss = self.criterion(
@@ -211,9 +233,12 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
             )
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         gathering = self.criterion.gather_distributed and distributed.is_distributed()
-        global_batch = batch_size * (self.trainer.world_size if gathering else 1)
-        self.log("train/global_batch", float(global_batch), reduce_fx="max")
         contrasted = distributed.gather(labels) if gathering else labels  # the labels the loss contrasts
+        global_batch = contrasted.shape[0]  # ragged last batches: the sum of the ranks' sizes
+        self.log("train/global_batch", float(global_batch), reduce_fx="max")
+        # What each anchor is contrasted with: every other view of the (gathered) batch, and the queue.
+        contrast_size = global_batch * n_views - 1 + (0 if queued is None else queued.shape[0])
+        self.log("train/contrast_size", float(contrast_size), reduce_fx="max")
         positives = anchors_with_class_positives(contrasted) if self.supervised else torch.zeros((), device=self.device)
         self.log("train/anchors_with_class_positives", positives, sync_dist=True)
         # With ce_weight > 0 the probe is a classifier trained jointly: its gradient reaches the encoder.
@@ -229,13 +254,36 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         self.log("train/probe_loss", probe_loss, sync_dist=True)
         return loss + probe_loss
 
+    def _embed(self, views: Tensor) -> tuple[Tensor, Tensor]:
+        """Features ``(m * V, feature_dim)`` and projections ``(m * V, projection_dim)`` of views ``(m, V, ...)``."""
+        features = self(views.flatten(0, 1))
+        return features, self.project(features)
+
+    def on_fit_start(self) -> None:
+        """Refuse, before the first step, settings that cannot give the contrast set they promise."""
+        super().on_fit_start()
+        if self._trainer is None:  # called by hand
+            return
+        accumulate = self._trainer.accumulate_grad_batches
+        if accumulate > 1:
+            raise ValueError(
+                f"accumulate_grad_batches={accumulate} contrasts each batch only with itself: use a {accumulate}x "
+                "larger data batch_size with `micro_batch` (the old batch size) for one large contrast set instead."
+            )
+        batch = getattr(getattr(self._trainer, "datamodule", None), "batch_size", None)
+        if self.micro_batch is not None and isinstance(batch, int) and self.micro_batch > batch:
+            raise ValueError(
+                f"`micro_batch` ({self.micro_batch}) is larger than the batch ({batch}): set it to at most {batch}."
+            )
+
     @torch.no_grad()
     def _enqueue(self, views: Tensor, projections: Tensor, labels: Tensor) -> None:
         """Push this step's keys (all views) into the queue: the momentum encoder's projections when there is one,
         else the detached projections; under DDP the gathered global batch, so every rank's queue is the same."""
         assert self.queue is not None
         if self.momentum_encoder is not None:
-            keys = self.momentum_encoder(views.flatten(0, 1))
+            flat, chunk = views.flatten(0, 1), views.shape[1] * (self.micro_batch or views.shape[0])
+            keys = micro_batched(self.momentum_encoder, flat, chunk)
         else:
             keys = projections.detach().flatten(0, 1)
         keys_labels = labels.repeat_interleave(projections.shape[1])

@@ -1,6 +1,7 @@
 """Train SupConModule for a few steps on fixed data with the Lightning Trainer and save the weights.
 
     python tests/models/ddp_equivalence.py DEVICES OUT.pt [--local] [--queue] [--batchnorm global|local|torch] [--gpu]
+        [--micro-batch M]
 
 Run by ``test_ddp.py`` once with 1 device and batch 16 and once with ``strategy="ddp"``, 2 CPU processes (gloo) and
 batch 8 each. Each epoch is one global batch of all 16 samples, so the order in which Lightning's
@@ -10,7 +11,8 @@ queue of two global batches (64 entries, so it wraps during the run), filled wit
 ``--batchnorm`` puts a BatchNorm layer into the encoder: ``global`` synchronises it with the
 :class:`~lightning_supcon.plugins.GlobalBatchNormSync` plugin (must equal one process), ``local`` leaves each rank
 normalising its own 8 samples (the control, which must differ), ``torch`` uses ``Trainer(sync_batchnorm=True)``
-(PyTorch's SyncBatchNorm: GPUs only, with ``--gpu``).
+(PyTorch's SyncBatchNorm: GPUs only, with ``--gpu``). ``--micro-batch`` embeds each rank's batch ``M`` samples at a
+time (gradient caching): it must still end where one process with the whole batch ends.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class MLP(nn.Module):
         return out
 
 
-def main(devices: int, out: str, local: bool, queue: bool, batchnorm: str | None, gpu: bool) -> None:
+def main(
+    devices: int, out: str, local: bool, queue: bool, batchnorm: str | None, gpu: bool, micro_batch: int | None = None
+) -> None:
     gen = torch.Generator().manual_seed(0)
     labels = torch.arange(SAMPLES) % 4
     centres = torch.randn(4, 12, generator=gen, dtype=torch.float64)
@@ -56,6 +60,7 @@ def main(devices: int, out: str, local: bool, queue: bool, batchnorm: str | None
         loss=SupConLoss(gather_distributed=not local),
         optimizer=sgd(lr=0.2, weight_decay=1e-4),
         queue_size=64 if queue else 0,
+        micro_batch=micro_batch,
     )
     during_fit: set[str] = set()
     record = pl.callbacks.LambdaCallback(on_train_start=lambda _, module: during_fit.update(_norm_layers(module)))
@@ -82,6 +87,7 @@ def main(devices: int, out: str, local: bool, queue: bool, batchnorm: str | None
             {
                 "state_dict": state_dict,
                 "global_batch": global_batch,
+                "contrast_size": trainer.callback_metrics["train/contrast_size"].item(),
                 "class_positives": trainer.callback_metrics["train/anchors_with_class_positives"].item(),
                 "norm_during_fit": sorted(during_fit),
                 "norm_after_fit": _norm_layers(model),
@@ -103,5 +109,6 @@ if __name__ == "__main__":
     parser.add_argument("--queue", action="store_true")
     parser.add_argument("--batchnorm", choices=("global", "local", "torch"))
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--micro-batch", type=int)
     args = parser.parse_args()
-    main(args.devices, args.out, args.local, args.queue, args.batchnorm, args.gpu)
+    main(args.devices, args.out, args.local, args.queue, args.batchnorm, args.gpu, args.micro_batch)

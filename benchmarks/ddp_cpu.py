@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 import torch
 from common import machine
 
-from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon import DigitsDataModule, OnlineEval, SupConModule
 from lightning_supcon.models.optimization import sgd
 from lightning_supcon.plugins import GlobalBatchNormSync
 
@@ -69,7 +69,11 @@ def worker(devices: int, sync_bn: bool, batch: int, steps: int, out: str) -> Non
         callbacks=[timer],
     )
     model = SupConModule(
-        encoder="small_cnn", in_channels=1, num_classes=10, knn_k=0, optimizer=sgd(lr=0.1, weight_decay=1e-4)
+        encoder="small_cnn",
+        in_channels=1,
+        num_classes=10,
+        optimizer=sgd(lr=0.1, weight_decay=1e-4),
+        online=OnlineEval(knn_k=0),
     )
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=batch, augment_on="device"))
     elapsed = time.perf_counter() - timer.start

@@ -40,7 +40,7 @@ import pytorch_lightning as pl
 import torch
 from common import machine, quiet_trainer
 
-from lightning_supcon import DigitsDataModule, SupConLoss, SupConModule
+from lightning_supcon import DigitsDataModule, OnlineEval, SupConLoss, SupConModule
 from lightning_supcon.encoder_files import save_encoder
 from lightning_supcon.losses.functional import Summation
 from lightning_supcon.models import LinearProbeModule, Schedule
@@ -68,9 +68,8 @@ def supcon_then_probe(summation: Summation, epochs: int, probe_epochs: int, root
         in_channels=1,
         num_classes=10,
         loss=SupConLoss(summation=summation),
-        probe=False,
-        knn_k=0,
         **RECIPE,
+        online=OnlineEval(probe=False, knn_k=0),
     )
     quiet_trainer(epochs, root).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
     encoder = save_encoder(model, Path(root) / f"encoder_{summation}.pt")
@@ -85,7 +84,12 @@ def joint(ce_weight: float, epochs: int, probe_epochs: int, root: str) -> tuple[
     """SupCon L_out + ``ce_weight`` x CE trained jointly; val top-1 of the joint classifier, then of a linear probe
     trained on the frozen encoder (as for SupCon)."""
     model = SupConModule(
-        encoder="small_cnn", in_channels=1, num_classes=10, ce_weight=ce_weight, probe=True, knn_k=0, **RECIPE
+        encoder="small_cnn",
+        in_channels=1,
+        num_classes=10,
+        ce_weight=ce_weight,
+        **RECIPE,
+        online=OnlineEval(probe=True, knn_k=0),
     )
     quiet_trainer(epochs, root).fit(model, datamodule=DigitsDataModule(batch_size=BATCH, n_views=2))
     data = DigitsDataModule(batch_size=BATCH, n_views=1, image_size=IMAGE_SIZE)

@@ -31,7 +31,7 @@ import warnings
 import torch
 from common import machine, markdown_table, run_worker
 
-from lightning_supcon import SupConModule
+from lightning_supcon import OnlineEval, SupConModule
 
 
 def _vm_size() -> int:
@@ -48,7 +48,10 @@ def worker(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = SupConModule(
-        encoder=args.encoder, num_classes=10, knn_k=0, probe=False, micro_batch=args.micro_batch or None
+        encoder=args.encoder,
+        num_classes=10,
+        micro_batch=args.micro_batch or None,
+        online=OnlineEval(knn_k=0, probe=False),
     ).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 

@@ -36,7 +36,7 @@ import torch
 from common import machine, quiet_trainer
 from sklearn.metrics import balanced_accuracy_score
 
-from lightning_supcon import DigitsDataModule, SupConLoss, SupConModule
+from lightning_supcon import DigitsDataModule, OnlineEval, SupConLoss, SupConModule
 from lightning_supcon.encoder_files import save_encoder
 from lightning_supcon.losses.options import Denominator
 from lightning_supcon.models import LinearProbeModule, Schedule
@@ -93,9 +93,8 @@ def run(
         in_channels=1,
         num_classes=10,
         loss=SupConLoss(denominator=denominator),
-        probe=False,
-        knn_k=0,
         **RECIPE,
+        online=OnlineEval(probe=False, knn_k=0),
     )
     quiet_trainer(epochs, root).fit(model, datamodule=LongTailDigits(ratio, seed, batch_size=BATCH, n_views=2))
     encoder = save_encoder(model, Path(root) / f"encoder_{denominator}_{ratio}_{seed}.pt")

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from common import machine, quiet_trainer
 
-from lightning_supcon import DigitsDataModule, Schedule, SupConModule
+from lightning_supcon import DigitsDataModule, Queue, Schedule, SupConModule
 from lightning_supcon.models.optimization import sgd
 
 SETTINGS: dict[str, tuple[int, float | None]] = {  # queue_size, queue_momentum
@@ -35,8 +35,7 @@ def run(seed: int, batch: int, epochs: int, queue_size: int, queue_momentum: flo
         num_classes=10,
         optimizer=sgd(lr=0.05, weight_decay=1e-4),
         schedule=Schedule(warmup_epochs=1),
-        queue_size=queue_size,
-        queue_momentum=queue_momentum,
+        queue=Queue(size=queue_size, momentum=queue_momentum),
     )
     trainer = quiet_trainer(epochs, validate=True, check_val_every_n_epoch=epochs)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=batch, augment_on="device"))

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.datasets import VisionDataset
 
+from lightning_supcon import OnlineEval
 from lightning_supcon.data import MultiViewDataModule
 from lightning_supcon.data.cifar import ArrayImageDataset
 from lightning_supcon.data.transforms import CIFAR10_MEAN, CIFAR10_STD
@@ -199,10 +200,9 @@ def project_setup(
     module = SupConModule(
         encoder=make_encoder(args.encoder, args.stem),
         num_classes=NUM_CLASSES,
-        probe=False,
-        knn_k=0,
         channels_last=channels_last,
         compile_encoder=compile_encoder,
+        online=OnlineEval(probe=False, knn_k=0),
     )
     return datamodule, module
 

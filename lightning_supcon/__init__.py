@@ -12,8 +12,8 @@ from lightning_supcon.data import (
 )
 from lightning_supcon.encoder_files import export_encoder, load_encoder, save_encoder
 from lightning_supcon.losses import SupConLoss, supcon_loss
-from lightning_supcon.models import CrossEntropyModule, LinearProbeModule, Schedule, SupConModule
-from lightning_supcon.nets import Backbone, ProjectionHead, SmallCNN, build_encoder
+from lightning_supcon.models import CrossEntropyModule, LinearProbeModule, OnlineEval, Schedule, SupConModule
+from lightning_supcon.nets import Backbone, ProjectionHead, Queue, SmallCNN, build_encoder
 
 __all__ = [
     "Backbone",
@@ -28,7 +28,9 @@ __all__ = [
     "ImageFolderDataModule",
     "LinearProbeModule",
     "MultiViewDataModule",
+    "OnlineEval",
     "ProjectionHead",
+    "Queue",
     "Schedule",
     "SmallCNN",
     "SupConLoss",

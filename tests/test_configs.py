@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from lightning_supcon import SupConModule
+from lightning_supcon import OnlineEval, SupConModule
 from lightning_supcon.cli import cli, main
 from lightning_supcon.encoder_files.export import save_encoder
 from lightning_supcon.nets import Backbone
@@ -100,9 +100,11 @@ def _encoder_file(config: dict[str, Any], root: Path) -> str:
     encoder = config["model"]["init_args"]["encoder"]
     in_channels = 1 if "Digits" in config["data"]["class_path"] else 3
     if isinstance(encoder, dict):  # a class_path entry: a Backbone with options
-        model = SupConModule(encoder=Backbone(**encoder["init_args"], in_channels=in_channels), knn_k=0)
+        model = SupConModule(
+            encoder=Backbone(**encoder["init_args"], in_channels=in_channels), online=OnlineEval(knn_k=0)
+        )
     else:
-        model = SupConModule(encoder=encoder, in_channels=in_channels, knn_k=0)
+        model = SupConModule(encoder=encoder, in_channels=in_channels, online=OnlineEval(knn_k=0))
     return str(save_encoder(model, root / "encoder.pt"))
 
 

@@ -22,7 +22,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_supcon import DigitsDataModule, Schedule, SupConModule
+from lightning_supcon import DigitsDataModule, OnlineEval, Queue, Schedule, SupConModule
 from lightning_supcon.cli.preemption import PreemptionCheckpoint
 from lightning_supcon.models.optimization import sgd
 from tests.helpers import SigtermAtStep
@@ -53,8 +53,14 @@ def _fit(
     """A deterministic 4-epoch CPU run with warmup + cosine per step, the online probe, kNN and a memory queue."""
     pl.seed_everything(0, workers=True)
     model = SupConModule(
-        encoder="small_cnn", in_channels=1, num_classes=10, projection_dim=16, queue_size=96,
-        schedule=Schedule(warmup_epochs=1), knn_k=5, optimizer=sgd(lr=0.1, weight_decay=1e-4),
+        encoder="small_cnn",
+        in_channels=1,
+        num_classes=10,
+        projection_dim=16,
+        schedule=Schedule(warmup_epochs=1),
+        optimizer=sgd(lr=0.1, weight_decay=1e-4),
+        online=OnlineEval(knn_k=5),
+        queue=Queue(size=96),
     )  # fmt: skip
     data = DigitsDataModule(batch_size=32, n_views=2, image_size=8, augment_on=augment_on, num_workers=num_workers)
     callbacks: list[pl.Callback] = [ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=0)]
@@ -173,7 +179,14 @@ def _cli_fit(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         *(sys.executable, "-m", "lightning_supcon", "fit", "--config", str(ROOT / "configs" / "digits.yaml")),
         *("--trainer.max_epochs", "2", "--trainer.limit_train_batches", str(CLI_BATCHES)),
         *("--trainer.limit_val_batches", "2", "--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "false"),
-        *("--data.init_args.batch_size", "32", "--data.init_args.image_size", "8", "--model.init_args.knn_k", "5"),
+        *(
+            "--data.init_args.batch_size",
+            "32",
+            "--data.init_args.image_size",
+            "8",
+            "--model.init_args.online.knn_k",
+            "5",
+        ),
         *extra,
     ]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}

@@ -228,9 +228,10 @@ def load_encoder(path: str | Path, trust_checkpoint: bool = False, normalize: bo
     Example:
         >>> import tempfile
         >>> from lightning_supcon.encoder_files import save_encoder
-        >>> from lightning_supcon.models import SupConModule
+        >>> from lightning_supcon.models import OnlineEval, SupConModule
+        >>> model = SupConModule(encoder="small_cnn", in_channels=1, online=OnlineEval(knn_k=0))
         >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     path = save_encoder(SupConModule(encoder="small_cnn", in_channels=1, knn_k=0), f"{tmp}/encoder.pt")
+        ...     path = save_encoder(model, f"{tmp}/encoder.pt")
         ...     encoder = load_encoder(path)
         >>> encoder(torch.zeros(2, 1, 16, 16)).shape, encoder.training
         (torch.Size([2, 128]), False)

@@ -4,8 +4,8 @@ online evaluation, optimiser and schedule, checkpoint metadata. The networks the
 
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from lightning_supcon.models.linear_probe import LinearProbeModule
-from lightning_supcon.models.online_eval import OnlineEvaluation
+from lightning_supcon.models.online_eval import OnlineEval, OnlineEvaluation
 from lightning_supcon.models.optimization import Schedule
 from lightning_supcon.models.supcon_module import SupConModule
 
-__all__ = ["CrossEntropyModule", "LinearProbeModule", "OnlineEvaluation", "Schedule", "SupConModule"]
+__all__ = ["CrossEntropyModule", "LinearProbeModule", "OnlineEval", "OnlineEvaluation", "Schedule", "SupConModule"]

@@ -19,10 +19,11 @@ from torchmetrics import MetricCollection
 
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
-from lightning_supcon.models.hparams import save_hparams
+from lightning_supcon.models.hparams import as_record, save_hparams
 from lightning_supcon.models.labels import check_labels, classifier_loss
 from lightning_supcon.models.online_eval import (
     STAGES,
+    OnlineEval,
     OnlineEvaluation,
     classifier_metrics,
     is_headline,
@@ -61,9 +62,9 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
         label_smoothing: Label smoothing of the cross-entropy (0: none, as in [0]).
         multilabel: Labels are multi-hot ``(batch, num_classes)`` (linked from a multi-label DataModule by the CLI):
             binary cross-entropy per label (see :func:`~lightning_supcon.models.labels.classifier_loss`).
-        knn_k: Neighbours of an online kNN of the encoder features (``val/knn_top1``, as SupConModule logs);
-            0 (the default): off.
-        knn_temperature: Temperature of the kNN vote weights.
+        online: The online kNN of the encoder features (``val/knn_top1``, as SupConModule logs):
+            :class:`~lightning_supcon.models.online_eval.OnlineEval` with ``knn_k`` (0, the default: off),
+            ``knn_temperature``, ``knn_bank_dtype``; ``probe`` must stay off (the classifier is this model's own).
         optimizer: Any ``torch.optim`` optimiser or ``lightning_supcon.optim.LARS`` (LightningCLI's
             ``OptimizerCallable``); ``None``: SGD, lr 0.1, momentum 0.9, weight decay 1e-4. See
             :mod:`lightning_supcon.models.optimization`.
@@ -93,23 +94,34 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
         train_views: TrainViews = "all",
         label_smoothing: float = 0.0,
         multilabel: bool = False,
-        knn_k: int = 0,
-        knn_temperature: float = 0.07,
+        online: OnlineEval = OnlineEval(probe=False, knn_k=0),  # frozen, as schedule
         optimizer: OptimizerCallable | None = None,
         schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
     ) -> None:
         super().__init__()
+        online = as_record(online, OnlineEval) or OnlineEval(probe=False, knn_k=0)
+        schedule = as_record(schedule, Schedule) or Schedule()
+        if online.probe:
+            raise ValueError(
+                "A cross-entropy model's classifier is its own probe: set `online.probe: false` (only its kNN runs)."
+            )
         if train_views not in TRAIN_VIEWS:
             raise ValueError(f"Expected argument `train_views` to be one of {TRAIN_VIEWS}, but got {train_views!r}.")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"Expected argument `label_smoothing` in [0, 1), but got {label_smoothing}.")
         self.optimizer = optimizer if optimizer is not None else sgd(self.default_lr, self.default_weight_decay)
         self.schedule = schedule
-        save_hparams(self, encoder, optimizer=self.optimizer, schedule=self.schedule)
+        save_hparams(self, encoder, optimizer=self.optimizer, schedule=self.schedule, online=online)
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder_name(encoder)
         self.online = OnlineEvaluation(
-            self.feature_dim, num_classes, False, knn_k=knn_k, knn_temperature=knn_temperature, multilabel=multilabel
+            self.feature_dim,
+            num_classes,
+            False,
+            knn_k=online.knn_k,
+            knn_temperature=online.knn_temperature,
+            multilabel=multilabel,
+            knn_bank_dtype=online.knn_bank_dtype,
         )
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         self.num_classes = num_classes

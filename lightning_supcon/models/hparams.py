@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import inspect
 import warnings
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from torch import nn
@@ -44,6 +44,21 @@ def record(part: Any) -> Any:
         cls = type(part)
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args()}
     return repr(part)
+
+
+R = TypeVar("R")
+
+
+def as_record(value: R | dict[str, Any] | None, cls: type[R]) -> R | None:
+    """``value`` as the record class ``cls``: a record stays, the plain dict a checkpoint's hyperparameters hold for
+    it (:func:`record`) is rebuilt, so ``load_from_checkpoint`` works outside the CLI too.
+
+    Example:
+        >>> from lightning_supcon.models.optimization import Schedule
+        >>> as_record({"warmup_epochs": 2}, Schedule).warmup_epochs
+        2
+    """
+    return cls(**value) if isinstance(value, dict) else value
 
 
 def save_hparams(module: pl.LightningModule, encoder: nn.Module | str, **parts: Any) -> None:

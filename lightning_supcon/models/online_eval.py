@@ -15,6 +15,7 @@ evaluation epoch (:func:`~lightning_supcon.utils.bank.bank_batches` reads it fro
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -63,6 +64,42 @@ def classifier_metrics(num_classes: int, multilabel: bool, train: bool = False) 
 def metric_scores(logits: Tensor, multilabel: bool) -> Tensor:
     """What :func:`classifier_metrics` rate: the logits of classes, the probabilities (sigmoid) of labels."""
     return logits.sigmoid() if multilabel else logits
+
+
+@dataclass(frozen=True)
+class OnlineEval:
+    """What a LightningModule evaluates while it trains, as one record (``online:`` in a config, like ``schedule:``).
+
+    Args:
+        probe: Train a linear probe on detached encoder features (its own parameter group, no weight decay).
+        probe_lr: Learning rate of the probe (not scaled by the batch).
+        knn_k: Neighbours of the weighted kNN against the clean training set; 0 turns it off (and the clean
+            training pass with it).
+        knn_temperature: Temperature of the kNN vote weights.
+        knn_bank_dtype: Storage dtype of the kNN bank, sharded over the processes (``"bfloat16"`` halves it);
+            ``None``: the features' dtype. See :class:`~lightning_supcon.metrics.KNNAccuracy`.
+
+    Raises:
+        ValueError: For ``knn_k < 0``, a ``knn_temperature`` or ``probe_lr`` that is not positive.
+
+    Example:
+        >>> OnlineEval(knn_k=20)
+        OnlineEval(probe=True, probe_lr=0.1, knn_k=20, knn_temperature=0.07, knn_bank_dtype=None)
+    """
+
+    probe: bool = True
+    probe_lr: float = 0.1
+    knn_k: int = 200
+    knn_temperature: float = 0.07
+    knn_bank_dtype: BankDtype | None = None
+
+    def __post_init__(self) -> None:
+        if self.knn_k < 0:
+            raise ValueError(f"Expected `online.knn_k` >= 0 (0 turns kNN off), but got {self.knn_k}.")
+        if not self.knn_temperature > 0:
+            raise ValueError(f"Expected `online.knn_temperature` > 0, but got {self.knn_temperature}.")
+        if not self.probe_lr > 0:
+            raise ValueError(f"Expected `online.probe_lr` > 0, but got {self.probe_lr}.")
 
 
 def is_headline(name: str) -> bool:

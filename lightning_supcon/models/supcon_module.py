@@ -15,18 +15,17 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_supcon.losses import SupConLoss
-from lightning_supcon.metrics.knn import BankDtype
 from lightning_supcon.models.class_positives import anchors_with_class_positives
 from lightning_supcon.models.encoder_checkpoint import EncoderCheckpointMixin
 from lightning_supcon.models.evaluation_hooks import OnlineEvaluationHooks
 from lightning_supcon.models.gradient_cache import cached_forward, micro_batched
-from lightning_supcon.models.hparams import save_hparams
+from lightning_supcon.models.hparams import as_record, save_hparams
 from lightning_supcon.models.labels import check_labels
-from lightning_supcon.models.online_eval import OnlineEvaluation, is_headline
+from lightning_supcon.models.online_eval import OnlineEval, OnlineEvaluation, is_headline
 from lightning_supcon.models.optimization import OptimizationMixin, Schedule, sgd
 from lightning_supcon.nets.encoders import encoder_name, resolve_encoder
 from lightning_supcon.nets.heads import HeadKind, ProjectionHead
-from lightning_supcon.nets.queue import MemoryQueue, MomentumEncoder
+from lightning_supcon.nets.queue import MemoryQueue, MomentumEncoder, Queue
 from lightning_supcon.utils import distributed
 
 
@@ -61,29 +60,23 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
             ``None``: ``SupConLoss()`` (temperature 0.1, Eq. 2, global batch under DDP). Evaluation batches use the
             same loss without the all-gather.
         supervised: Use labels; ``False`` trains SimCLR (each sample its own class) on the same data.
-        probe: Train the online linear probe.
-        probe_lr: Learning rate of the online probe (its own parameter group, no weight decay, not scaled).
+        online: The online evaluation (:class:`~lightning_supcon.models.online_eval.OnlineEval`: ``probe``,
+            ``probe_lr``, ``knn_k``, ``knn_temperature``, ``knn_bank_dtype``; ``online: {knn_k: 0}`` in a config).
         ce_weight: ``0``: the probe reads detached features (evaluation only). ``> 0``: the probe is a classifier
             trained jointly with the encoder, its cross-entropy's gradient reaching it: the training loss is
             ``SupCon + ce_weight x CE`` (logged ``train/loss``, ``train/ce_loss``, ``train/total_loss``): the
-            ``stage_1_cross_entropy_loss_weight`` of the TensorFlow code of [0]. Needs ``probe=True``.
+            ``stage_1_cross_entropy_loss_weight`` of the TensorFlow code of [0]. Needs ``online.probe``.
         multilabel: Labels are multi-hot ``(batch, num_classes)`` (linked from a multi-label DataModule by the
             CLI): the loss weighs pairs by their label overlap (its ``multilabel`` option), the probe and kNN are
             rated by mAP and F1 (see :mod:`lightning_supcon.models.labels`). Not with a queue.
-        knn_k: Neighbours of the online kNN; 0 turns it off (and the clean training pass with it).
-        knn_temperature: Temperature of the kNN vote weights.
-        knn_bank_dtype: Storage dtype of the kNN bank, sharded over the processes (``"bfloat16"`` halves it); ``None``:
-            the features' dtype. See :class:`~lightning_supcon.metrics.KNNAccuracy`.
         optimizer: Any ``torch.optim`` optimiser or ``lightning_supcon.optim.LARS`` (LightningCLI's
             ``OptimizerCallable``); ``None``: SGD, lr 0.05, momentum 0.9, weight decay 1e-4. Biases and norm layers
             get no weight decay. See :mod:`lightning_supcon.models.optimization`.
         schedule: Learning-rate scaling by the global batch, warmup, cosine or step decay (default: no scaling, no
             warmup, cosine to 0).
-        queue_size: Keep the projections (and labels) of the last ``queue_size`` training views in a memory queue
-            and contrast every anchor with batch + queue (for small batches); 0: off. Under DDP the gathered global
-            batch is enqueued. Queue entries carry no gradient.
-        queue_momentum: With a queue, fill it from a momentum encoder (MoCo-style, e.g. 0.999) updated as an
-            exponential moving average of the encoder after each step; ``None``: enqueue the detached projections.
+        queue: A memory queue (:class:`~lightning_supcon.nets.queue.Queue`: ``size``, ``momentum``; ``queue: {size:
+            4096, momentum: 0.99}`` in a config): every anchor is contrasted with batch + queue (for small batches);
+            under DDP the gathered global batch is enqueued; entries carry no gradient. ``None``: no queue.
         channels_last: Convert the encoder to channels-last memory format (faster convolutions on GPUs).
         compile_encoder: ``torch.compile`` the encoder.
         micro_batch: Gradient caching [1]: embed the per-device batch ``micro_batch`` samples (with their views) at
@@ -95,8 +88,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
             raise the batch size and set ``micro_batch`` instead.
 
     Raises:
-        ValueError: For ``num_classes < 2``, ``knn_k < 0``, ``queue_size < 0``, a ``queue_momentum`` without a
-            queue or outside ``[0, 1)``, a negative ``ce_weight`` or one without probe, or a queue with
+        ValueError: For ``num_classes < 2``, a negative ``ce_weight`` or one without probe, or a queue with
             ``multilabel``, or ``micro_batch < 1``; at fit start, ``accumulate_grad_batches > 1`` or a
             ``micro_batch`` larger than the DataModule's ``batch_size``.
 
@@ -118,32 +110,28 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         projection_head: HeadKind = "mlp",
         loss: SupConLoss | None = None,
         supervised: bool = True,
-        probe: bool = True,
-        probe_lr: float = 0.1,
+        online: OnlineEval = OnlineEval(),  # frozen, as schedule
         ce_weight: float = 0.0,
         multilabel: bool = False,
-        knn_k: int = 200,
-        knn_temperature: float = 0.07,
-        knn_bank_dtype: BankDtype | None = None,
         optimizer: OptimizerCallable | None = None,
         schedule: Schedule = Schedule(),  # frozen: a safe default, and jsonargparse shows its fields in --help
-        queue_size: int = 0,
-        queue_momentum: float | None = None,
+        queue: Queue | None = None,
         channels_last: bool = False,
         compile_encoder: bool = False,
         micro_batch: int | None = None,
     ) -> None:
         super().__init__()
-        if queue_size < 0:
-            raise ValueError(f"Expected `queue_size` >= 0 (0 turns the queue off), but got {queue_size}.")
-        if queue_momentum is not None and not queue_size > 0:
-            raise ValueError(f"`queue_momentum` ({queue_momentum}) needs a queue: set `queue_size` > 0.")
+        online = as_record(online, OnlineEval) or OnlineEval()
+        queue = as_record(queue, Queue)
+        schedule = as_record(schedule, Schedule) or Schedule()
         if not ce_weight >= 0:
             raise ValueError(f"Expected `ce_weight` >= 0 (0: a detached probe), but got {ce_weight}.")
-        if ce_weight > 0 and not probe:
-            raise ValueError(f"`ce_weight` ({ce_weight}) trains the probe jointly with the encoder: set `probe=True`.")
-        if multilabel and queue_size > 0:
-            raise ValueError("The memory queue holds class labels: set `queue_size: 0` with `multilabel=True`.")
+        if ce_weight > 0 and not online.probe:
+            raise ValueError(
+                f"`ce_weight` ({ce_weight}) trains the probe jointly with the encoder: set `online.probe: true`."
+            )
+        if multilabel and queue is not None:
+            raise ValueError("The memory queue holds class labels: leave `queue` out with `multilabel=True`.")
         if micro_batch is not None and micro_batch < 1:
             raise ValueError(
                 f"Expected `micro_batch` >= 1 (samples per forward pass) or None (off), but got {micro_batch}."
@@ -152,27 +140,37 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         self.criterion = loss if loss is not None else SupConLoss()
         self.optimizer = optimizer if optimizer is not None else sgd(lr=0.05, weight_decay=1e-4)
         self.schedule = schedule
-        save_hparams(self, encoder, loss=self.criterion, optimizer=self.optimizer, schedule=self.schedule)
+        save_hparams(
+            self,
+            encoder,
+            loss=self.criterion,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            online=online,
+            queue=queue,
+        )
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder_name(encoder)
         self.head = ProjectionHead(self.feature_dim, projection_dim, kind=projection_head)
         self.online = OnlineEvaluation(
             self.feature_dim,
             num_classes,
-            probe,
-            probe_lr,
-            knn_k,
-            knn_temperature,
+            online.probe,
+            online.probe_lr,
+            online.knn_k,
+            online.knn_temperature,
             multilabel=multilabel,
-            knn_bank_dtype=knn_bank_dtype,
+            knn_bank_dtype=online.knn_bank_dtype,
         )
         self.num_classes = num_classes
         self.multilabel = multilabel
         self.ce_weight = ce_weight
         self.supervised = supervised
-        self.queue = MemoryQueue(queue_size, projection_dim) if queue_size > 0 else None
+        self.queue = MemoryQueue(queue.size, projection_dim) if queue is not None else None
         self.momentum_encoder = (
-            MomentumEncoder(self.encoder, self.head, queue_momentum) if queue_momentum is not None else None
+            MomentumEncoder(self.encoder, self.head, queue.momentum)
+            if queue is not None and queue.momentum is not None
+            else None
         )
         self.channels_last = channels_last
         if channels_last:

@@ -5,7 +5,7 @@ from lightning_supcon.nets.backbones import Backbone
 from lightning_supcon.nets.batchnorm import GlobalBatchNorm
 from lightning_supcon.nets.encoders import ENCODERS, SmallCNN, build_encoder, encoder_feature_dim
 from lightning_supcon.nets.heads import ProjectionHead
-from lightning_supcon.nets.queue import MemoryQueue, MomentumEncoder
+from lightning_supcon.nets.queue import MemoryQueue, MomentumEncoder, Queue
 
 __all__ = [
     "ENCODERS",
@@ -14,6 +14,7 @@ __all__ = [
     "MemoryQueue",
     "MomentumEncoder",
     "ProjectionHead",
+    "Queue",
     "SmallCNN",
     "build_encoder",
     "encoder_feature_dim",

@@ -6,9 +6,38 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The settings of a memory queue, as one record (``queue:`` in a config; ``None`` where a module has none).
+
+    Args:
+        size: Entries kept: the projections (and labels) of the last ``size`` training views, contrasted with every
+            anchor besides the batch (for small batches); they carry no gradient.
+        momentum: Fill the queue from a momentum encoder (MoCo [0], e.g. 0.999), an exponential moving average of
+            the encoder updated after each step; ``None``: enqueue the batch's detached projections.
+
+    Raises:
+        ValueError: For ``size < 1`` or a ``momentum`` outside ``[0, 1)``.
+
+    Example:
+        >>> Queue(size=4096, momentum=0.99)
+        Queue(size=4096, momentum=0.99)
+    """
+
+    size: int
+    momentum: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.size, int) and self.size >= 1):
+            raise ValueError(f"Expected `queue.size` >= 1 (leave `queue` out for none), but got {self.size}.")
+        if self.momentum is not None and not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"Expected `queue.momentum` in [0, 1) or None, but got {self.momentum}.")
 
 
 class MemoryQueue(nn.Module):

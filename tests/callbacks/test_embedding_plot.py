@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon import DigitsDataModule, OnlineEval, SupConModule
 from lightning_supcon.callbacks import embedding_plot
 from lightning_supcon.callbacks.embedding_plot import (
     EmbeddingPlot,
@@ -124,7 +124,7 @@ def _fit(tmp_path: Path, callback: EmbeddingPlot, max_epochs: int = 2, **kwargs:
         "callbacks": [callback],
     }
     trainer = pl.Trainer(**(defaults | kwargs))
-    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=5))
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=16, image_size=8))
     return trainer
 
@@ -183,7 +183,7 @@ class TestEmbeddingPlot:
         trainer = pl.Trainer(
             accelerator="cpu", limit_val_batches=1, logger=False, enable_progress_bar=False, callbacks=[callback]
         )
-        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=0)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=0))
         trainer.validate(model, datamodule=DigitsDataModule(batch_size=16, image_size=8), verbose=False)
         path = tmp_path / "plots" / "embeddings" / "epoch_000.png"
         assert path.is_file()
@@ -191,7 +191,7 @@ class TestEmbeddingPlot:
 
     def test_rejects_batches_without_labels(self, tmp_path: Path) -> None:
         callback = EmbeddingPlot(method="pca")
-        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=0)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=0))
         with pytest.raises(ValueError, match=r"batches `\(images, labels\)`"):
             callback.on_validation_batch_end(pl.Trainer(logger=False), model, None, torch.zeros(2, 1, 8, 8), 0)
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import SupConModule
+from lightning_supcon import OnlineEval, SupConModule
 from lightning_supcon.callbacks.embedding_writer import EmbeddingWriter
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
 from tests.helpers import free_port
@@ -58,7 +58,7 @@ def _load(folder: Path, stem: str = "embeddings") -> tuple[dict[str, Tensor], An
 
 class TestEmbeddingWriter:
     def test_supcon_features_projections_labels(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0, projection_dim=8)
+        model = SupConModule(encoder=MLP(), num_classes=4, projection_dim=8, online=OnlineEval(knn_k=0))
         loader = _loader()
         _trainer(tmp_path, EmbeddingWriter(str(tmp_path / "out"))).predict(model, loader, return_predictions=False)
         tensors, arrays = _load(tmp_path / "out")

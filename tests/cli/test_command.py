@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lightning_supcon import SupConModule
+from lightning_supcon import OnlineEval, SupConModule
 from lightning_supcon.cli import cli, main
 from lightning_supcon.encoder_files.export import save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
@@ -232,19 +232,21 @@ class TestBadInputs:
         assert "'cross_entropy'" in text and "ce.ckpt" in text
 
     def test_checkpoint_of_another_encoder(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        save_encoder(SupConModule(encoder="small_cnn", in_channels=3, knn_k=0), workdir / "rgb.pt")
+        save_encoder(SupConModule(encoder="small_cnn", in_channels=3, online=OnlineEval(knn_k=0)), workdir / "rgb.pt")
         args = ["fit", "--config", DIGITS_LINEAR, "--trainer.fast_dev_run=true", "--model.init_args.checkpoint=rgb.pt"]
         lines = cli_error(capsys, args, workdir)
         assert "rgb.pt" in "\n".join(lines)
 
     def test_labels_outside_num_classes(self) -> None:
-        model = SupConModule(in_channels=1, num_classes=3, knn_k=0)
+        model = SupConModule(in_channels=1, num_classes=3, online=OnlineEval(knn_k=0))
         views, labels = torch.randn(4, 2, 1, 8, 8), torch.tensor([0, 1, 2, 3])
         with pytest.raises(ValueError, match=r"Labels must lie in \[-1, num_classes=3\), but got values in \[0, 3\]"):
             model.training_step((views, labels), 0)
 
     def test_unknown_labels_in_a_module_that_cannot_take_them_say_so(self) -> None:
-        model = CrossEntropyModule(encoder="small_cnn", in_channels=1, num_classes=3, knn_k=0)
+        model = CrossEntropyModule(
+            encoder="small_cnn", in_channels=1, num_classes=3, online=OnlineEval(probe=False, knn_k=0)
+        )
         with pytest.raises(ValueError, match=r"\[-1, 2\]\. \(-1 is an unknown label.*only SupConModule"):
             model.training_step((torch.randn(3, 1, 8, 8), torch.tensor([0, -1, 2])), 0)
 
@@ -317,7 +319,7 @@ def test_an_abbreviated_option_is_not_taken_for_the_full_one(workdir: Path, caps
 def test_fast_dev_run_console_is_clean(tmp_path: Path) -> None:
     """No TensorBoard install paragraph, no LitLogger tip, no Lightning-internal deprecation, no "directory exists"
     on a rerun; stage 2 explains its frozen encoder's eval-mode modules in one line instead of Lightning's warning."""
-    save_encoder(SupConModule(encoder="small_cnn", in_channels=1, knn_k=0), tmp_path / "encoder.pt")
+    save_encoder(SupConModule(encoder="small_cnn", in_channels=1, online=OnlineEval(knn_k=0)), tmp_path / "encoder.pt")
     command = [sys.executable, "-m", "lightning_supcon", "fit", "--trainer.fast_dev_run=true"]
     stage_two = [*command, "--config", DIGITS_LINEAR, "--model.init_args.checkpoint=encoder.pt"]
     with subprocess.Popen(stage_two, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as two:

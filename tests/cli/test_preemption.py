@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_supcon import SupConModule
+from lightning_supcon import OnlineEval, SupConModule
 from lightning_supcon.cli.preemption import PreemptionCheckpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,14 @@ def _cli_command(*extra: str) -> list[str]:
         *(sys.executable, "-m", "lightning_supcon", "fit", "--config", DIGITS),
         *("--trainer.limit_train_batches", str(BATCHES), "--trainer.limit_val_batches", "1"),
         *("--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "false"),
-        *("--data.init_args.batch_size", "32", "--data.init_args.image_size", "8", "--model.init_args.knn_k", "0"),
+        *(
+            "--data.init_args.batch_size",
+            "32",
+            "--data.init_args.image_size",
+            "8",
+            "--model.init_args.online.knn_k",
+            "0",
+        ),
         *extra,
     ]
 
@@ -104,7 +111,7 @@ def test_preemption_checkpoint_replaces_a_last_link_instead_of_writing_through_i
     (tmp_path / "last.ckpt").symlink_to(target)
     callback = PreemptionCheckpoint(dirpath=str(tmp_path))
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_steps=1)
-    trainer.strategy.connect(SupConModule(in_channels=1, knn_k=0))
+    trainer.strategy.connect(SupConModule(in_channels=1, online=OnlineEval(knn_k=0)))
     trainer.state.fn = pl.trainer.states.TrainerFn.FITTING
     callback.on_exception(trainer, trainer.lightning_module, SIGTERMException())
     assert target.read_bytes() == b"best weights"
@@ -117,7 +124,7 @@ class TestPreemptionCheckpointUnits:
         previous = signal.getsignal(signal.SIGUSR1)
         callback = PreemptionCheckpoint()
         trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
-        model = SupConModule(in_channels=1, knn_k=0)
+        model = SupConModule(in_channels=1, online=OnlineEval(knn_k=0))
         callback.setup(trainer, model, "validate")  # only fit is preempted
         assert signal.getsignal(signal.SIGUSR1) == previous
         callback.setup(trainer, model, "fit")

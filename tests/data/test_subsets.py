@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_supcon import OnlineEval
 from lightning_supcon.data import DigitsDataModule
 from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.data.subsets import label_subset, stratified_subset
@@ -150,7 +151,7 @@ class TestSemiSupervised:
         from tests.helpers import cpu_trainer
 
         dm = DigitsDataModule(batch_size=128, image_size=8, label_fraction=0.1, unlabelled="unknown")
-        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=5))
         trainer = cpu_trainer(
             tmp_path, max_epochs=1, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0
         )

@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from lightning_supcon import OnlineEval
 from lightning_supcon.encoder_files.export import FORMATS, export_encoder, export_files, main, output_base
 from lightning_supcon.encoder_files.load import OnnxEncoder, build_encoder_from_weights, load_encoder
 from lightning_supcon.encoder_files.read import CHECKPOINT_KEY
@@ -44,7 +45,7 @@ def _randomise_batchnorm(module: nn.Module) -> None:
 def _checkpoint(tmp_path: Path, name: str) -> tuple[Path, nn.Module, tuple[int, int, int]]:
     """A SupConModule Lightning checkpoint (as Trainer writes its keys), its encoder and an image shape."""
     encoder, channels, size = ENCODERS[name]
-    model = SupConModule(encoder=encoder, in_channels=channels, knn_k=0)
+    model = SupConModule(encoder=encoder, in_channels=channels, online=OnlineEval(knn_k=0))
     _randomise_batchnorm(model.encoder)
     checkpoint: dict[str, Any] = {"pytorch-lightning_version": pl.__version__, "state_dict": model.state_dict()}
     model.on_save_checkpoint(checkpoint)
@@ -224,7 +225,9 @@ def trained_on_digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
 
     tmp_path = tmp_path_factory.mktemp("digits")
     data = DigitsDataModule(batch_size=32, image_size=16)
-    model = SupConModule(encoder=SmallCNN(in_channels=1, width=4, feature_dim=8), in_channels=1, knn_k=0)
+    model = SupConModule(
+        encoder=SmallCNN(in_channels=1, width=4, feature_dim=8), in_channels=1, online=OnlineEval(knn_k=0)
+    )
     trainer = cpu_trainer(tmp_path, max_steps=1, limit_val_batches=0)
     trainer.fit(model, datamodule=data)
     trainer.save_checkpoint(tmp_path / "last.ckpt")
@@ -260,7 +263,9 @@ class TestExportedEncoderKeepsItsPreprocessing:
     def test_normalize_without_recorded_preprocessing_is_one_line(self, tmp_path: Path) -> None:
         from lightning_supcon.encoder_files import save_encoder
 
-        path = save_encoder(SupConModule(encoder="small_cnn", in_channels=1, knn_k=0), tmp_path / "encoder.pt")
+        path = save_encoder(
+            SupConModule(encoder="small_cnn", in_channels=1, online=OnlineEval(knn_k=0)), tmp_path / "encoder.pt"
+        )
         with pytest.raises(ValueError, match=r"records no preprocessing \(mean, std\).*`normalize=False`$"):
             load_encoder(path, normalize=True)
 
@@ -294,7 +299,7 @@ class TestRebuiltWithItsOptions:
             encoder, channels, size = _weights_file_source(tmp_path), 3, 32
         else:
             encoder, channels, size = {**SOURCES, **SLOW_SOURCES}[source]
-        model = SupConModule(encoder=encoder, in_channels=channels, knn_k=0)
+        model = SupConModule(encoder=encoder, in_channels=channels, online=OnlineEval(knn_k=0))
         _randomise_batchnorm(model.encoder)
         checkpoint: dict[str, Any] = {"pytorch-lightning_version": pl.__version__, "state_dict": model.state_dict()}
         model.on_save_checkpoint(checkpoint)
@@ -353,7 +358,7 @@ class TestOnnxSizes:
     def test_alexnet_and_vgg_export_from_the_command(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, size: int
     ) -> None:
-        model = SupConModule(encoder=f"torchvision/{name}", in_channels=3, knn_k=0)
+        model = SupConModule(encoder=f"torchvision/{name}", in_channels=3, online=OnlineEval(knn_k=0))
         checkpoint: dict[str, Any] = {"pytorch-lightning_version": pl.__version__, "state_dict": model.state_dict()}
         model.on_save_checkpoint(checkpoint)
         torch.save(checkpoint, tmp_path / "m.ckpt")

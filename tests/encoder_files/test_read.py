@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from lightning_supcon import SupConModule
+from lightning_supcon import OnlineEval, SupConModule
 from lightning_supcon.encoder_files.export import export_encoder, save_encoder
 from lightning_supcon.encoder_files.load import load_encoder
 from lightning_supcon.encoder_files.read import load_encoder_checkpoint
@@ -36,7 +36,9 @@ class _Payload:
 
 @pytest.fixture
 def encoder_file(tmp_path: Path) -> Path:
-    return save_encoder(SupConModule(encoder="small_cnn", in_channels=1, knn_k=0), tmp_path / "encoder.pt")
+    return save_encoder(
+        SupConModule(encoder="small_cnn", in_channels=1, online=OnlineEval(knn_k=0)), tmp_path / "encoder.pt"
+    )
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import SupConLoss, SupConModule
+from lightning_supcon import OnlineEval, Queue, SupConLoss, SupConModule
 from lightning_supcon.models.optimization import sgd
 from lightning_supcon.plugins import GlobalBatchNormSync
 
@@ -56,11 +56,11 @@ def main(
         encoder=MLP(batchnorm=batchnorm is not None),
         feature_dim=16,
         num_classes=4,
-        knn_k=0,
         loss=SupConLoss(gather_distributed=not local),
         optimizer=sgd(lr=0.2, weight_decay=1e-4),
-        queue_size=64 if queue else 0,
         micro_batch=micro_batch,
+        online=OnlineEval(knn_k=0),
+        queue=Queue(size=64) if queue else None,
     )
     during_fit: set[str] = set()
     record = pl.callbacks.LambdaCallback(on_train_start=lambda _, module: during_fit.update(_norm_layers(module)))

@@ -14,7 +14,7 @@ import sys
 import pytorch_lightning as pl
 import torch
 
-from lightning_supcon import MultiViewDataModule, SupConModule
+from lightning_supcon import MultiViewDataModule, OnlineEval, SupConModule
 from lightning_supcon.data import LabelledDataset
 
 
@@ -34,7 +34,7 @@ class Tiny(MultiViewDataModule):
 
 def main(devices: int, out: str) -> None:
     pl.seed_everything(0)
-    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=2, knn_k=3)
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=2, online=OnlineEval(knn_k=3))
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=devices,

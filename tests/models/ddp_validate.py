@@ -15,13 +15,13 @@ import sys
 import pytorch_lightning as pl
 import torch
 
-from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon import DigitsDataModule, OnlineEval, SupConModule
 
 
 def main(devices: int, out: str) -> None:
     pl.seed_everything(0)
     datamodule = DigitsDataModule(image_size=8, val_fraction=0.0501, batch_size=32, eval_batch_size=15)
-    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=20)
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=20))
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=devices,

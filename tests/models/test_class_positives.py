@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import SupConModule
+from lightning_supcon import OnlineEval, SupConModule
 from lightning_supcon.models.class_positives import anchors_with_class_positives
 from tests.helpers import cpu_trainer
 from tests.models.test_supcon_module import MLP
@@ -59,7 +59,9 @@ class TestAnchorsWithClassPositives:
 def test_supcon_module_logs_it(tmp_path: Path, supervised: bool, expected: float) -> None:
     labels = torch.tensor([0, 0, 1, 2] * 2)  # each batch of 4: two anchors with a class positive
     loader = DataLoader(TensorDataset(torch.randn(8, 2, 12), labels), batch_size=4)
-    model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, probe=False, supervised=supervised)
+    model = SupConModule(
+        encoder=MLP(), feature_dim=16, num_classes=4, supervised=supervised, online=OnlineEval(knn_k=0, probe=False)
+    )
     trainer = cpu_trainer(tmp_path, max_steps=2)
     trainer.fit(model, train_dataloaders=loader)
     assert trainer.callback_metrics["train/anchors_with_class_positives"].item() == expected

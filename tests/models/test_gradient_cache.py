@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import DigitsDataModule, SupConLoss, SupConModule
+from lightning_supcon import DigitsDataModule, OnlineEval, Queue, SupConLoss, SupConModule
 from lightning_supcon.cli import main
 from lightning_supcon.models import gradient_cache
 from lightning_supcon.models.gradient_cache import cached_forward, micro_batched, restored_buffers
@@ -159,10 +159,10 @@ def _fit(tmp_path: Path, micro_batch: int | None, steps: int = 2, data: dict | N
         encoder=MLP(kwargs.pop("batchnorm", False)),
         feature_dim=16,
         num_classes=4,
-        knn_k=0,
         optimizer=sgd(lr=0.5, weight_decay=1e-4),
         micro_batch=micro_batch,
         **kwargs,
+        online=OnlineEval(knn_k=0),
     )
     trainer = cpu_trainer(tmp_path, max_steps=steps, precision="64-true")
     trainer.fit(model, _loader(**(data or {})))
@@ -175,8 +175,8 @@ _MODULE_VARIANTS: dict[str, dict[str, Any]] = {
     "unknown_labels": {"data": {"unknown": True}},
     "multi_hot": {"multilabel": True, "data": {"multi_hot": True}},
     "class_mean": {"loss": SupConLoss(denominator="class_mean")},
-    "queue": {"queue_size": 30},
-    "momentum_encoder": {"queue_size": 30, "queue_momentum": 0.9},
+    "queue": {"queue": Queue(size=30)},
+    "momentum_encoder": {"queue": Queue(size=30, momentum=0.9)},
     "joint_ce": {"ce_weight": 0.5},
 }
 
@@ -196,7 +196,7 @@ class TestSupConModuleMicroBatch:
         assert int(model.encoder.net[2].num_batches_tracked) == 2 * 3  # two steps of 3 micro-batches
 
     @pytest.mark.parametrize(
-        ("kwargs", "contrast_size"), [({}, 12 * 2 - 1), ({"micro_batch": 5}, 23), ({"queue_size": 30}, 23 + 24)]
+        ("kwargs", "contrast_size"), [({}, 12 * 2 - 1), ({"micro_batch": 5}, 23), ({"queue": Queue(size=30)}, 23 + 24)]
     )
     def test_logs_the_contrast_size(self, tmp_path: Path, kwargs: dict, contrast_size: int) -> None:
         _, trainer = _fit(tmp_path, kwargs.pop("micro_batch", None), **kwargs)
@@ -207,13 +207,13 @@ class TestSupConModuleMicroBatch:
             SupConModule(encoder=MLP(), feature_dim=16, micro_batch=0)
 
     def test_accumulation_is_refused_with_the_fix(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0))
         trainer = cpu_trainer(tmp_path, max_steps=1, accumulate_grad_batches=2)
         with pytest.raises(ValueError, match="accumulate_grad_batches=2 contrasts each batch only with itself"):
             trainer.fit(model, _loader())
 
     def test_micro_batch_larger_than_the_batch_is_refused(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder="small_cnn", in_channels=1, knn_k=0, micro_batch=64)
+        model = SupConModule(encoder="small_cnn", in_channels=1, micro_batch=64, online=OnlineEval(knn_k=0))
         datamodule = DigitsDataModule(batch_size=32, num_workers=0)
         with pytest.raises(ValueError, match=r"`micro_batch` \(64\) is larger than the batch \(32\)"):
             cpu_trainer(tmp_path, max_steps=1).fit(model, datamodule=datamodule)
@@ -243,7 +243,7 @@ def test_ddp_micro_batches_equal_one_process_with_the_global_batch(tmp_path: Pat
 
 class TestCommandLine:
     def test_micro_batch_from_the_command_line(self, workdir: Path) -> None:
-        main(fit_args("--model.init_args.micro_batch=16", "--model.init_args.knn_k=0"))
+        main(fit_args("--model.init_args.micro_batch=16", "--model.init_args.online.knn_k=0"))
 
     @pytest.mark.parametrize(
         ("option", "match"),

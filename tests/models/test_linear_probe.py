@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from lightning_supcon import DigitsDataModule, SupConModule
+from lightning_supcon import DigitsDataModule, OnlineEval, SupConModule
 from lightning_supcon.cli import cli
 from lightning_supcon.encoder_files.export import export_encoder, save_encoder
 from lightning_supcon.encoder_files.read import load_encoder_checkpoint
@@ -25,7 +25,7 @@ def supcon_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SupConModule checkpoint after 2 real training steps on the digits (BN statistics have moved)."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("supcon")
-    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=0)
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=0))
     trainer = cpu_trainer(root, max_steps=2, limit_val_batches=0)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
     path = root / "supcon.ckpt"
@@ -134,24 +134,26 @@ class TestLinearProbeModule:
     def test_exported_encoder_round_trip(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
         exported = export_encoder(supcon_checkpoint, tmp_path / "nested" / "encoder.pt")
         file = torch.load(exported, weights_only=True)  # loads without unpickling code
-        assert file["lightning_supcon"] == {
+        assert file["lightning_supcon"] | {"preprocessing": None} == {
             "kind": "supcon",
             "encoder": "small_cnn",
             "feature_dim": 128,
             "in_channels": 1,
+            "encoder_args": {"class": "SmallCNN", "init_args": {"in_channels": 1, "width": 32, "feature_dim": 128}},
+            "preprocessing": None,  # no DataModule: nothing measured to record
         }
         from_export, from_checkpoint = _probe(exported), _probe(supcon_checkpoint)
         for key, value in from_checkpoint.encoder.state_dict().items():
             torch.testing.assert_close(from_export.encoder.state_dict()[key], value, rtol=0, atol=0)
 
     def test_save_encoder_of_a_live_model(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0)
+        model = SupConModule(encoder=MLP(), num_classes=4, online=OnlineEval(knn_k=0))
         path = save_encoder(model, tmp_path / "mlp.pt")
         probe = LinearProbeModule(str(path), encoder=MLP(), num_classes=4)
         torch.testing.assert_close(probe.encoder.state_dict(), model.encoder.state_dict())
 
     def test_compiled_encoder_weights_are_renamed(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0)
+        model = SupConModule(encoder=MLP(), num_classes=4, online=OnlineEval(knn_k=0))
         state = {f"encoder._orig_mod.{k}": v for k, v in model.encoder.state_dict().items()}
         meta = {"kind": "supcon", "encoder": "MLP", "feature_dim": 16, "in_channels": 3}
         path = _save(
@@ -210,12 +212,14 @@ class TestLinearProbeModuleErrors:
             _probe(supcon_checkpoint, **kwargs)
 
     def test_same_name_other_weights(self, tmp_path: Path) -> None:
-        path = save_encoder(SupConModule(encoder=MLP(hidden=32), num_classes=4, knn_k=0), tmp_path / "mlp.pt")
+        path = save_encoder(
+            SupConModule(encoder=MLP(hidden=32), num_classes=4, online=OnlineEval(knn_k=0)), tmp_path / "mlp.pt"
+        )
         with pytest.raises(ValueError, match=r"do not fit.*net\.1\.weight: \(32, 12\) vs \(8, 12\)"):
             LinearProbeModule(str(path), encoder=MLP(hidden=8), num_classes=4)
 
     def test_missing_weights(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), num_classes=4, knn_k=0)
+        model = SupConModule(encoder=MLP(), num_classes=4, online=OnlineEval(knn_k=0))
         meta = {"kind": "supcon", "encoder": "MLP", "feature_dim": 16, "in_channels": 3}
         state = {k: v for k, v in model.encoder.state_dict().items() if k != "net.3.bias"}
         path = _save(tmp_path / "partial.pt", {"lightning_supcon": meta, "state_dict": state})
@@ -224,7 +228,7 @@ class TestLinearProbeModuleErrors:
 
 
 def test_exported_encoder_loads_with_weights_only(tmp_path: Path) -> None:
-    model = SupConModule(encoder="small_cnn", in_channels=1, knn_k=0)
+    model = SupConModule(encoder="small_cnn", in_channels=1, online=OnlineEval(knn_k=0))
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "full.ckpt")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchmetrics import MetricCollection
 
-from lightning_supcon import CrossEntropyModule, DigitsDataModule
+from lightning_supcon import CrossEntropyModule, DigitsDataModule, OnlineEval
 from lightning_supcon.models.online_eval import OnlineEvaluation
 from tests.helpers import cpu_trainer
 
@@ -64,7 +64,9 @@ class TestOnlineEvaluation:
 
 def test_cross_entropy_module_uses_the_online_knn(tmp_path: Path) -> None:
     dm = DigitsDataModule(batch_size=64, n_views=1)
-    model = CrossEntropyModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=10)
+    model = CrossEntropyModule(
+        encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(probe=False, knn_k=10)
+    )
     trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2, limit_test_batches=2)
     trainer.fit(model, datamodule=dm)
     assert {"val/knn_top1", "val/knn_top5", "val/top1"} <= set(trainer.callback_metrics)
@@ -75,13 +77,15 @@ def test_cross_entropy_module_uses_the_online_knn(tmp_path: Path) -> None:
 def test_knn_bank_dtype_is_a_module_option() -> None:
     from lightning_supcon import SupConModule
 
-    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=4, knn_bank_dtype="bfloat16")
+    model = SupConModule(
+        encoder="small_cnn", in_channels=1, num_classes=4, online=OnlineEval(knn_bank_dtype="bfloat16")
+    )
     features, labels = _clusters()
     model.online.fill_bank(lambda x: x, [(features, labels)])
     assert model.online.knn is not None and model.online.knn.bank_features[0].dtype == torch.bfloat16
-    assert SupConModule(knn_k=5).online.knn.bank_dtype is None  # type: ignore[union-attr]
+    assert SupConModule(online=OnlineEval(knn_k=5)).online.knn.bank_dtype is None  # type: ignore[union-attr]
     with pytest.raises(ValueError, match=r"`bank_dtype` to be one of \('float32', 'float16', 'bfloat16'\)"):
-        SupConModule(knn_bank_dtype="int8")  # type: ignore[arg-type]
+        SupConModule(online=OnlineEval(knn_bank_dtype="int8"))  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import DigitsDataModule, Schedule, SupConLoss, SupConModule
+from lightning_supcon import DigitsDataModule, OnlineEval, Queue, Schedule, SupConLoss, SupConModule
 from lightning_supcon.cli import cli
 from lightning_supcon.data import MultilabelDigitsDataModule
 from lightning_supcon.models.optimization import sgd
@@ -44,7 +44,7 @@ def _views_loader(batch: int = 8, n_views: int = 2, n: int = 32) -> DataLoader:
 
 class TestSupConModule:
     def test_plain_dataloader_of_views(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, projection_dim=8)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, projection_dim=8, online=OnlineEval(knn_k=0))
         trainer = cpu_trainer(tmp_path, max_epochs=2)
         trainer.fit(model, train_dataloaders=_views_loader())
         assert trainer.global_step == 8
@@ -55,7 +55,11 @@ class TestSupConModule:
     def test_training_lowers_the_loss(self, tmp_path: Path) -> None:
         torch.manual_seed(0)
         model = SupConModule(
-            encoder=MLP(), num_classes=4, knn_k=0, probe=False, optimizer=sgd(lr=0.5, weight_decay=1e-4), feature_dim=16
+            encoder=MLP(),
+            num_classes=4,
+            optimizer=sgd(lr=0.5, weight_decay=1e-4),
+            feature_dim=16,
+            online=OnlineEval(knn_k=0, probe=False),
         )
         loader = _views_loader(batch=32, n=32)
         views, labels = next(iter(loader))
@@ -66,7 +70,7 @@ class TestSupConModule:
 
     def test_digits_fast_dev_run_logs_eval_metrics(self, tmp_path: Path) -> None:
         dm = DigitsDataModule(batch_size=64)
-        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=20)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=20))
         trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2)
         trainer.fit(model, datamodule=dm)
         assert {"val/knn_top1", "val/knn_top5", "val/probe_top1", "val/probe_top5", "val/loss"} <= set(
@@ -76,7 +80,7 @@ class TestSupConModule:
         assert 0.0 <= results["test/probe_top1"] <= 1.0
 
     def test_simclr_mode_ignores_labels(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, supervised=False)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, supervised=False, online=OnlineEval(knn_k=0))
         views, _ = next(iter(_views_loader()))
         loss_a = model.criterion(model.project(model(views.flatten(0, 1))).view(8, 2, -1), None)
         assert torch.isfinite(loss_a)
@@ -99,9 +103,9 @@ class TestSupConModule:
             encoder="small_cnn",
             in_channels=1,
             num_classes=10,
-            knn_k=0,
             optimizer=functools.partial(optimizer, lr=0.1, weight_decay=1e-4),
             schedule=Schedule(lr_scaling=lr_scaling, warmup_epochs=1),
+            online=OnlineEval(knn_k=0),
         )
         trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=0)
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=64))
@@ -118,7 +122,11 @@ class TestMemoryQueue:
     @pytest.mark.parametrize("queue_momentum", [None, 0.9])
     def test_queue_fills_and_wraps(self, tmp_path: Path, queue_momentum: float | None) -> None:
         model = SupConModule(
-            encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, queue_size=40, queue_momentum=queue_momentum
+            encoder=MLP(),
+            feature_dim=16,
+            num_classes=4,
+            online=OnlineEval(knn_k=0),
+            queue=Queue(size=40, momentum=queue_momentum),
         )
         cpu_trainer(tmp_path, max_steps=3).fit(model, train_dataloaders=_views_loader())  # 3 x 8 x 2 views
         assert model.queue is not None
@@ -134,15 +142,27 @@ class TestMemoryQueue:
             assert not torch.equal(online, next(model.momentum_encoder.parameters()))
 
     def test_queue_is_in_the_checkpoint(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, queue_size=8)
+        model = SupConModule(
+            encoder=MLP(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0), queue=Queue(size=8)
+        )
         assert {"queue.features", "queue.labels", "queue.ptr", "queue.filled"} <= set(model.state_dict())
 
     @pytest.mark.parametrize(
-        ("kwargs", "match"), [({"queue_size": -1}, "queue_size"), ({"queue_momentum": 0.9}, "queue_momentum")]
+        ("kwargs", "match"),
+        [
+            ({"size": 0}, r"`queue.size` >= 1 \(leave `queue` out for none\), but got 0"),
+            ({"size": 8, "momentum": 1.0}, r"`queue.momentum` in \[0, 1\) or None, but got 1.0"),
+        ],
     )
     def test_bad_queue_arguments(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
-            SupConModule(encoder=MLP(), feature_dim=16, **kwargs)
+            SupConModule(encoder=MLP(), feature_dim=16, queue=Queue(**kwargs))
+
+    def test_options_as_records_from_a_checkpoint_s_plain_hyperparameters(self) -> None:
+        """A checkpoint's hyperparameters hold the records as plain dicts: the module rebuilds them (no CLI)."""
+        model = SupConModule(encoder=MLP(), feature_dim=16, online={"knn_k": 0, "probe": False}, queue={"size": 8})
+        assert model.online.knn is None and model.queue is not None and model.queue.size == 8
+        assert model.hparams["online"]["knn_k"] == 0 and model.hparams["queue"] == {"size": 8, "momentum": None}
 
 
 class TestSupConModuleErrors:
@@ -162,7 +182,7 @@ class TestSupConModuleErrors:
         ("kwargs", "match"),
         [
             ({"num_classes": 1}, "num_classes"),
-            ({"knn_k": -1}, "knn_k"),
+            ({"online": {"knn_k": -1}}, r"`online.knn_k` >= 0 \(0 turns kNN off\), but got -1"),
             ({"schedule": {"lr_decay_epochs": [3, 1]}}, r"`lr_decay_epochs` ascending and >= 0, but got \[3, 1\]"),
             ({"schedule": {"lr_decay_epochs": [1], "lr_decay_rate": 0.0}}, r"`lr_decay_rate` in \(0, 1\], but got 0.0"),
             ({"schedule": {"lr_decay_epochs": [1], "min_lr_ratio": 0.1}}, "with step decay .* leave it at 0"),
@@ -175,18 +195,18 @@ class TestSupConModuleErrors:
             SupConModule(encoder=MLP(), feature_dim=16, **kwargs)
 
     def test_labels_outside_num_classes(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3, knn_k=0)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3, online=OnlineEval(knn_k=0))
         with pytest.raises(ValueError, match=r"num_classes=3.*\[0, 3\]"):
             cpu_trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=_views_loader())
 
     def test_views_without_view_dim(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0))
         loader = DataLoader(TensorDataset(torch.randn(8, 12), torch.arange(8) % 4), batch_size=4)
         with pytest.raises(ValueError, match="n_views"):
             cpu_trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)
 
     def test_nan_loss_stops_with_a_message(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0))
         loader = DataLoader(TensorDataset(torch.full((8, 2, 12), float("nan")), torch.arange(8) % 4), batch_size=8)
         with pytest.raises(FloatingPointError, match=r"step 0.*learning rate.*temperature"):
             cpu_trainer(tmp_path, fast_dev_run=True).fit(model, train_dataloaders=loader)
@@ -203,10 +223,9 @@ class TestStepDecay:
             encoder=MLP(),
             feature_dim=16,
             num_classes=4,
-            knn_k=0,
-            probe=False,
             optimizer=sgd(lr=0.5, weight_decay=1e-4),
             schedule=Schedule(warmup_epochs=1, lr_decay_epochs=[2, 3], lr_decay_rate=0.2),
+            online=OnlineEval(knn_k=0, probe=False),
         )
         cpu_trainer(tmp_path, max_epochs=4, callbacks=[record]).fit(model, train_dataloaders=_views_loader())
         expected = [0.5 * (s + 1) / 4 for s in range(4)] + [0.5] * 4 + [0.1] * 4 + [0.02] * 4
@@ -222,10 +241,9 @@ class TestStepDecay:
             encoder=MLP(),
             feature_dim=16,
             num_classes=4,
-            knn_k=0,
-            probe=False,
             optimizer=sgd(lr=0.4, weight_decay=1e-4),
             schedule=Schedule(warmup_epochs=1),
+            online=OnlineEval(knn_k=0, probe=False),
         )
         trainer = cpu_trainer(tmp_path, max_epochs=10, max_steps=6, callbacks=[record])
         trainer.fit(model, train_dataloaders=_views_loader())
@@ -235,11 +253,15 @@ class TestStepDecay:
 
 class TestResumeSchedule:
     def test_warns_when_resuming_into_a_longer_run(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, schedule=Schedule(warmup_epochs=1))
+        model = SupConModule(
+            encoder=MLP(), feature_dim=16, num_classes=4, schedule=Schedule(warmup_epochs=1), online=OnlineEval(knn_k=0)
+        )
         trainer = cpu_trainer(tmp_path, max_epochs=1)
         trainer.fit(model, train_dataloaders=_views_loader())
         trainer.save_checkpoint(tmp_path / "one.ckpt")
-        longer = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, schedule=Schedule(warmup_epochs=1))
+        longer = SupConModule(
+            encoder=MLP(), feature_dim=16, num_classes=4, schedule=Schedule(warmup_epochs=1), online=OnlineEval(knn_k=0)
+        )
         with pytest.warns(UserWarning, match="schedule restored from the checkpoint spans 4 steps, but this run has 8"):
             cpu_trainer(tmp_path, max_epochs=2).fit(
                 longer, train_dataloaders=_views_loader(), ckpt_path=tmp_path / "one.ckpt"
@@ -250,12 +272,12 @@ class TestResumeSchedule:
             def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
                 trainer.should_stop = True
 
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0))
         trainer = cpu_trainer(tmp_path, max_epochs=2, callbacks=[StopAfterFirstEpoch()])
         trainer.fit(model, train_dataloaders=_views_loader())
         assert trainer.global_step == 4
         trainer.save_checkpoint(tmp_path / "half.ckpt")
-        again = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        again = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0))
         cpu_trainer(tmp_path, max_epochs=2).fit(
             again, train_dataloaders=_views_loader(), ckpt_path=tmp_path / "half.ckpt"
         )
@@ -264,7 +286,7 @@ class TestResumeSchedule:
 
 class TestSyncBatchNormOnCpu:
     def test_pytorch_sync_batchnorm_on_cpu_is_refused_with_the_fix(self) -> None:
-        model = SupConModule(encoder="small_cnn", in_channels=1, knn_k=0)
+        model = SupConModule(encoder="small_cnn", in_channels=1, online=OnlineEval(knn_k=0))
         model.on_fit_start()  # plain BatchNorm: fine
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # what `Trainer(sync_batchnorm=True)` does under DDP
         with pytest.raises(ValueError, match=r"runs on GPUs only.*GlobalBatchNormSync"):
@@ -282,12 +304,14 @@ class TestNoPositives:
     """
 
     def test_batch_without_positives_gives_zero_loss_not_nan(self) -> None:
-        model = SupConModule(in_channels=1, num_classes=10, knn_k=0, probe=False)
+        model = SupConModule(in_channels=1, num_classes=10, online=OnlineEval(knn_k=0, probe=False))
         loss = model.criterion(model.project(model(torch.randn(6, 1, 8, 8)))[:, None], torch.arange(6))
         assert torch.isfinite(loss) and loss.item() == 0.0
 
     def test_unsupervised_single_view_is_an_error(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        args = fit_args("--data.init_args.n_views=1", "--model.init_args.supervised=false", "--model.init_args.knn_k=0")
+        args = fit_args(
+            "--data.init_args.n_views=1", "--model.init_args.supervised=false", "--model.init_args.online.knn_k=0"
+        )
         line = one_error_line(cli_error(capsys, args, workdir))
         assert "n_views" in line
 
@@ -309,7 +333,7 @@ class TestInjectedLoss:
         assert any("'temperature' is not accepted" in line for line in lines)
 
     def test_evaluation_uses_the_loss_without_the_gather(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0))
         calls: list[bool | None] = []
         forward = model.criterion.forward
 
@@ -326,7 +350,7 @@ class TestInjectedLoss:
 class TestEvaluationReports:
     def test_test_stage_reports_knn_like_validation(self, tmp_path: Path) -> None:
         dm = DigitsDataModule(batch_size=64)
-        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=5))
         trainer = cpu_trainer(tmp_path, limit_val_batches=2, limit_test_batches=2)
         validated = trainer.validate(model, datamodule=dm, verbose=False)
         tested = trainer.test(model, datamodule=dm, verbose=False)
@@ -335,7 +359,7 @@ class TestEvaluationReports:
 
     def test_validate_reports_each_metric_once(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         dm = DigitsDataModule(batch_size=64)
-        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=5))
         results = cpu_trainer(tmp_path, limit_val_batches=2).validate(model, datamodule=dm)
         assert len(results) == 1 and "val/knn_top1" in results[0]
         out = capsys.readouterr().out
@@ -343,7 +367,7 @@ class TestEvaluationReports:
 
     def test_the_bank_follows_the_trainer_limits(self, tmp_path: Path) -> None:
         dm = DigitsDataModule(batch_size=64, eval_batch_size=100)
-        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, knn_k=5)
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=5))
         seen: list[int] = []
         fill = model.online.fill_bank
         model.online.fill_bank = lambda encode, batches: fill(  # type: ignore[method-assign]
@@ -359,7 +383,9 @@ class TestJointCrossEntropy:
     @staticmethod
     def _model(ce_weight: float) -> SupConModule:
         torch.manual_seed(0)
-        return SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0, ce_weight=ce_weight).double()
+        return SupConModule(
+            encoder=MLP(), feature_dim=16, num_classes=4, ce_weight=ce_weight, online=OnlineEval(knn_k=0)
+        ).double()
 
     @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # the step, called without a Trainer
     @pytest.mark.parametrize("ce_weight", [0.0, 0.5, 2.0])
@@ -394,7 +420,8 @@ class TestJointCrossEntropy:
         torch.testing.assert_close(metrics["train/total_loss"], expected)
 
     @pytest.mark.parametrize(
-        ("kwargs", "match"), [({"ce_weight": -1.0}, "ce_weight"), ({"ce_weight": 1.0, "probe": False}, "probe=True")]
+        ("kwargs", "match"),
+        [({"ce_weight": -1.0}, "ce_weight"), ({"ce_weight": 1.0, "online": OnlineEval(probe=False)}, "online.probe")],
     )
     def test_bad_weights(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
@@ -407,7 +434,9 @@ class TestMultilabel:
     @pytest.mark.filterwarnings("ignore:No positive samples")
     def test_multilabel_digits_log_map_and_f1(self, tmp_path: Path) -> None:
         dm = MultilabelDigitsDataModule(batch_size=32, n_views=2)
-        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, knn_k=5)
+        model = SupConModule(
+            encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, online=OnlineEval(knn_k=5)
+        )
         trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=2)
         trainer.fit(model, datamodule=dm)
         expected = {"train/loss", "train/probe_f1", "train/probe_accuracy", "val/loss", "val/probe_map", "val/knn_map"}
@@ -415,7 +444,9 @@ class TestMultilabel:
         assert not any("top" in key for key in trainer.callback_metrics)
 
     def test_multi_hot_labels_reach_the_loss(self) -> None:
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=3, multilabel=True, probe=False, knn_k=0)
+        model = SupConModule(
+            encoder=MLP(), feature_dim=16, num_classes=3, multilabel=True, online=OnlineEval(probe=False, knn_k=0)
+        )
         seen: list[torch.Tensor] = []
         model.criterion.register_forward_pre_hook(lambda _, args: seen.append(args[1]))
         views, labels = torch.randn(4, 2, 12), torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 0], [1, 0, 1]])
@@ -438,12 +469,12 @@ class TestMultilabel:
         views, labels = next(iter(_views_loader(batch=32)))
         partial = torch.where(torch.arange(32) % 2 == 0, labels, -1)  # half the samples of unknown class
         loader = DataLoader(TensorDataset(views, partial), batch_size=8)
-        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, knn_k=0)
+        model = SupConModule(encoder=MLP(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0))
         trainer = cpu_trainer(tmp_path, max_steps=2)
         trainer.fit(model, train_dataloaders=loader)
         assert torch.isfinite(trainer.callback_metrics["train/loss"])
         assert torch.isfinite(trainer.callback_metrics["train/probe_loss"])
 
     def test_no_queue_with_multi_hot_labels(self) -> None:
-        with pytest.raises(ValueError, match="queue_size: 0"):
-            SupConModule(encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, queue_size=64)
+        with pytest.raises(ValueError, match="leave `queue` out with `multilabel=True`"):
+            SupConModule(encoder="small_cnn", in_channels=1, num_classes=3, multilabel=True, queue=Queue(size=64))

@@ -18,6 +18,7 @@ import torchvision
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from lightning_supcon import OnlineEval
 from lightning_supcon.cli import cli, main
 from lightning_supcon.encoder_files import save_encoder
 from lightning_supcon.encoder_files.load import load_encoder
@@ -320,14 +321,14 @@ class TestEncoderFiles:
         ids=["torchvision-cifar-stem", "timm"],
     )
     def test_saved_encoder_loads_back(self, tmp_path: Path, encoder: nn.Module | str, in_channels: int) -> None:
-        model = SupConModule(encoder=encoder, in_channels=in_channels, knn_k=0)
+        model = SupConModule(encoder=encoder, in_channels=in_channels, online=OnlineEval(knn_k=0))
         loaded = load_encoder(save_encoder(model, tmp_path / "encoder.pt"))
         assert isinstance(loaded, Backbone) and loaded.encoder_name == model.encoder_name
         x = torch.randn(2, in_channels, 32, 32)
         torch.testing.assert_close(loaded(x), _features(model.encoder, x))
 
     def test_linear_probe_reads_the_checkpoint(self, tmp_path: Path) -> None:
-        model = SupConModule(encoder="timm/resnet18", in_channels=1, knn_k=0)
+        model = SupConModule(encoder="timm/resnet18", in_channels=1, online=OnlineEval(knn_k=0))
         path = save_encoder(model, tmp_path / "encoder.pt")
         probe = LinearProbeModule(checkpoint=str(path), encoder="timm/resnet18", in_channels=1)
         x = torch.randn(2, 1, 32, 32)

@@ -215,10 +215,10 @@ class LinearProbeModule(CrossEntropyModule):
             return
         retrieval = self.retrieval[stage]
         assert isinstance(retrieval, RetrievalMetrics)
-        if not retrieval.update_called:
-            return
-        for name, value in retrieval.compute().items():  # already global: sync_dist averages equal values
-            self.log(f"{stage}/{name}", value, sync_dist=True)
+        # Collective, so every rank decides together: a rank that ran no evaluation batch still joins the gathers.
+        if retrieval.has_data():
+            for name, value in retrieval.compute().items():  # already global: sync_dist averages equal values
+                self.log(f"{stage}/{name}", value, sync_dist=True)
         retrieval.reset()
 
     def on_validation_epoch_end(self) -> None:

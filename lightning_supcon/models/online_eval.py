@@ -181,11 +181,13 @@ class OnlineEvaluation(nn.Module):
 
     def knn_results(self, stage: str) -> dict[str, Tensor]:
         """``{"{stage}/knn_top1": ..., "{stage}/knn_top5": ...}`` (``knn_map``, ``knn_f1``, ``knn_accuracy`` with
-        ``multilabel``) over every rank's samples, then reset; empty when the kNN is off or saw no bank or no query."""
+        ``multilabel``) over every rank's samples, then reset; empty when the kNN is off or no rank saw a bank entry
+        or no rank a query. Under DDP every rank must call it, and every rank gets the same keys: the decision is
+        global (a rank whose own bank shard holds no labelled sample still joins the gathers of the others)."""
         if self.knn is None:
             return {}
         results: dict[str, Tensor] = {}
-        if self.knn.bank_features and self.knn.query_features:
+        if self.knn.has_data():  # collective: never decide on this rank's own states alone
             results = {f"{stage}/knn_{name}": value for name, value in self.knn.compute().items()}
         self.knn.reset()
         return results

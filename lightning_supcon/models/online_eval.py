@@ -153,19 +153,20 @@ class OnlineEvaluation(nn.Module):
         known class).
 
         Returns:
-            The probe metrics to log for this batch, or ``None`` without a probe or a known label.
+            The probe metrics to log, or ``None`` without a probe. They are returned even for a batch with no known
+            label (then not updated): the owner logs them on every rank alike, because Lightning computes a logged
+            metric at the epoch's end with a gather that a rank which never logged it would not join.
         """
         labelled = known(labels)
-        if not labelled.any():
-            return None
         features, labels = features[labelled], labels[labelled]
-        if self.knn is not None:
+        if self.knn is not None and labelled.any():
             self.knn.update(l2_normalize(features, dim=1), labels, bank=False)
         if self.probe is None:
             return None
         metrics = self.eval_metrics[stage]
         assert isinstance(metrics, MetricCollection)
-        metrics(metric_scores(self.probe(features), self.multilabel), labels)
+        if labelled.any():
+            metrics(metric_scores(self.probe(features), self.multilabel), labels)
         return metrics
 
     @torch.no_grad()

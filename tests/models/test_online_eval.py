@@ -48,6 +48,15 @@ class TestOnlineEvaluation:
         loss.backward()
         assert features.grad is None  # the probe never trains the encoder
 
+    def test_collective_in_rank_local_branch_unlabelled_batch_still_returns_the_metrics(self) -> None:
+        # A rank whose evaluation batches are all unknown (-1) must still log the probe metrics: Lightning computes
+        # them at the epoch's end with a gather the other ranks join.
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, knn_k=3)
+        features, labels = _clusters()
+        metrics = online.eval_step(features, torch.full_like(labels, -1), "val")
+        assert isinstance(metrics, MetricCollection) and not metrics["top1"].update_called
+        assert online.knn is not None and online.knn.query_features == []  # nothing unknown became a query
+
     def test_off(self) -> None:
         online = OnlineEvaluation(feature_dim=8, num_classes=4, probe=False, knn_k=0)
         features, labels = _clusters()
@@ -171,7 +180,6 @@ class TestUnknownLabels:
         features = torch.randn(4, 8, requires_grad=True)
         loss = online.training_step(features, torch.full((4,), -1))
         assert loss is not None and loss.item() == 0.0 and loss.requires_grad
-        assert online.eval_step(features, torch.full((4,), -1), "val") is None
 
     def test_knn_bank_and_queries_skip_unknown_samples(self) -> None:
         features, labels = _clusters()

@@ -33,6 +33,23 @@ THRESHOLD = 0.5
 """A label is predicted when its probability is at least this (inclusive, see :func:`predicted_labels`)."""
 
 
+def check_num_labels(num_labels: int) -> None:
+    """Raise a one-line ``ValueError`` unless ``num_labels >= 2``: torchmetrics' multilabel metrics need two labels
+    (one 0/1 target per sample is a binary task: pass class labels ``0``/``1`` with ``num_classes=2`` instead).
+
+    Example:
+        >>> check_num_labels(1)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `num_labels` >= 2 for multi-label metrics, but got 1; a single 0/1 target is a binary ...
+    """
+    if num_labels < 2:
+        raise ValueError(
+            f"Expected `num_labels` >= 2 for multi-label metrics, but got {num_labels}; a single 0/1 target is a "
+            "binary task: use class labels with num_classes=2 (multilabel=False)."
+        )
+
+
 def predicted_labels(probabilities: Tensor) -> Tensor:
     """The multi-label decision rule: label ``l`` is predicted when ``p_l >= THRESHOLD`` (0.5 counts as predicted).
 
@@ -84,7 +101,11 @@ def multilabel_metrics(num_labels: int, ranking: bool = True, **kwargs: Any) -> 
         >>> {name: value.item() for name, value in multilabel_metrics(2, ranking=False)(
         ...     torch.tensor([[0.5, 0.9]]), torch.tensor([[1, 1]])).items()}  # p = 0.5 predicts the label
         {'accuracy': 1.0, 'f1': 1.0}
+
+    Raises:
+        ValueError: For ``num_labels < 2`` (:func:`check_num_labels`).
     """
+    check_num_labels(num_labels)
     metrics: dict[str, Any] = {
         "f1": _InclusiveF1(num_labels, average="macro", **kwargs),
         "accuracy": _InclusiveAccuracy(num_labels, average="micro", **kwargs),

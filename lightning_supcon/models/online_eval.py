@@ -23,7 +23,7 @@ from torchmetrics import MetricCollection
 
 from lightning_supcon.metrics.knn import BankDtype, KNNAccuracy
 from lightning_supcon.metrics.knn_multilabel import MultilabelKNN
-from lightning_supcon.metrics.multilabel import multilabel_metrics
+from lightning_supcon.metrics.multilabel import check_num_labels, multilabel_metrics
 from lightning_supcon.metrics.topk import TopKAccuracy
 from lightning_supcon.models.labels import classifier_loss, known
 from lightning_supcon.utils.numerics import l2_normalize
@@ -89,7 +89,7 @@ class OnlineEvaluation(nn.Module):
         multilabel: Labels are multi-hot ``(N, num_classes)``: binary cross-entropy and multi-label metrics.
 
     Raises:
-        ValueError: For ``num_classes < 2`` (``< 1`` with ``multilabel``) or ``knn_k < 0``.
+        ValueError: For ``num_classes < 2`` (labels per sample with ``multilabel``) or ``knn_k < 0``.
 
     Example:
         >>> import torch
@@ -113,8 +113,10 @@ class OnlineEvaluation(nn.Module):
         knn_bank_dtype: BankDtype | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < (1 if multilabel else 2):
-            raise ValueError(f"Expected `num_classes` >= {1 if multilabel else 2}, but got {num_classes}.")
+        if multilabel:
+            check_num_labels(num_classes)  # torchmetrics' multilabel metrics need 2 labels: refused here, in one line
+        elif num_classes < 2:
+            raise ValueError(f"Expected `num_classes` >= 2, but got {num_classes}.")
         if knn_k < 0:
             raise ValueError(f"Expected `knn_k` >= 0 (0 turns kNN off), but got {knn_k}.")
         self.probe_lr = probe_lr

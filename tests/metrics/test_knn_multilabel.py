@@ -100,6 +100,10 @@ class TestMultilabelKNN:
         result = metric.compute()
         assert (result["accuracy"].item(), result["f1"].item()) == (1.0, 1.0)
 
+    def test_one_label_is_refused_at_construction(self) -> None:
+        with pytest.raises(ValueError, match="Expected `num_labels` >= 2 for multi-label metrics, but got 1"):
+            MultilabelKNN(num_labels=1)
+
     def test_single_label_metric_is_unchanged(self) -> None:
         metric = KNNAccuracy(num_classes=2, k=2, temperature=1.0)
         metric.update(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), torch.tensor([0, 0, 1]), bank=True)

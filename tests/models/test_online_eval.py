@@ -121,6 +121,11 @@ def _multi_hot_clusters(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TestMultilabelOnlineEvaluation:
+    def test_silent_failure_one_label_is_refused_in_one_line(self) -> None:
+        # It passed the check and failed later inside torchmetrics' MultilabelF1Score.
+        with pytest.raises(ValueError, match=r"^Expected `num_labels` >= 2 for multi-label metrics, but got 1;[^\n]*$"):
+            OnlineEvaluation(feature_dim=4, num_classes=1, multilabel=True)
+
     def test_names_and_binary_cross_entropy(self) -> None:
         online = OnlineEvaluation(feature_dim=8, num_classes=3, knn_k=0, multilabel=True)
         features, labels = _multi_hot_clusters()

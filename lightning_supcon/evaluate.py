@@ -13,12 +13,13 @@ Write the embeddings of a training and a test split with the model (``--data.ini
         --test outputs/digits/embeddings/embeddings_val.pt --plot outputs/digits/embeddings/val_map.png
 
 It prints a table of weighted kNN top-1/top-5, retrieval Precision@1, R-Precision and MAP@R, and k-means NMI/AMI
-(:mod:`lightning_supcon.evaluation.report`), and writes them as JSON (``--json``, default ``evaluation.json`` beside
-the test file). ``--ood FILE`` (embeddings of out-of-distribution samples, the same format) adds the
-out-of-distribution AUROC, AUPR-in/out and FPR95 of the distance to the ``--ood-k``-th (default 50) nearest training
-feature, the test split in-distribution (Sun et al. 2022). ``python -m lightning_supcon.evaluate`` is the same
-command. Errors (a missing file, another kind of file, splits of different feature sizes) end with one
-``lightning-supcon-eval: error:`` line and status 2.
+(:mod:`lightning_supcon.evaluation.report`; for multi-hot labels, the multi-label kNN's mAP, F1 and label accuracy
+and the retrieval metrics, as the online evaluation logs them), and writes them as JSON (``--json``, default
+``evaluation.json`` beside the test file). ``--ood FILE`` (embeddings of out-of-distribution samples, the same
+format) adds the out-of-distribution AUROC, AUPR-in/out and FPR95 of the distance to the ``--ood-k``-th (default
+50) nearest training feature, the test split in-distribution (Sun et al. 2022). ``python -m
+lightning_supcon.evaluate`` is the same command. Errors (a missing file, another kind of file, splits of different
+feature sizes) end with one ``lightning-supcon-eval: error:`` line and status 2.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from lightning_supcon.callbacks.embedding_map import _TITLES, METHODS, plot_embedding, reduce_to_2d, umap_available
 from lightning_supcon.evaluation import EmbeddingsError, evaluate_embeddings, format_table, load_embeddings
@@ -73,7 +76,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     paths = {"train": str(train.path), "test": str(test.path)} | ({"ood": str(ood.path)} if ood is not None else {})
     report = paths | {"key": args.key} | report
     sizes = report["sizes"]
-    print(f"{args.key} of {test.path} ({sizes['test']} x {sizes['dim']}), kNN bank {train.path} ({sizes['train']})")
+    kind = f", {sizes['labels']} labels per sample (multi-label)" if "labels" in sizes else ""
+    print(
+        f"{args.key} of {test.path} ({sizes['test']} x {sizes['dim']}), kNN bank {train.path} ({sizes['train']}){kind}"
+    )
     if ood is not None:
         k = report["settings"]["ood_k"]
         print(
@@ -90,7 +96,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             method = "umap" if umap_available() else "tsne"
         points = reduce_to_2d(test.features, method=method, seed=args.seed)
         title = f"{_TITLES[method]} of {test.path.name} ({args.key})"
-        print(f"Map: {plot_embedding(points, test.labels, args.plot, title, test.class_names)}")
+        colours = torch.unique(test.labels, dim=0, return_inverse=True)[1] if test.multilabel else test.labels
+        names = None if test.multilabel else test.class_names  # multi-hot: a colour per label set, no legend names
+        print(f"Map: {plot_embedding(points, colours, args.plot, title, names)}")
     return report
 
 

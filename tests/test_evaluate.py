@@ -147,6 +147,24 @@ class TestErrors:
         report = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
         assert report["metrics"]["precision_at_1"] is None  # no test class has two samples
 
+    def test_multilabel_embeddings_report_the_multilabel_metrics(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # It refused multi-hot labels; it now reports what the online evaluation logs (val/knn_map, ...).
+        from lightning_supcon.evaluate import main
+
+        gen = torch.Generator().manual_seed(0)
+        for split, n in (("train", 40), ("val", 12)):
+            labels = (torch.rand(n, 3, generator=gen) < 0.5).float()  # float 0/1 targets, as a multi-label set's
+            features = labels @ torch.eye(3, 5) + 0.05 * torch.randn(n, 5, generator=gen)
+            torch.save({"features": features, "labels": labels}, tmp_path / f"embeddings_{split}.pt")
+        main(["--train", str(tmp_path / "embeddings_train.pt"), "--test", str(tmp_path / "embeddings_val.pt")])
+        out = capsys.readouterr().out
+        assert "3 labels per sample (multi-label)" in out and "multi-label kNN mAP" in out
+        report = json.loads((tmp_path / "evaluation.json").read_text())
+        assert report["metrics"]["knn_map"] == 1.0 and report["metrics"]["knn_accuracy"] == 1.0
+        assert "kmeans_nmi" not in report["metrics"] and report["sizes"]["labels"] == 3
+
     def test_an_ood_file_of_another_model(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         _write_ood_files(tmp_path, ood_dim=4)
         args = ["--train", str(tmp_path / "embeddings_train.pt"), "--test", str(tmp_path / "embeddings_val.pt")]

@@ -34,7 +34,14 @@ from typing import Any
 
 import torch
 
-from lightning_supcon.callbacks.embedding_map import _TITLES, METHODS, plot_embedding, reduce_to_2d, umap_available
+from lightning_supcon.callbacks.embedding_map import (
+    _TITLES,
+    METHODS,
+    keep_stratified_subset,
+    plot_embedding,
+    reduce_to_2d,
+    umap_available,
+)
 from lightning_supcon.evaluation import EmbeddingsError, evaluate_embeddings, format_table, load_embeddings
 
 PROG = "lightning-supcon-eval"
@@ -59,6 +66,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="JSON output (default: evaluation.json beside --test)")
     p.add_argument("--plot", type=Path, default=None, help="also draw a 2-D map of the test features to this PNG")
     p.add_argument("--plot-method", choices=METHODS, default="auto", help="auto: UMAP if installed, else t-SNE")
+    p.add_argument(
+        "--plot-points",
+        type=int,
+        default=2000,
+        help="at most this many test samples on the map: a class-balanced sample, seeded by --seed (default 2000)",
+    )
     return p
 
 
@@ -70,6 +83,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ood = load_embeddings(args.ood, args.key) if args.ood is not None else None
     if args.ood_k < 1:
         raise ValueError(f"Expected --ood-k to be a positive integer, but got {args.ood_k}")
+    if args.plot_points < 3:
+        raise ValueError(f"Expected --plot-points >= 3 (a map needs 3 points), but got {args.plot_points}")
     report = evaluate_embeddings(
         train, test, k=args.k, temperature=args.temperature, seed=args.seed, ood=ood, ood_k=args.ood_k
     )
@@ -94,9 +109,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         method = args.plot_method
         if method == "auto":
             method = "umap" if umap_available() else "tsne"
-        points = reduce_to_2d(test.features, method=method, seed=args.seed)
-        title = f"{_TITLES[method]} of {test.path.name} ({args.key})"
         colours = torch.unique(test.labels, dim=0, return_inverse=True)[1] if test.multilabel else test.labels
+        keys = torch.rand(len(colours), generator=torch.Generator().manual_seed(args.seed))
+        _, colours, features = keep_stratified_subset(keys, colours, test.features, size=args.plot_points)
+        points = reduce_to_2d(features, method=method, seed=args.seed)
+        sample = (
+            f"{len(features)} of {len(keys)}, class-balanced, seed {args.seed}; " if len(features) < len(keys) else ""
+        )
+        title = f"{_TITLES[method]} of {test.path.name} ({sample}{args.key})"
         names = None if test.multilabel else test.class_names  # multi-hot: a colour per label set, no legend names
         print(f"Map: {plot_embedding(points, colours, args.plot, title, names)}")
     return report

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,6 +71,41 @@ def test_predict_two_splits_then_evaluate_without_the_model(
     # The projections instead of the encoder features, and a JSON path of one's own.
     main(["--train", str(train), "--test", str(val), "--key", "projections", "--json", str(tmp_path / "p.json")])
     assert json.loads((tmp_path / "p.json").read_text())["sizes"]["dim"] == 128
+
+
+def test_subsample_the_plot_to_plot_points_stratified_and_said_in_the_title(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --plot ran the reduction on every test sample (t-SNE: ~55 s for 10,000); now on at most --plot-points.
+    import lightning_supcon.evaluate as evaluate
+
+    drawn: list[tuple[int, Any, str]] = []
+
+    def spy(points: np.ndarray, labels: Any, path: Any, title: str = "", class_names: Any = None) -> Path:
+        drawn.append((len(points), torch.as_tensor(labels), title))
+        return Path(path)
+
+    monkeypatch.setattr(evaluate, "plot_embedding", spy)
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", 60), ("val", 500)):
+        torch.save(
+            {"features": torch.randn(n, 4, generator=gen), "labels": torch.arange(n) % 5}, tmp_path / f"{split}.pt"
+        )
+    args = [
+        "--train",
+        str(tmp_path / "train.pt"),
+        "--test",
+        str(tmp_path / "val.pt"),
+        "--plot",
+        str(tmp_path / "m.png"),
+    ]
+    main([*args, "--plot-method", "pca", "--plot-points", "50", "--seed", "3"])
+    ((count, labels, title),) = drawn
+    assert count == 50 and torch.bincount(labels).tolist() == [10] * 5
+    assert title == "PCA of val.pt (50 of 500, class-balanced, seed 3; features)"
+    with pytest.raises(SystemExit):
+        main([*args, "--plot-points", "2"])
+    assert capsys.readouterr().err.strip().endswith("Expected --plot-points >= 3 (a map needs 3 points), but got 2")
 
 
 def _write_ood_files(folder: Path, ood_dim: int = 6) -> None:

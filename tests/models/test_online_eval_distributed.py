@@ -4,7 +4,8 @@ The kind of fault: a collective inside a rank-local branch. With ``unlabelled: u
 ``label_fraction`` one rank's kNN bank shard can hold no labelled sample; a rank that decides on its own states
 ("no bank here: return {}") skips the gather the other rank waits in, and training hangs until the process-group
 timeout. The same holds for the retrieval metrics of the linear probe (a rank that ran no evaluation batch) and for
-the multi-label kNN (an empty shard must pad labels of the shape the other ranks send). The process group here has
+the multi-label kNN (an empty shard must pad labels of the shape the other ranks send), and for ``EmbeddingPlot``'s
+gather of the validation features (a rank that ran no validation batch). The process group here has
 a short timeout, so a regression fails in seconds instead of hanging. Slow (a spawn, ~10 s).
 """
 
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from lightning_supcon.callbacks.embedding_plot import EmbeddingPlot
 from lightning_supcon.metrics import RetrievalMetrics
 from lightning_supcon.models.online_eval import OnlineEvaluation
 from tests.helpers import spawn_ranks
@@ -36,7 +39,12 @@ def _identity(images: Tensor) -> Tensor:
     return images
 
 
-def _results(rank: int) -> dict[str, Any]:
+class _Identity(pl.LightningModule):
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+def _results(rank: int, out_dir: Path) -> dict[str, Any]:
     """What each rank computes; rank 1's kNN bank shard is empty (unknown labels, or no batch at all)."""
     out: dict[str, Any] = {}
     # Class labels: rank 1's bank has only unknown labels (-1), so fill_bank stores nothing there.
@@ -59,6 +67,13 @@ def _results(rank: int) -> dict[str, Any]:
         retrieval.update(FEATURES, CLASSES)
     out["retrieval_has_data"] = retrieval.has_data()
     out["retrieval"] = retrieval.compute()
+    # EmbeddingPlot: rank 1 ran no validation batch (its trainer is a single-process one, so both ranks draw).
+    plot = EmbeddingPlot(method="pca", dirpath=str(out_dir / f"plot{rank}"))
+    trainer, module = pl.Trainer(logger=False, enable_progress_bar=False), _Identity()
+    if rank == 0:
+        plot.on_validation_batch_end(trainer, module, None, (torch.cat([FEATURES, -FEATURES]), CLASSES.repeat(2)), 0)
+    plot.on_validation_epoch_end(trainer, module)
+    out["plot"] = plot.last_path is not None and plot.last_path.is_file()
     return out
 
 
@@ -67,7 +82,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     # A short timeout: a rank left waiting in a collective fails the test instead of hanging it.
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=timedelta(seconds=30))
     torch.set_num_threads(1)
-    torch.save(_results(rank), Path(out_dir) / f"rank{rank}.pt")
+    torch.save(_results(rank, Path(out_dir)), Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -109,3 +124,6 @@ class TestCollectiveInRankLocalBranch:
             assert result["retrieval_has_data"] is True
             for name, value in expected.items():
                 torch.testing.assert_close(result["retrieval"][name], value, msg=name)
+
+    def test_embedding_plot_with_a_rank_that_ran_no_batch(self, results: list[dict[str, Any]]) -> None:
+        assert [result["plot"] for result in results] == [True, True]

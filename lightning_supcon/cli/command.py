@@ -12,7 +12,6 @@ the same folder and log. User errors end with one ``error:`` line (:mod:`lightni
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import warnings
 from pathlib import Path
@@ -24,7 +23,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_supcon.cli import console, run_loggers, runs
+from lightning_supcon.cli import console, preemption, run_loggers, runs
 from lightning_supcon.cli.last_validation import ValidateLastEpoch
 from lightning_supcon.cli.preemption import PreemptionCheckpoint
 from lightning_supcon.cli.run_checkpoint import RunCheckpoint
@@ -35,8 +34,9 @@ if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
 USER_ERRORS = console.USER_ERRORS
-# A run stopped by SIGTERM (or SIGUSR1 outside SLURM) exits like a process killed by SIGTERM, after its checkpoint.
-PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
+# A run stopped by SIGTERM (or SIGUSR1 outside SLURM) exits like a process killed by SIGTERM, after its checkpoint;
+# one stopped by Ctrl-C like a process killed by SIGINT (130).
+PREEMPTED_EXIT_CODE = preemption.PREEMPTED_EXIT_CODE
 DESCRIPTION = (
     "Supervised Contrastive Learning (Khosla et al., NeurIPS 2020) with PyTorch Lightning: train a SupCon encoder, "
     "a linear probe on it, or the cross-entropy baseline from a YAML config, e.g. "
@@ -236,11 +236,12 @@ def cli(args: ArgsType = None, run: bool = True) -> SupConCLI:
 
 
 def main(args: ArgsType = None) -> None:
-    """Console entry point; exits with status 2 and one line on user errors, 143 after a preemption."""
+    """Console entry point; exits with status 2 and one line on user errors, 143 after a preemption, 130 after a
+    Ctrl-C that saved ``last.ckpt``."""
     try:
         cli(args)
     except SIGTERMException:
-        raise SystemExit(PREEMPTED_EXIT_CODE) from None
+        raise SystemExit(preemption.stop_exit_code()) from None
     except USER_ERRORS as err:
         if os.environ.get("LIGHTNING_SUPCON_DEBUG"):
             raise

@@ -11,6 +11,7 @@ the same folder and log. User errors end with one ``error:`` line (:mod:`lightni
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
@@ -132,6 +133,9 @@ class SupConCLI(LightningCLI):
             root = Path(config.trainer.default_root_dir or os.getcwd())
             checkpoint = resolve_ckpt_path(config.get("ckpt_path"), root, fresh_start=subcommand == "fit")
             config.ckpt_path = None if checkpoint is None else str(checkpoint)
+            if isinstance(checkpoint, Path):  # before Lightning swaps in the checkpoint's own model class
+                class_path = getattr(config.get("model"), "class_path", None)
+                runs.check_model_kind(checkpoint, class_path, model_kind(class_path))
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
@@ -152,6 +156,18 @@ class SupConCLI(LightningCLI):
 
     def before_fit(self) -> None:
         explain_frozen_modules(self.model)
+
+
+def model_kind(class_path: str | None) -> str | None:
+    """The ``checkpoint_kind`` of the model class ``class_path`` (``None`` for a class without one)."""
+    if not class_path:
+        return None
+    module, _, name = class_path.rpartition(".")
+    try:
+        kind = getattr(getattr(importlib.import_module(module), name), "checkpoint_kind", None)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 def is_multilabel(data: pl.LightningDataModule) -> bool:

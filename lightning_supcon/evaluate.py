@@ -13,12 +13,13 @@ Write the embeddings of a training and a test split with the model (``--data.ini
         --test outputs/digits/embeddings/embeddings_val.pt --plot outputs/digits/embeddings/val_map.png
 
 It prints a table of weighted kNN top-1/top-5, retrieval Precision@1, R-Precision and MAP@R, and k-means NMI/AMI
-(:mod:`lightning_supcon.evaluation.report`), and writes them as JSON (``--json``, default ``evaluation.json`` beside
-the test file). ``--ood FILE`` (embeddings of out-of-distribution samples, the same format) adds the
-out-of-distribution AUROC, AUPR-in/out and FPR95 of the distance to the ``--ood-k``-th (default 50) nearest training
-feature, the test split in-distribution (Sun et al. 2022). ``python -m lightning_supcon.evaluate`` is the same
-command. Errors (a missing file, another kind of file, splits of different feature sizes) end with one
-``lightning-supcon-eval: error:`` line and status 2.
+(:mod:`lightning_supcon.evaluation.report`; for multi-hot labels, the multi-label kNN's mAP, F1 and label accuracy
+and the retrieval metrics, as the online evaluation logs them), and writes them as JSON (``--json``, default
+``evaluation.json`` beside the test file). ``--ood FILE`` (embeddings of out-of-distribution samples, the same
+format) adds the out-of-distribution AUROC, AUPR-in/out and FPR95 of the distance to the ``--ood-k``-th (default
+50) nearest training feature, the test split in-distribution (Sun et al. 2022). ``python -m
+lightning_supcon.evaluate`` is the same command. Errors (a missing file, another kind of file, splits of different
+feature sizes) end with one ``lightning-supcon-eval: error:`` line and status 2.
 """
 
 from __future__ import annotations
@@ -31,7 +32,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_supcon.callbacks.embedding_map import _TITLES, METHODS, plot_embedding, reduce_to_2d, umap_available
+import torch
+
+from lightning_supcon.callbacks.embedding_map import (
+    _TITLES,
+    METHODS,
+    keep_stratified_subset,
+    plot_embedding,
+    reduce_to_2d,
+    umap_available,
+)
 from lightning_supcon.evaluation import EmbeddingsError, evaluate_embeddings, format_table, load_embeddings
 
 PROG = "lightning-supcon-eval"
@@ -56,6 +66,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="JSON output (default: evaluation.json beside --test)")
     p.add_argument("--plot", type=Path, default=None, help="also draw a 2-D map of the test features to this PNG")
     p.add_argument("--plot-method", choices=METHODS, default="auto", help="auto: UMAP if installed, else t-SNE")
+    p.add_argument(
+        "--plot-points",
+        type=int,
+        default=2000,
+        help="at most this many test samples on the map: a class-balanced sample, seeded by --seed (default 2000)",
+    )
     return p
 
 
@@ -67,13 +83,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ood = load_embeddings(args.ood, args.key) if args.ood is not None else None
     if args.ood_k < 1:
         raise ValueError(f"Expected --ood-k to be a positive integer, but got {args.ood_k}")
+    if args.plot_points < 3:
+        raise ValueError(f"Expected --plot-points >= 3 (a map needs 3 points), but got {args.plot_points}")
     report = evaluate_embeddings(
         train, test, k=args.k, temperature=args.temperature, seed=args.seed, ood=ood, ood_k=args.ood_k
     )
     paths = {"train": str(train.path), "test": str(test.path)} | ({"ood": str(ood.path)} if ood is not None else {})
     report = paths | {"key": args.key} | report
     sizes = report["sizes"]
-    print(f"{args.key} of {test.path} ({sizes['test']} x {sizes['dim']}), kNN bank {train.path} ({sizes['train']})")
+    kind = f", {sizes['labels']} labels per sample (multi-label)" if "labels" in sizes else ""
+    print(
+        f"{args.key} of {test.path} ({sizes['test']} x {sizes['dim']}), kNN bank {train.path} ({sizes['train']}){kind}"
+    )
     if ood is not None:
         k = report["settings"]["ood_k"]
         print(
@@ -88,9 +109,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         method = args.plot_method
         if method == "auto":
             method = "umap" if umap_available() else "tsne"
-        points = reduce_to_2d(test.features, method=method, seed=args.seed)
-        title = f"{_TITLES[method]} of {test.path.name} ({args.key})"
-        print(f"Map: {plot_embedding(points, test.labels, args.plot, title, test.class_names)}")
+        colours = torch.unique(test.labels, dim=0, return_inverse=True)[1] if test.multilabel else test.labels
+        keys = torch.rand(len(colours), generator=torch.Generator().manual_seed(args.seed))
+        _, colours, features = keep_stratified_subset(keys, colours, test.features, size=args.plot_points)
+        points = reduce_to_2d(features, method=method, seed=args.seed)
+        sample = (
+            f"{len(features)} of {len(keys)}, class-balanced, seed {args.seed}; " if len(features) < len(keys) else ""
+        )
+        title = f"{_TITLES[method]} of {test.path.name} ({sample}{args.key})"
+        names = None if test.multilabel else test.class_names  # multi-hot: a colour per label set, no legend names
+        print(f"Map: {plot_embedding(points, colours, args.plot, title, names)}")
     return report
 
 

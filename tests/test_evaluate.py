@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,6 +71,41 @@ def test_predict_two_splits_then_evaluate_without_the_model(
     # The projections instead of the encoder features, and a JSON path of one's own.
     main(["--train", str(train), "--test", str(val), "--key", "projections", "--json", str(tmp_path / "p.json")])
     assert json.loads((tmp_path / "p.json").read_text())["sizes"]["dim"] == 128
+
+
+def test_subsample_the_plot_to_plot_points_stratified_and_said_in_the_title(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --plot ran the reduction on every test sample (t-SNE: ~55 s for 10,000); now on at most --plot-points.
+    import lightning_supcon.evaluate as evaluate
+
+    drawn: list[tuple[int, Any, str]] = []
+
+    def spy(points: np.ndarray, labels: Any, path: Any, title: str = "", class_names: Any = None) -> Path:
+        drawn.append((len(points), torch.as_tensor(labels), title))
+        return Path(path)
+
+    monkeypatch.setattr(evaluate, "plot_embedding", spy)
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", 60), ("val", 500)):
+        torch.save(
+            {"features": torch.randn(n, 4, generator=gen), "labels": torch.arange(n) % 5}, tmp_path / f"{split}.pt"
+        )
+    args = [
+        "--train",
+        str(tmp_path / "train.pt"),
+        "--test",
+        str(tmp_path / "val.pt"),
+        "--plot",
+        str(tmp_path / "m.png"),
+    ]
+    main([*args, "--plot-method", "pca", "--plot-points", "50", "--seed", "3"])
+    ((count, labels, title),) = drawn
+    assert count == 50 and torch.bincount(labels).tolist() == [10] * 5
+    assert title == "PCA of val.pt (50 of 500, class-balanced, seed 3; features)"
+    with pytest.raises(SystemExit):
+        main([*args, "--plot-points", "2"])
+    assert capsys.readouterr().err.strip().endswith("Expected --plot-points >= 3 (a map needs 3 points), but got 2")
 
 
 def _write_ood_files(folder: Path, ood_dim: int = 6) -> None:
@@ -146,6 +182,24 @@ class TestErrors:
         text = (tmp_path / "evaluation.json").read_text()
         report = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
         assert report["metrics"]["precision_at_1"] is None  # no test class has two samples
+
+    def test_multilabel_embeddings_report_the_multilabel_metrics(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # It refused multi-hot labels; it now reports what the online evaluation logs (val/knn_map, ...).
+        from lightning_supcon.evaluate import main
+
+        gen = torch.Generator().manual_seed(0)
+        for split, n in (("train", 40), ("val", 12)):
+            labels = (torch.rand(n, 3, generator=gen) < 0.5).float()  # float 0/1 targets, as a multi-label set's
+            features = labels @ torch.eye(3, 5) + 0.05 * torch.randn(n, 5, generator=gen)
+            torch.save({"features": features, "labels": labels}, tmp_path / f"embeddings_{split}.pt")
+        main(["--train", str(tmp_path / "embeddings_train.pt"), "--test", str(tmp_path / "embeddings_val.pt")])
+        out = capsys.readouterr().out
+        assert "3 labels per sample (multi-label)" in out and "multi-label kNN mAP" in out
+        report = json.loads((tmp_path / "evaluation.json").read_text())
+        assert report["metrics"]["knn_map"] == 1.0 and report["metrics"]["knn_accuracy"] == 1.0
+        assert "kmeans_nmi" not in report["metrics"] and report["sizes"]["labels"] == 3
 
     def test_an_ood_file_of_another_model(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         _write_ood_files(tmp_path, ood_dim=4)

@@ -154,3 +154,60 @@ def keep_random_subset(keys: Tensor, *tensors: Tensor, size: int) -> tuple[Tenso
         return (keys, *tensors)
     top = keys.topk(size).indices.sort().values  # (size,), in the original order
     return (keys[top], *(t[top] for t in tensors))
+
+
+def balanced_quota(counts: list[int], size: int) -> int:
+    """The per-class cap ``q`` of a class-balanced sample of at most ``size`` rows: the largest integer with
+    ``sum_c min(n_c, q) <= size`` (classes smaller than ``q`` are taken whole, the others ``q`` rows each).
+
+    Example:
+        >>> balanced_quota([5, 100, 100], size=45), balanced_quota([5, 6], size=100)
+        (20, 6)
+    """
+    remaining, left = size, len(counts)
+    for count in sorted(counts):
+        share = remaining // left
+        if count > share:
+            return share
+        remaining, left = remaining - count, left - 1
+    return max(counts, default=0)
+
+
+def keep_stratified_subset(keys: Tensor, labels: Tensor, *tensors: Tensor, size: int) -> tuple[Tensor, ...]:
+    """A class-balanced random sample of ``min(N, size)`` rows: in each class the rows of the largest random
+    ``keys``, :func:`balanced_quota` rows per class (a smaller class whole), and the rows left over one more each for
+    the classes whose next row has the largest key; kept in their original order.
+
+    Every class is drawn (a small class whole) instead of a uniform sample's expected share, so rare classes stay
+    visible in a map. It can be updated batch by batch and merged across ranks by concatenating and subsampling
+    again: more rows or classes only lower the cap, so no row dropped earlier could have been chosen later.
+
+    Args:
+        keys: ``(N,)`` random keys (e.g. ``torch.rand`` from a seeded generator: the sample is then seeded).
+        labels: ``(N,)`` integer classes (any values).
+        *tensors: Tensors with ``N`` rows, subsampled alike.
+        size: Rows to keep.
+
+    Returns:
+        ``(keys, labels, *tensors)`` of the kept rows.
+
+    Example:
+        >>> keys = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3, 0.2])
+        >>> labels = torch.tensor([0, 0, 0, 0, 0, 1])
+        >>> keep_stratified_subset(keys, labels, torch.arange(6), size=3)[2].tolist()  # class 1's only row stays
+        [1, 3, 5]
+    """
+    if len(keys) <= size:
+        return (keys, labels, *tensors)
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    quota = balanced_quota(counts.tolist(), size)
+    order = keys.argsort(descending=True, stable=True)
+    order = order[inverse[order].argsort(stable=True)]  # grouped by class, largest keys first within each
+    starts = counts.cumsum(0) - counts  # (C,) first position of each class in `order`
+    rank_in_class = torch.arange(len(order)) - starts[inverse[order]]
+    chosen = order[rank_in_class < quota]
+    # The rows left over (size - chosen) go to the next row (rank `quota`) of the classes with the largest keys there.
+    next_rows = order[rank_in_class == quota]
+    extra = next_rows[keys[next_rows].argsort(descending=True, stable=True)[: size - len(chosen)]]
+    kept = torch.cat([chosen, extra]).sort().values  # the original order
+    return (keys[kept], labels[kept], *(t[kept] for t in tensors))

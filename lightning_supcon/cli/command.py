@@ -11,8 +11,8 @@ the same folder and log. User errors end with one ``error:`` line (:mod:`lightni
 
 from __future__ import annotations
 
+import importlib
 import os
-import signal
 import sys
 import warnings
 from pathlib import Path
@@ -24,7 +24,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_supcon.cli import console, run_loggers, runs
+from lightning_supcon.cli import console, preemption, run_loggers, runs
 from lightning_supcon.cli.last_validation import ValidateLastEpoch
 from lightning_supcon.cli.preemption import PreemptionCheckpoint
 from lightning_supcon.cli.run_checkpoint import RunCheckpoint
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
 USER_ERRORS = console.USER_ERRORS
-# A run stopped by SIGTERM (or SIGUSR1 outside SLURM) exits like a process killed by SIGTERM, after its checkpoint.
-PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
+# A run stopped by SIGTERM (or SIGUSR1 outside SLURM) exits like a process killed by SIGTERM, after its checkpoint;
+# one stopped by Ctrl-C like a process killed by SIGINT (130).
+PREEMPTED_EXIT_CODE = preemption.PREEMPTED_EXIT_CODE
 DESCRIPTION = (
     "Supervised Contrastive Learning (Khosla et al., NeurIPS 2020) with PyTorch Lightning: train a SupCon encoder, "
     "a linear probe on it, or the cross-entropy baseline from a YAML config, e.g. "
@@ -132,6 +133,9 @@ class SupConCLI(LightningCLI):
             root = Path(config.trainer.default_root_dir or os.getcwd())
             checkpoint = resolve_ckpt_path(config.get("ckpt_path"), root, fresh_start=subcommand == "fit")
             config.ckpt_path = None if checkpoint is None else str(checkpoint)
+            if isinstance(checkpoint, Path):  # before Lightning swaps in the checkpoint's own model class
+                class_path = getattr(config.get("model"), "class_path", None)
+                runs.check_model_kind(checkpoint, class_path, model_kind(class_path))
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
@@ -152,6 +156,18 @@ class SupConCLI(LightningCLI):
 
     def before_fit(self) -> None:
         explain_frozen_modules(self.model)
+
+
+def model_kind(class_path: str | None) -> str | None:
+    """The ``checkpoint_kind`` of the model class ``class_path`` (``None`` for a class without one)."""
+    if not class_path:
+        return None
+    module, _, name = class_path.rpartition(".")
+    try:
+        kind = getattr(getattr(importlib.import_module(module), name), "checkpoint_kind", None)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return kind if isinstance(kind, str) else None
 
 
 def is_multilabel(data: pl.LightningDataModule) -> bool:
@@ -236,11 +252,12 @@ def cli(args: ArgsType = None, run: bool = True) -> SupConCLI:
 
 
 def main(args: ArgsType = None) -> None:
-    """Console entry point; exits with status 2 and one line on user errors, 143 after a preemption."""
+    """Console entry point; exits with status 2 and one line on user errors, 143 after a preemption, 130 after a
+    Ctrl-C that saved ``last.ckpt``."""
     try:
         cli(args)
     except SIGTERMException:
-        raise SystemExit(PREEMPTED_EXIT_CODE) from None
+        raise SystemExit(preemption.stop_exit_code()) from None
     except USER_ERRORS as err:
         if os.environ.get("LIGHTNING_SUPCON_DEBUG"):
             raise

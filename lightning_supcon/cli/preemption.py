@@ -1,4 +1,5 @@
-"""Save ``last.ckpt`` when a job is preempted (SIGTERM, or SIGUSR1 outside SLURM), so ``--ckpt_path last`` resumes.
+"""Save ``last.ckpt`` when a job is preempted (SIGTERM, or SIGUSR1 outside SLURM) or interrupted (Ctrl-C), so
+``--ckpt_path last`` resumes.
 
 The file is the run's own ``last.ckpt`` (the folder of the trainer's ``ModelCheckpoint``), the name that
 :class:`~lightning_supcon.callbacks.RunCheckpoint` overwrites later in the resumed run, and
@@ -8,6 +9,11 @@ Lightning already turns SIGTERM into a clean stop after the current batch (its `
 ``trainer.received_sigterm`` and the training loop raises ``SIGTERMException``); this callback adds the checkpoint and
 the resume hint. On SLURM, Lightning's own SIGUSR1 handler saves ``hpc_ckpt_N.ckpt`` and requeues the job, so this
 callback leaves SIGUSR1 alone there.
+
+Ctrl-C (SIGINT) while fitting is treated like a preemption: the first one says so in one line, the run stops after
+the current batch, saves ``last.ckpt`` and says where (exit status 130, 128 + SIGINT); a second Ctrl-C quits at once,
+and then one line says plainly that this interrupt saved nothing, and which checkpoint is the newest, if any.
+(Lightning alone catches the ``KeyboardInterrupt``, saves nothing, prints no path and exits 1.)
 
 The callback also keeps the random states (torch, CUDA, NumPy, Python) in every checkpoint, as they are when the
 checkpoint is written, and restores them on resume, before anything of the resumed run draws from them. With the
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -38,6 +45,14 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lightning_supcon.cli import runs
 
 LAST_NAME = "last.ckpt"
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
+_stopped_by: list[int] = []  # the signal of the latest stop this callback asked for (SIGINT), for the exit status
+
+
+def stop_exit_code() -> int:
+    """The exit status of a run that stopped to save: 130 after Ctrl-C, else 143 (a preemption, SIGTERM's)."""
+    return INTERRUPTED_EXIT_CODE if _stopped_by and _stopped_by[-1] == signal.SIGINT else PREEMPTED_EXIT_CODE
 
 
 def _numpy_state() -> tuple[str, list[int], int, int, float]:
@@ -72,7 +87,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class PreemptionCheckpoint(pl.Callback):
-    """On SIGTERM (and SIGUSR1 outside SLURM) stop after the current batch and save ``last.ckpt`` for resuming.
+    """On SIGTERM (and SIGUSR1 outside SLURM, and Ctrl-C) stop after the current batch and save ``last.ckpt``.
 
     The file goes to ``dirpath``, else the directory of the trainer's ``ModelCheckpoint`` (give it a fixed
     ``dirpath`` so that ``--ckpt_path last`` finds the file from a new run), else ``<default_root_dir>/checkpoints``.
@@ -83,6 +98,8 @@ class PreemptionCheckpoint(pl.Callback):
         sigusr1: Also stop on SIGUSR1 (outside SLURM), e.g. the warning signal of ``sbatch --signal`` or a cloud
             scheduler's preemption notice.
         restore_rng: Keep the random states in checkpoints and restore them on resume.
+        interrupt: Treat the first Ctrl-C (SIGINT) while fitting as a preemption (see the module docstring);
+            ``False``: Lightning's own handling, and one line saying that nothing was saved.
 
     Example:
         >>> callback = PreemptionCheckpoint(dirpath="outputs/checkpoints")
@@ -90,25 +107,32 @@ class PreemptionCheckpoint(pl.Callback):
         'PreemptionCheckpoint'
     """
 
-    def __init__(self, dirpath: str | None = None, sigusr1: bool = True, restore_rng: bool = True) -> None:
+    def __init__(
+        self, dirpath: str | None = None, sigusr1: bool = True, restore_rng: bool = True, interrupt: bool = True
+    ) -> None:
         self.dirpath = dirpath
         self.sigusr1 = sigusr1
         self.restore_rng = restore_rng
+        self.interrupt = interrupt
         self.saved_path: Path | None = None
+        self.interrupted = False
         self._trainer: pl.Trainer | None = None
         self._previous_handler: Any = None
         self._registered = False
+        self._previous_sigint: Any = None
 
     # ---- signals ---------------------------------------------------------------------------------------------
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage != "fit" or not self.sigusr1 or not hasattr(signal, "SIGUSR1"):
+        self.interrupted = False
+        _stopped_by.clear()
+        if stage != "fit" or threading.current_thread() is not threading.main_thread():
+            return
+        if not self.sigusr1 or not hasattr(signal, "SIGUSR1"):
             return
         environment = trainer._accelerator_connector.cluster_environment
         if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
             return  # Lightning saves hpc_ckpt_N.ckpt and requeues
-        if threading.current_thread() is not threading.main_thread():
-            return
         self._trainer = trainer
         self._previous_handler = signal.signal(signal.SIGUSR1, self._on_sigusr1)
         self._registered = True
@@ -119,10 +143,38 @@ class PreemptionCheckpoint(pl.Callback):
             # The flag Lightning's SIGTERM handler sets; the loop broadcasts it from rank 0 under DDP.
             self._trainer._signal_connector.received_sigterm = True
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Take over Ctrl-C for the training loop. Here, not in ``setup``: Lightning records the handlers it finds
+        after ``setup`` and puts them back after ``teardown``, which would leave this one installed."""
+        if self.interrupt and self._previous_sigint is None and threading.current_thread() is threading.main_thread():
+            self._trainer = trainer
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """First Ctrl-C: stop after the current batch and save, as for SIGTERM; the next one quits at once."""
+        self._restore_sigint()  # a second Ctrl-C raises KeyboardInterrupt again
+        if self._trainer is None:
+            raise KeyboardInterrupt
+        self._trainer._signal_connector.received_sigterm = True
+        self.interrupted = True
+        _stopped_by.append(signal.SIGINT)
+        if self._trainer.is_global_zero:
+            print(
+                "\nCtrl-C: stopping after this batch to save last.ckpt (Ctrl-C again to quit without saving).",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
     def _restore_handler(self) -> None:
         if self._registered and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, self._previous_handler)
         self._registered = False
+        self._restore_sigint()
         self._trainer = None
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -141,7 +193,12 @@ class PreemptionCheckpoint(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore_handler()
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        if isinstance(exception, KeyboardInterrupt):
+            self._announce_nothing_saved(trainer)
+            return
+        if not isinstance(exception, SIGTERMException):
             return
         path = self.checkpoint_path(trainer)
         if trainer.is_global_zero and path.is_symlink():
@@ -154,9 +211,20 @@ class PreemptionCheckpoint(pl.Callback):
 
     @rank_zero_only
     def _announce(self, trainer: pl.Trainer, path: Path) -> None:
+        what = "Interrupted (Ctrl-C)" if self.interrupted else "Preempted"
         print(
-            f"Preempted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {path}; resume with "
+            f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {path}; resume with "
             "the same command and `--ckpt_path last` (or `--ckpt_path <that file>`).",
+            flush=True,
+        )
+
+    @rank_zero_only
+    def _announce_nothing_saved(self, trainer: pl.Trainer) -> None:
+        path = self.checkpoint_path(trainer)
+        newest = f"the newest checkpoint of this run is {path}" if path.exists() else "this run has saved no checkpoint"
+        print(
+            f"Interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: nothing saved; {newest}.",
+            file=sys.stderr,
             flush=True,
         )
 

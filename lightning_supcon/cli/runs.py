@@ -162,3 +162,37 @@ def next_version(root: str | Path) -> int:
     """One more than the largest ``N`` of the ``version_N`` folders under ``root`` (0 when there is none)."""
     versions = [int(m.group(1)) for p in Path(root).glob("version_*") if p.is_dir() and (m := _VERSION.match(p.name))]
     return max(versions, default=-1) + 1
+
+
+def check_model_kind(path: str | Path, class_path: str | None, kind: str | None) -> None:
+    """Refuse ``--ckpt_path`` of another kind of model than the config's, in one line.
+
+    LightningCLI replaces the config's model with the checkpoint's own class and hyperparameters when it reads
+    ``--ckpt_path`` (``LightningCLI._parse_ckpt_path``), before the model's ``on_load_checkpoint`` could compare
+    them: ``validate --config configs/digits.yaml --ckpt_path <a linear probe's>.ckpt`` would report the probe's
+    top-1 as the SupCon model's. The kind recorded in the checkpoint (``checkpoint["lightning_supcon"]["kind"]``)
+    must be the config model's ``checkpoint_kind``.
+
+    Args:
+        path: The checkpoint file (readable: :func:`check_readable`).
+        class_path: The config's ``model.class_path``.
+        kind: That class's ``checkpoint_kind``; ``None`` (a model of another package) checks nothing.
+
+    Raises:
+        CheckpointError: When the checkpoint records another kind.
+    """
+    if kind is None:
+        return
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, pickle.UnpicklingError, OSError, ValueError):
+        return  # not ours to judge here: the load that follows reports it
+    saved = checkpoint.get("lightning_supcon") if isinstance(checkpoint, dict) else None
+    saved_kind = saved.get("kind") if isinstance(saved, dict) else None
+    if saved_kind is None or saved_kind == kind:
+        return
+    saved_class = (checkpoint.get("hyper_parameters") or {}).get("_class_path") or "?"
+    raise CheckpointError(
+        f"--ckpt_path {path} holds a {saved_kind} model ({saved_class}), but the config's model is {class_path} "
+        f"({kind}): give a checkpoint of this model, or the config it was trained with (its run's config.yaml)"
+    )

@@ -1,8 +1,9 @@
 """Read the embeddings that ``lightning-supcon predict`` writes (:class:`~lightning_supcon.callbacks.EmbeddingWriter`).
 
 A file is ``embeddings_<split>.pt`` (a dict of tensors, read with ``torch.load(weights_only=True)``) or the same arrays
-in ``embeddings_<split>.npz``; each holds per-sample ``features`` (or another key, e.g. ``projections``) and integer
-``labels``. Reading needs neither the model nor its checkpoint.
+in ``embeddings_<split>.npz``; each holds per-sample ``features`` (or another key, e.g. ``projections``) and
+``labels``: integer classes ``(N,)`` (``-1``: unknown) or multi-hot 0/1 labels ``(N, L)`` of a multi-label data set.
+Reading needs neither the model nor its checkpoint.
 """
 
 from __future__ import annotations
@@ -33,13 +34,18 @@ CLASS_NAMES_KEY = "class_names"
 
 @dataclass(frozen=True)
 class Embeddings:
-    """Per-sample features ``(N, D)`` (float32 or float64) and integer labels ``(N,)`` read from ``path``, and the
-    class names (``class_names[label]``) when the file has them."""
+    """Per-sample features ``(N, D)`` (float32 or float64) and int64 labels, classes ``(N,)`` or multi-hot
+    ``(N, L)``, read from ``path``, and the class names (``class_names[label]``) when the file has them."""
 
     features: Tensor
     labels: Tensor
     path: Path
     class_names: tuple[str, ...] | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the labels are multi-hot ``(N, L)``."""
+        return self.labels.ndim == 2
 
 
 def class_names_tensor(names: list[str]) -> Tensor:
@@ -120,10 +126,13 @@ def load_embeddings(path: str | Path, key: str = "features") -> Embeddings:
         raise EmbeddingsError(
             f"Expected `{key}` of {path} to be float (N, D), but got {features.dtype} {tuple(features.shape)}."
         )
-    if labels.shape != (features.shape[0],) or labels.is_floating_point() or labels.is_complex():
+    if labels.ndim == 2 and labels.shape[0] == features.shape[0] and labels.shape[1] >= 2 and not labels.is_complex():
+        if not bool(((labels == 0) | (labels == 1)).all()):  # multi-hot, of any dtype (a float 0/1 target too)
+            raise EmbeddingsError(f"Expected multi-hot `labels` (N, L) of 0s and 1s in {path}, but got other values.")
+    elif labels.shape != (features.shape[0],) or labels.is_floating_point() or labels.is_complex():
         raise EmbeddingsError(
-            f"Expected integer `labels` (N,) = ({features.shape[0]},) in {path}, but got {labels.dtype} "
-            f"{tuple(labels.shape)} (multi-label targets are not supported here)."
+            f"Expected integer `labels` (N,) = ({features.shape[0]},) or multi-hot 0/1 labels ({features.shape[0]}, "
+            f"L >= 2) in {path}, but got {labels.dtype} {tuple(labels.shape)}."
         )
     if features.dtype != torch.float64:
         features = features.float()
@@ -134,7 +143,8 @@ def load_embeddings(path: str | Path, key: str = "features") -> Embeddings:
 def check_pair(train: Embeddings, test: Embeddings, name: str = "test") -> None:
     """Raise :class:`EmbeddingsError` unless the training and test embeddings can be compared.
 
-    Both need rows and the same feature size (the same model's ``predict`` on two splits).
+    Both need rows and the same feature size (the same model's ``predict`` on two splits); a test split needs the
+    training split's kind of labels (classes, or multi-hot of the same width).
 
     Args:
         train: The training embeddings.
@@ -144,6 +154,9 @@ def check_pair(train: Embeddings, test: Embeddings, name: str = "test") -> None:
     for what, embeddings in (("training", train), (name, test)):
         if embeddings.features.shape[0] == 0:
             raise EmbeddingsError(f"The {what} embeddings {embeddings.path} have no rows.")
+    if name == "test" and train.labels.shape[1:] != test.labels.shape[1:]:
+        kinds = [f"{tuple(e.labels.shape[1:]) or 'class'} labels in {e.path}" for e in (train, test)]
+        raise EmbeddingsError(f"The training and test embeddings have different kinds of labels: {' vs '.join(kinds)}.")
     if train.features.shape[1] != test.features.shape[1]:
         raise EmbeddingsError(
             f"The training and {name} embeddings have different feature sizes ({train.features.shape[1]} in "

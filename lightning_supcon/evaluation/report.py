@@ -14,6 +14,11 @@ top-5 rule as ``val/knn_top1``), the retrieval metrics are :func:`~lightning_sup
 clusters are scikit-learn's ``KMeans`` on the L2-normalised test features with as many clusters as test classes.
 Given out-of-distribution embeddings, the test samples (in-distribution, the positive class) and those are scored by
 :class:`~lightning_supcon.metrics.KNNOODScore` [3] against the training bank: AUROC, AUPR-in/out and FPR95, exact.
+
+Multi-hot labels ``(N, L)`` (a multi-label data set) get the online evaluation's multi-label kNN metrics instead
+(:class:`~lightning_supcon.metrics.MultilabelKNN`: ``knn_map``, ``knn_f1``, ``knn_accuracy``, as ``val/knn_*``),
+the retrieval metrics with each label set as a class, and no k-means scores (a sample with several labels is in no
+single cluster of the truth).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from torch import Tensor
 
 from lightning_supcon.evaluation.embeddings import Embeddings, EmbeddingsError, check_pair
 from lightning_supcon.metrics.knn import KNNAccuracy
+from lightning_supcon.metrics.knn_multilabel import MultilabelKNN
 from lightning_supcon.metrics.ood import KNNOODScore
 from lightning_supcon.metrics.retrieval import retrieval_metrics
 from lightning_supcon.models.labels import known
@@ -39,6 +45,16 @@ METRICS: dict[str, str] = {
     "map_at_r": "retrieval MAP@R (test vs. test)",
     "kmeans_nmi": "k-means NMI (test, k = test classes)",
     "kmeans_ami": "k-means AMI (test, k = test classes)",
+}
+
+#: Metric names of :func:`evaluate_embeddings` for multi-hot labels, in the order of the table.
+MULTILABEL_METRICS: dict[str, str] = {
+    "knn_map": "multi-label kNN mAP (train bank -> test)",
+    "knn_f1": "multi-label kNN macro F1 at p >= 0.5",
+    "knn_accuracy": "multi-label kNN label accuracy at p >= 0.5",
+    "precision_at_1": "retrieval Precision@1 (test vs. test, label sets)",
+    "r_precision": "retrieval R-Precision (test vs. test, label sets)",
+    "map_at_r": "retrieval MAP@R (test vs. test, label sets)",
 }
 
 #: Metric names of :func:`evaluate_embeddings` given out-of-distribution embeddings, after :data:`METRICS` in the table.
@@ -80,6 +96,25 @@ def knn_accuracy(train: Embeddings, test: Embeddings, k: int = 200, temperature:
     metric = KNNAccuracy(max(2, len(classes)), k=k, temperature=temperature)
     metric.update(l2_normalize(train.features, dim=1), bank_labels, bank=True)
     metric.update(l2_normalize(test.features, dim=1), query_labels, bank=False)
+    return {f"knn_{name}": float(value) for name, value in metric.compute().items()}
+
+
+def multilabel_knn_scores(
+    train: Embeddings, test: Embeddings, k: int = 200, temperature: float = 0.07
+) -> dict[str, float]:
+    """mAP, macro F1 and label accuracy of the multi-label weighted kNN (the online ``val/knn_map``, ...) of the test
+    samples' multi-hot labels ``(N, L)`` against the training bank; ``k`` larger than the bank is clamped to it.
+
+    Example:
+        >>> from pathlib import Path
+        >>> train = Embeddings(torch.eye(2).repeat(3, 1), torch.tensor([[1, 0], [0, 1]]).repeat(3, 1), Path("t.pt"))
+        >>> test = Embeddings(torch.eye(2) + 0.1, torch.tensor([[1, 0], [0, 1]]), Path("v.pt"))
+        >>> multilabel_knn_scores(train, test, k=3)
+        {'knn_accuracy': 1.0, 'knn_f1': 1.0, 'knn_map': 1.0}
+    """
+    metric = MultilabelKNN(train.labels.shape[1], k=k, temperature=temperature)
+    metric.update(l2_normalize(train.features, dim=1), train.labels, bank=True)
+    metric.update(l2_normalize(test.features, dim=1), test.labels, bank=False)
     return {f"knn_{name}": float(value) for name, value in metric.compute().items()}
 
 
@@ -143,7 +178,8 @@ def evaluate_embeddings(
 
     Returns:
         ``{"metrics": {name: fraction in [0, 1]}, "sizes": {...}, "settings": {...}}``, plain data for JSON, with
-        ``"class_names"`` (the name of each class index) when the files have them.
+        ``"class_names"`` (the name of each class index) when the files have them; with multi-hot labels the metrics
+        of :data:`MULTILABEL_METRICS` and ``sizes["labels"]`` (not ``"classes"``).
         ``knn_top5`` is left out with fewer than 5 classes; retrieval metrics are NaN when no test class has two
         samples. Samples labelled -1 (unknown class) are left out of every class metric (:func:`known_samples`);
         their counts are ``sizes["unknown_train"]`` and ``sizes["unknown_test"]`` when there are any. The OOD
@@ -173,21 +209,27 @@ def evaluate_embeddings(
         ood_sizes, ood_settings = {"ood": len(ood.labels)}, {"ood_k": min(ood_k, len(train.labels))}
     unknown = {"unknown_train": int((~known(train.labels)).sum()), "unknown_test": int((~known(test.labels)).sum())}
     train, test = known_samples(train), known_samples(test)
-    metrics = knn_accuracy(train, test, k, temperature)
+    if test.multilabel:
+        metrics = multilabel_knn_scores(train, test, k, temperature)
+        metric_names = MULTILABEL_METRICS
+        kind = {"labels": int(test.labels.shape[1])}
+    else:
+        metrics = knn_accuracy(train, test, k, temperature)
+        metrics |= kmeans_scores(test.features, test.labels, seed)
+        metric_names = METRICS
+        kind = {"classes": len(torch.unique(torch.cat([train.labels, test.labels])))}
     metrics |= {name: float(value) for name, value in retrieval_metrics(test.features, test.labels).items()}
-    metrics |= kmeans_scores(test.features, test.labels, seed)
-    classes = len(torch.unique(torch.cat([train.labels, test.labels])))
     sizes = {
         "train": len(train.labels),
         "test": len(test.labels),
         "dim": int(test.features.shape[1]),
-        "classes": classes,
+        **kind,
         **{name: count for name, count in unknown.items() if count},  # the left-out rows, when there are any
         **ood_sizes,
     }
     names = test.class_names or train.class_names
     return {
-        "metrics": {name: metrics[name] for name in METRICS if name in metrics} | ood_metrics,
+        "metrics": {name: metrics[name] for name in metric_names if name in metrics} | ood_metrics,
         **({"class_names": list(names)} if names else {}),
         "sizes": sizes,
         "settings": {"k": min(k, len(train.labels)), "temperature": temperature, "seed": seed, **ood_settings},
@@ -203,7 +245,8 @@ def format_table(report: dict[str, Any]) -> str:
         |-----------------------------------------|-----------|
         | weighted kNN top-1 (train bank -> test) |     50.00 |
     """
-    descriptions = METRICS | OOD_METRICS
+    multilabel = "labels" in report.get("sizes", {})  # a report of multi-hot labels
+    descriptions = (MULTILABEL_METRICS if multilabel else METRICS) | OOD_METRICS
     rows = [(descriptions.get(name, name), f"{100 * value:.2f}") for name, value in report["metrics"].items()]
     width = max([len("metric"), *(len(name) for name, _ in rows)]) + 1
     lines = [f"| {'metric':<{width}}| value (%) |", f"|{'-' * (width + 1)}|-----------|"]

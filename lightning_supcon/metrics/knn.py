@@ -165,6 +165,21 @@ class KNNAccuracy(Metric):
         sync: Callable[..., list[Tensor]] = self.dist_sync_fn or gather_all_tensors
         return lambda tensor: sync(tensor, group=self.process_group)
 
+    def has_data(self) -> bool:
+        """Whether some rank holds a bank entry and some rank a query, i.e. whether ``compute`` can run.
+
+        The same answer on every rank: under DDP it all-gathers, so **every rank must call it**, including a rank
+        whose own shard is empty (a rank that skipped it would leave the others waiting in the gather).
+        """
+        gather = self._gather()
+        local = torch.tensor(
+            [sum(f.shape[0] for f in self.bank_features), sum(f.shape[0] for f in self.query_features)],
+            dtype=torch.long,
+            device=self.device,
+        )
+        total = torch.stack(gather(local)).sum(dim=0) if gather else local
+        return bool(total[0] > 0 and total[1] > 0)
+
     def _local_stats(self, dim: int) -> Tensor:
         """``[bank rows, query rows, bank batches, query batches, D, min and max of bank labels, of query labels]``."""
         stats = [sum(f.shape[0] for f in self.bank_features), sum(f.shape[0] for f in self.query_features)]
@@ -224,10 +239,20 @@ class KNNAccuracy(Metric):
         for step in range(steps):
             chunk = query[step * per_rank : (step + 1) * per_rank]
             labels = query_labels[step * per_rank : (step + 1) * per_rank]
+            # Row-wise, so before the gather: every rank sends float64, whatever its features' dtype (an empty
+            # rank's zeros are float32 while the others' queries may be bfloat16; a gather needs one dtype).
+            chunk = similarity_features(chunk)  # (n, D) float64
             if gather:
-                chunk, labels = torch.cat(gather(chunk)), torch.cat(gather(labels))
-            chunk = similarity_features(chunk)  # (G, D) float64, the same on every rank
-            neighbours = shard_candidates(chunk, self.bank_features, self.bank_labels, offset, k, self.bank_chunk_size)
+                chunk, labels = torch.cat(gather(chunk)), torch.cat(gather(labels))  # (G, D), the same on every rank
+            neighbours = shard_candidates(
+                chunk,
+                self.bank_features,
+                self.bank_labels,
+                offset,
+                k,
+                self.bank_chunk_size,
+                label_shape=self._label_shape(0)[1:],  # an empty shard pads labels of the shape the others send
+            )
             if gather:  # each rank's (G, k) candidates, in rank order = ascending global index
                 similarity, index, label = (gather(tensor) for tensor in neighbours)
                 parts = [Candidates(*part) for part in zip(similarity, index, label, strict=True)]

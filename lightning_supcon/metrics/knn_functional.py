@@ -147,7 +147,13 @@ def _blocks(features: list[Tensor], labels: list[Tensor], rows: int) -> Iterator
 
 
 def shard_candidates(
-    query: Tensor, features: list[Tensor], labels: list[Tensor], offset: int, k: int, block_rows: int = 4096
+    query: Tensor,
+    features: list[Tensor],
+    labels: list[Tensor],
+    offset: int,
+    k: int,
+    block_rows: int = 4096,
+    label_shape: tuple[int, ...] = (),
 ) -> Candidates:
     """The ``k`` best candidates of normalised ``query`` in one shard of the bank, padded to ``k`` columns.
 
@@ -161,10 +167,20 @@ def shard_candidates(
         offset: Global index of the shard's first entry.
         k: Candidates per query; a shard with fewer entries pads with similarity ``-inf`` and index ``PAD_INDEX``.
         block_rows: Bank entries per block.
+        label_shape: The trailing shape of one label, ``()`` for class labels, ``(L,)`` for multi-hot labels: the
+            shape of the padding labels of an empty shard, which must match the other shards' under DDP.
 
     Returns:
         ``(Q, k)`` candidates sorted by index.
+
+    Raises:
+        ValueError: When ``labels`` do not have the trailing shape ``label_shape``.
     """
+    if labels and tuple(labels[0].shape[1:]) != tuple(label_shape):
+        raise ValueError(
+            f"Expected labels of trailing shape {tuple(label_shape)} (`label_shape`), but got "
+            f"{tuple(labels[0].shape[1:])}"
+        )
     best: Candidates | None = None
     for start, block, block_labels in _blocks(features, labels, block_rows):
         similarity = query @ similarity_features(block.to(query.device)).T  # (Q, B), exact
@@ -174,7 +190,6 @@ def shard_candidates(
             part if best is None else merge_candidates([best, part], min(k, best.bank_index.shape[1] + cols.shape[1]))
         )
     missing = k - (0 if best is None else best.bank_index.shape[1])
-    label_shape = labels[0].shape[1:] if labels else ()  # (L,) for multi-hot labels
     pad = Candidates(
         query.new_full((query.shape[0], missing), float("-inf")),
         torch.full((query.shape[0], missing), PAD_INDEX, dtype=torch.long, device=query.device),

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lightning_supcon.metrics.knn import BankDtype, KNNAccuracy
 from lightning_supcon.metrics.knn_functional import Candidates
-from lightning_supcon.metrics.multilabel import multilabel_metrics
+from lightning_supcon.metrics.multilabel import check_num_labels, multilabel_metrics
 
 
 def multilabel_votes(candidates: Candidates, temperature: float) -> Tensor:
@@ -66,8 +66,8 @@ class MultilabelKNN(KNNAccuracy):
         **kwargs: Passed to ``torchmetrics.Metric`` (see :class:`KNNAccuracy`).
 
     Raises:
-        ValueError: For bad arguments or label shapes; in ``compute``, when the bank or the queries are empty or
-            labels are not 0/1.
+        ValueError: For bad arguments (``num_labels < 2`` included) or label shapes; in ``compute``, when the bank
+            or the queries are empty or labels are not 0/1.
 
     Example:
         >>> metric = MultilabelKNN(num_labels=2, k=2, temperature=1.0)
@@ -88,6 +88,7 @@ class MultilabelKNN(KNNAccuracy):
         bank_chunk_size: int = 4096,
         **kwargs: Any,
     ) -> None:
+        check_num_labels(num_labels)  # at construction, not inside torchmetrics at the first compute
         super().__init__(num_labels, k, temperature, chunk_size, bank_dtype, bank_chunk_size, **kwargs)
 
     def _label_shape(self, batch: int) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ Multi-hot labels ``(N, L)`` are accepted: each distinct label set is one class (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from lightning_supcon.utils.numerics import compute_dtype
 
@@ -123,15 +125,18 @@ def retrieval_metrics(embeddings: Tensor, labels: Tensor, chunk_size: int = 1024
 class RetrievalMetrics(Metric):
     """Precision@1, R-Precision and MAP@R of [0] over all embeddings seen by ``update``.
 
-    The embeddings and labels are concatenated across processes (``dist_reduce_fx="cat"``), so under DDP the
-    metrics are those of the global set. See ``retrieval_metrics`` for the conventions.
+    The embeddings and labels are concatenated across processes in ``compute``, so under DDP the metrics are those
+    of the global set. A rank that saw no sample still joins the gathers, sending rows of the shape and dtype the
+    others send (torchmetrics' own sync would send a 1-D float placeholder, which does not match ``(N, D)``), so
+    **every rank must call** ``compute`` (and :meth:`has_data`). See ``retrieval_metrics`` for the conventions.
 
     Args:
         chunk_size: Queries per block in ``compute``.
-        **kwargs: Passed to ``torchmetrics.Metric``.
+        **kwargs: Passed to ``torchmetrics.Metric``; ``sync_on_compute=False`` computes on this rank's samples only,
+            ``dist_sync_fn`` and ``process_group`` are used for the gathers of ``compute``.
 
     Raises:
-        ValueError: For a bad ``chunk_size``; in ``compute``, when nothing was seen.
+        ValueError: For a bad ``chunk_size``; in ``compute``, when no rank saw a sample.
 
     Example:
         >>> import torch
@@ -150,9 +155,13 @@ class RetrievalMetrics(Metric):
     labels: list[Tensor]
 
     def __init__(self, chunk_size: int = 1024, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        merge_ranks = kwargs.pop("sync_on_compute", True)
+        super().__init__(sync_on_compute=False, **kwargs)  # compute gathers itself (see the class docstring)
+        if not isinstance(merge_ranks, bool):
+            raise ValueError(f"Expected keyword argument `sync_on_compute` to be a `bool` but got {merge_ranks}")
         _check_chunk_size(chunk_size)
         self.chunk_size = chunk_size
+        self.merge_ranks = merge_ranks
         self.add_state("embeddings", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
 
@@ -166,8 +175,42 @@ class RetrievalMetrics(Metric):
         self.embeddings.append(embeddings.detach())
         self.labels.append(labels.detach())
 
+    def _gather(self) -> Callable[[Tensor], list[Tensor]] | None:
+        """The all-gather of ``compute`` (one tensor per rank, in rank order), or ``None`` in one process."""
+        if not (self.merge_ranks and self.distributed_available_fn()):
+            return None
+        sync: Callable[..., list[Tensor]] = self.dist_sync_fn or gather_all_tensors
+        return lambda tensor: sync(tensor, group=self.process_group)
+
+    def _stats(self, gather: Callable[[Tensor], list[Tensor]] | None) -> Tensor:
+        """``(W, 4)``: per rank ``[rows, D, label width (-1: class labels, -2: none seen), float64 embeddings]``."""
+        rows = sum(e.shape[0] for e in self.embeddings)
+        dim = self.embeddings[0].shape[1] if self.embeddings else 0
+        width = (self.labels[0].shape[1] if self.labels[0].ndim == 2 else -1) if self.labels else -2
+        wide = int(any(e.dtype == torch.float64 for e in self.embeddings))
+        local = torch.tensor([rows, dim, width, wide], dtype=torch.long, device=self.device)
+        return torch.stack(gather(local)) if gather else local[None]
+
+    def has_data(self) -> bool:
+        """Whether some rank saw a sample (the same answer on every rank: under DDP every rank must call it)."""
+        return bool(self._stats(self._gather())[:, 0].sum() > 0)
+
     def compute(self) -> dict[str, Tensor]:
-        """``{"precision_at_1", "r_precision", "map_at_r"}`` over everything seen."""
-        if len(self.embeddings) == 0:  # a list of batches, or one tensor once synchronised across processes
+        """``{"precision_at_1", "r_precision", "map_at_r"}`` over everything seen by every rank."""
+        gather = self._gather()
+        stats = self._stats(gather)
+        if int(stats[:, 0].sum()) == 0:  # the same on every rank, so all raise: none waits in a gather
             raise ValueError("Expected at least one `update` before `compute`, but got none")
-        return retrieval_metrics(dim_zero_cat(self.embeddings), dim_zero_cat(self.labels), chunk_size=self.chunk_size)
+        if gather is None:
+            return retrieval_metrics(
+                dim_zero_cat(self.embeddings), dim_zero_cat(self.labels), chunk_size=self.chunk_size
+            )
+        dim, width = int(stats[:, 1].max()), int(stats[:, 2].max())
+        dtype = torch.float64 if bool(stats[:, 3].any()) else torch.float32  # exact for every float dtype given
+        if self.embeddings:
+            embeddings, labels = dim_zero_cat(self.embeddings).to(dtype), dim_zero_cat(self.labels).long()
+        else:  # an empty rank sends rows of the shapes and dtypes the others send
+            embeddings = torch.zeros(0, dim, dtype=dtype, device=self.device)
+            labels = torch.zeros((0, width) if width >= 0 else (0,), dtype=torch.long, device=self.device)
+        embeddings, labels = torch.cat(gather(embeddings)), torch.cat(gather(labels))
+        return retrieval_metrics(embeddings, labels, chunk_size=self.chunk_size)

@@ -11,17 +11,25 @@ Encoder files are read by :func:`~lightning_supcon.encoder_files.read.load_encod
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor, nn
 
 from lightning_supcon.encoder_files.read import load_encoder_checkpoint
 from lightning_supcon.metrics.retrieval import RetrievalMetrics
 from lightning_supcon.models.cross_entropy import CrossEntropyModule, TrainViews
+from lightning_supcon.models.encoder_checkpoint import warn_preprocessing
 from lightning_supcon.models.online_eval import STAGES
 from lightning_supcon.models.optimization import Schedule, decay_groups
+
+
+@rank_zero_only
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 class LinearProbeModule(CrossEntropyModule):
@@ -118,10 +126,12 @@ class LinearProbeModule(CrossEntropyModule):
         self.checkpoint = checkpoint
         self.freeze_encoder = freeze_encoder
         self.encoder_lr = encoder_lr
+        self._encoder_meta: dict[str, Any] = {}
         if checkpoint is not None:
             meta, state_dict = load_encoder_checkpoint(checkpoint, trust_checkpoint=trust_checkpoint)
             self._check_encoder(checkpoint, meta, state_dict)
             self.encoder.load_state_dict(state_dict)
+            self._encoder_meta = meta
         if freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
@@ -139,15 +149,32 @@ class LinearProbeModule(CrossEntropyModule):
                 "encoder to train a probe on) or `--ckpt_path` (a trained probe's own checkpoint)."
             )
 
+    def _say_encoder(self) -> None:
+        """One line: which file (which run, a link resolved) the encoder came from; one warning line if it was
+        trained on other inputs than this run's data gives."""
+        if self.checkpoint is None:
+            return
+        source = Path(self.checkpoint).resolve()
+        meta = self._encoder_meta
+        _say(f"Encoder weights from {source} (a {meta.get('kind')} model, encoder {meta.get('encoder')!r})")
+        warn_preprocessing(
+            f"the encoder of {str(source)!r}", meta.get("preprocessing"), getattr(self.trainer, "datamodule", None)
+        )
+
     def on_fit_start(self) -> None:
         self._require_weights()
+        self._say_encoder()
         super().on_fit_start()
 
     def on_validation_start(self) -> None:
         self._require_weights()
+        if self.trainer.ckpt_path is None and not self.trainer.training:  # validate: the encoder file's weights
+            self._say_encoder()
 
     def on_test_start(self) -> None:
         self._require_weights()
+        if self.trainer.ckpt_path is None:
+            self._say_encoder()
 
     def on_predict_start(self) -> None:
         self._require_weights()
@@ -215,10 +242,10 @@ class LinearProbeModule(CrossEntropyModule):
             return
         retrieval = self.retrieval[stage]
         assert isinstance(retrieval, RetrievalMetrics)
-        if not retrieval.update_called:
-            return
-        for name, value in retrieval.compute().items():  # already global: sync_dist averages equal values
-            self.log(f"{stage}/{name}", value, sync_dist=True)
+        # Collective, so every rank decides together: a rank that ran no evaluation batch still joins the gathers.
+        if retrieval.has_data():
+            for name, value in retrieval.compute().items():  # already global: sync_dist averages equal values
+                self.log(f"{stage}/{name}", value, sync_dist=True)
         retrieval.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -24,7 +24,7 @@ from torchmetrics import MetricCollection
 
 from lightning_supcon.metrics.knn import BankDtype, KNNAccuracy
 from lightning_supcon.metrics.knn_multilabel import MultilabelKNN
-from lightning_supcon.metrics.multilabel import multilabel_metrics
+from lightning_supcon.metrics.multilabel import check_num_labels, multilabel_metrics
 from lightning_supcon.metrics.topk import TopKAccuracy
 from lightning_supcon.models.labels import classifier_loss, known
 from lightning_supcon.utils.numerics import l2_normalize
@@ -126,7 +126,7 @@ class OnlineEvaluation(nn.Module):
         multilabel: Labels are multi-hot ``(N, num_classes)``: binary cross-entropy and multi-label metrics.
 
     Raises:
-        ValueError: For ``num_classes < 2`` (``< 1`` with ``multilabel``) or ``knn_k < 0``.
+        ValueError: For ``num_classes < 2`` (labels per sample with ``multilabel``) or ``knn_k < 0``.
 
     Example:
         >>> import torch
@@ -150,8 +150,10 @@ class OnlineEvaluation(nn.Module):
         knn_bank_dtype: BankDtype | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < (1 if multilabel else 2):
-            raise ValueError(f"Expected `num_classes` >= {1 if multilabel else 2}, but got {num_classes}.")
+        if multilabel:
+            check_num_labels(num_classes)  # torchmetrics' multilabel metrics need 2 labels: refused here, in one line
+        elif num_classes < 2:
+            raise ValueError(f"Expected `num_classes` >= 2, but got {num_classes}.")
         if knn_k < 0:
             raise ValueError(f"Expected `knn_k` >= 0 (0 turns kNN off), but got {knn_k}.")
         self.probe_lr = probe_lr
@@ -190,19 +192,20 @@ class OnlineEvaluation(nn.Module):
         known class).
 
         Returns:
-            The probe metrics to log for this batch, or ``None`` without a probe or a known label.
+            The probe metrics to log, or ``None`` without a probe. They are returned even for a batch with no known
+            label (then not updated): the owner logs them on every rank alike, because Lightning computes a logged
+            metric at the epoch's end with a gather that a rank which never logged it would not join.
         """
         labelled = known(labels)
-        if not labelled.any():
-            return None
         features, labels = features[labelled], labels[labelled]
-        if self.knn is not None:
+        if self.knn is not None and labelled.any():
             self.knn.update(l2_normalize(features, dim=1), labels, bank=False)
         if self.probe is None:
             return None
         metrics = self.eval_metrics[stage]
         assert isinstance(metrics, MetricCollection)
-        metrics(metric_scores(self.probe(features), self.multilabel), labels)
+        if labelled.any():
+            metrics(metric_scores(self.probe(features), self.multilabel), labels)
         return metrics
 
     @torch.no_grad()
@@ -218,11 +221,13 @@ class OnlineEvaluation(nn.Module):
 
     def knn_results(self, stage: str) -> dict[str, Tensor]:
         """``{"{stage}/knn_top1": ..., "{stage}/knn_top5": ...}`` (``knn_map``, ``knn_f1``, ``knn_accuracy`` with
-        ``multilabel``) over every rank's samples, then reset; empty when the kNN is off or saw no bank or no query."""
+        ``multilabel``) over every rank's samples, then reset; empty when the kNN is off or no rank saw a bank entry
+        or no rank a query. Under DDP every rank must call it, and every rank gets the same keys: the decision is
+        global (a rank whose own bank shard holds no labelled sample still joins the gathers of the others)."""
         if self.knn is None:
             return {}
         results: dict[str, Tensor] = {}
-        if self.knn.bank_features and self.knn.query_features:
+        if self.knn.has_data():  # collective: never decide on this rank's own states alone
             results = {f"{stage}/knn_{name}": value for name, value in self.knn.compute().items()}
         self.knn.reset()
         return results

@@ -33,7 +33,7 @@ class Identity(pl.LightningModule):
 class RecordingPlot(EmbeddingPlot):
     def _plot(self, trainer: pl.Trainer) -> None:
         assert self._pending is not None and self.dirpath is not None
-        features, labels, _ = self._pending
+        features, labels, _, _ = self._pending
         Path(self.dirpath).mkdir(parents=True, exist_ok=True)
         torch.save({"features": features, "labels": labels, "rank": trainer.global_rank}, f"{self.dirpath}/points.pt")
         super()._plot(trainer)

@@ -19,6 +19,7 @@ from lightning_supcon.callbacks import embedding_plot
 from lightning_supcon.callbacks.embedding_plot import (
     EmbeddingPlot,
     keep_random_subset,
+    keep_stratified_subset,
     plot_embedding,
     reduce_to_2d,
     umap_available,
@@ -94,6 +95,58 @@ class TestKeepRandomSubset:
         assert torch.equal(kept, keep_random_subset(keys, rows, size=10)[1])
 
 
+def _stratified_reference(keys: torch.Tensor, labels: torch.Tensor, size: int) -> list[int]:
+    """Per class the rows by descending key; the largest cap q with sum_c min(n_c, q) <= size; the rows left over
+    to the classes whose (q+1)-th row has the largest key. Row indices, ascending."""
+    by_class: dict[int, list[int]] = {}
+    for row in range(len(keys)):
+        by_class.setdefault(int(labels[row]), []).append(row)
+    ranked = [sorted(rows, key=lambda r: -float(keys[r])) for rows in by_class.values()]
+    if len(keys) <= size:
+        return list(range(len(keys)))
+    cap = max(q for q in range(size + 1) if sum(min(len(rows), q) for rows in ranked) <= size)
+    chosen = [row for rows in ranked for row in rows[:cap]]
+    following = sorted((rows[cap] for rows in ranked if len(rows) > cap), key=lambda r: -float(keys[r]))
+    return sorted(chosen + following[: size - len(chosen)])
+
+
+class TestKeepStratifiedSubset:
+    @pytest.mark.parametrize("size", [1, 4, 9, 30, 61, 200])
+    @pytest.mark.parametrize("seed", [0, 1])
+    def test_matches_the_loop_reference(self, size: int, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        labels = torch.cat([torch.zeros(60), torch.ones(25), torch.full((3,), 7), torch.full((12,), -1)]).long()
+        labels = labels[torch.randperm(100, generator=gen)]
+        keys = torch.rand(100, generator=gen)
+        _, kept_labels, rows = keep_stratified_subset(keys, labels, torch.arange(100), size=size)
+        assert rows.tolist() == _stratified_reference(keys, labels, size)
+        assert len(rows) == min(100, size) and torch.equal(kept_labels, labels[rows])
+
+    def test_batchwise_updates_and_ranks_equal_one_pass(self) -> None:
+        gen = torch.Generator().manual_seed(3)
+        labels, keys, rows = (
+            torch.randint(5, (300,), generator=gen) ** 2,
+            torch.rand(300, generator=gen),
+            torch.arange(300),
+        )
+        kept = (keys[:0], labels[:0], rows[:0])
+        for start in range(0, 300, 16):  # one rank, batch by batch
+            part = (keys[start : start + 16], labels[start : start + 16], rows[start : start + 16])
+            kept = keep_stratified_subset(*(torch.cat(pair) for pair in zip(kept, part, strict=True)), size=40)
+        halves = [
+            keep_stratified_subset(keys[s], labels[s], rows[s], size=40) for s in (slice(0, 130), slice(130, 300))
+        ]
+        merged = keep_stratified_subset(*(torch.cat(pair) for pair in zip(*halves, strict=True)), size=40)
+        whole = keep_stratified_subset(keys, labels, rows, size=40)[2]
+        assert torch.equal(kept[2], whole) and torch.equal(merged[2], whole)
+
+    def test_a_rare_class_is_drawn(self) -> None:
+        # 990 samples of class 0 and 10 of class 1, 100 points: a uniform sample expects 1 of class 1; here all 10.
+        labels = torch.cat([torch.zeros(990), torch.ones(10)]).long()
+        _, kept, _ = keep_stratified_subset(torch.rand(1000), labels, torch.arange(1000), size=100)
+        assert int((kept == 1).sum()) == 10 and len(kept) == 100
+
+
 class TestPlotEmbedding:
     @pytest.mark.parametrize("n_classes", [3, 25])
     def test_writes_a_png(self, tmp_path: Path, n_classes: int) -> None:
@@ -105,6 +158,11 @@ class TestPlotEmbedding:
     def test_rejects_mismatched_points(self, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=r"points of shape \(4, 2\)"):
             plot_embedding(np.zeros((3, 2)), torch.arange(4), tmp_path / "x.png")
+
+
+class _Identity(pl.LightningModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 def _fit(tmp_path: Path, callback: EmbeddingPlot, max_epochs: int = 2, **kwargs: Any) -> pl.Trainer:
@@ -153,9 +211,11 @@ class TestEmbeddingPlot:
         expected: int,
     ) -> None:
         plotted: list[tuple[int, str]] = []
+        titles: list[str] = []
 
         def spy(points: np.ndarray, labels: Any, path: Any, title: str = "", class_names: Any = None) -> Path:
             plotted.append((len(points), Path(path).name))
+            titles.append(title)
             return plot_embedding(points, labels, path, title, class_names)
 
         monkeypatch.setattr(embedding_plot, "plot_embedding", spy)
@@ -163,11 +223,38 @@ class TestEmbeddingPlot:
         _fit(tmp_path, callback, max_epochs=3)
         # epoch 1 is due; epoch 2 is the last validation; 2 val batches of 16 from loader 0 only (not the kNN bank)
         assert plotted == [(expected, "epoch_001.png"), (expected, "epoch_002.png")]
+        sampled = f"{expected} of 32 validation features (class-balanced sample, seed 0)" if expected < 32 else "32 val"
+        assert all(sampled in title for title in titles), titles
         assert (tmp_path / "embeddings" / "epoch_001.png").read_bytes()[:8] == PNG_MAGIC
         latest = tmp_path / "embeddings_latest.png"
         assert latest.read_bytes() == (tmp_path / "embeddings" / "epoch_002.png").read_bytes()
         assert callback.last_path == tmp_path / "embeddings" / "epoch_002.png"
         assert f"Embedding plot: {callback.last_path}" in capsys.readouterr().out
+
+    def test_subsample_10000_validation_features_stratified_seeded_and_said_in_the_title(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # t-SNE of 10,000 validation samples took ~55 s a picture: at most max_points are drawn, and the title says so.
+        drawn: list[tuple[torch.Tensor, str]] = []
+
+        def spy(points: np.ndarray, labels: Any, path: Any, title: str = "", class_names: Any = None) -> Path:
+            drawn.append((torch.as_tensor(labels), title))
+            return Path(path)
+
+        monkeypatch.setattr(embedding_plot, "plot_embedding", spy)
+        monkeypatch.setattr(embedding_plot.shutil, "copyfile", lambda *args: None)
+        labels = torch.arange(10_000) % 10
+        features = torch.eye(10)[labels] + 0.1 * torch.randn(10_000, 10, generator=torch.Generator().manual_seed(0))
+        trainer, module = pl.Trainer(logger=False, enable_progress_bar=False), _Identity()
+        for _ in range(2):  # the same sample every time (seeded)
+            callback = EmbeddingPlot(method="pca", dirpath=str(tmp_path), max_points=2000, seed=5)
+            for index, start in enumerate(range(0, 10_000, 500)):
+                batch = (features[start : start + 500], labels[start : start + 500])
+                callback.on_validation_batch_end(trainer, module, None, batch, index)
+            callback.on_validation_epoch_end(trainer, module)
+        (first, title), (second, _) = drawn
+        assert title == "PCA of 2000 of 10000 validation features (class-balanced sample, seed 5), epoch 0"
+        assert torch.bincount(first).tolist() == [200] * 10 and torch.equal(first, second)
 
     def test_lands_beside_the_checkpoints(self, tmp_path: Path) -> None:
         callback = EmbeddingPlot(every_n_epochs=1, method="pca", filename="e{epoch}.png")

@@ -15,6 +15,7 @@ from lightning_supcon import OnlineEval, SupConModule
 from lightning_supcon.cli import cli, main
 from lightning_supcon.encoder_files.export import save_encoder
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
+from lightning_supcon.models.linear_probe import LinearProbeModule
 from tests.data.formats import write_image_tree
 from tests.helpers import DIGITS_LINEAR, cli_error, fit_args, one_error_line
 
@@ -230,6 +231,23 @@ class TestBadInputs:
         args = ["fit", "--config", DIGITS_LINEAR, "--trainer.fast_dev_run=true", "--model.init_args.checkpoint=ce.ckpt"]
         text = "\n".join(cli_error(capsys, args, workdir))  # one line once cli.main unwraps jsonargparse's errors
         assert "'cross_entropy'" in text and "ce.ckpt" in text
+
+    def test_silent_substitution_ckpt_path_of_another_kind_of_model(
+        self, workdir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # LightningCLI swapped in the checkpoint's own model class: the SupCon config reported a probe's top-1.
+        probe = LinearProbeModule(encoder="small_cnn", in_channels=1, num_classes=10)
+        checkpoint: dict[str, Any] = {
+            "state_dict": probe.state_dict(),
+            "pytorch-lightning_version": pl.__version__,
+            "hyper_parameters": {"_class_path": "lightning_supcon.LinearProbeModule", "in_channels": 1},
+        }
+        probe.on_save_checkpoint(checkpoint)
+        torch.save(checkpoint, workdir / "probe.ckpt")
+        args = ["validate", "--config", DIGITS, "--trainer.fast_dev_run=true", "--ckpt_path=probe.ckpt"]
+        line = one_error_line(cli_error(capsys, args, workdir))
+        assert "--ckpt_path probe.ckpt holds a linear_probe model (lightning_supcon.LinearProbeModule)" in line
+        assert "the config's model is lightning_supcon.SupConModule (supcon)" in line
 
     def test_checkpoint_of_another_encoder(self, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
         save_encoder(SupConModule(encoder="small_cnn", in_channels=3, online=OnlineEval(knn_k=0)), workdir / "rgb.pt")

@@ -119,6 +119,71 @@ def test_preemption_checkpoint_replaces_a_last_link_instead_of_writing_through_i
     callback.on_exception(trainer, trainer.lightning_module, ValueError("not a preemption"))  # nothing saved
 
 
+class SigintAtStep(pl.Callback):
+    """Presses Ctrl-C (a real SIGINT to this process) after training step ``step``, ``times`` times."""
+
+    def __init__(self, step: int = 1, times: int = 1) -> None:
+        self.step, self.times = step, times
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+def _interrupted_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str]:
+    from lightning_supcon.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lightning-supcon"])
+    args = _cli_command("--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false", *extra)[3:]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--trainer.callbacks+=tests.cli.test_preemption.SigintAtStep"])
+    captured = capsys.readouterr()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    return int(exit_info.value.code or 0), captured.out + captured.err
+
+
+class TestSilentInterrupt:
+    """Ctrl-C in the first epoch exited 1 with no checkpoint and no word; SIGTERM saved one."""
+
+    def test_ctrl_c_in_the_first_epoch_saves_like_a_preemption(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, output = _interrupted_fit(tmp_path, monkeypatch, capsys)
+        assert code == 130, output[-3000:]  # 128 + SIGINT
+        assert "Ctrl-C: stopping after this batch to save last.ckpt" in output
+        match = re.search(r"Interrupted \(Ctrl-C\) at epoch 0, step (\d+): saved (\S+); resume with", output)
+        assert match, output[-3000:]
+        checkpoint = torch.load(tmp_path / match.group(2), map_location="cpu", weights_only=False)
+        assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == int(match.group(1)) >= 1
+
+    def test_without_the_handler_it_says_nothing_was_saved(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, output = _interrupted_fit(tmp_path, monkeypatch, capsys, "--preemption.interrupt", "false")
+        assert code == 1, output[-3000:]  # Lightning's own exit
+        assert "Interrupted at epoch 0, step 1: nothing saved; this run has saved no checkpoint." in output
+        assert not list(tmp_path.rglob("*.ckpt"))
+
+    def test_a_second_ctrl_c_quits_at_once(self) -> None:
+        callback = PreemptionCheckpoint()
+        trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+        callback.setup(trainer, SupConModule(in_channels=1, online=OnlineEval(knn_k=0)), "fit")
+        callback.on_train_start(trainer, trainer.lightning_module)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the first: a flag, no exception
+            assert trainer.received_sigterm and callback.interrupted
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.1)  # the handler runs between bytecodes
+        finally:
+            callback.teardown(trainer, trainer.lightning_module, "fit")
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 class TestPreemptionCheckpointUnits:
     def test_sigusr1_sets_lightnings_stop_flag_and_teardown_restores_the_handler(self) -> None:
         previous = signal.getsignal(signal.SIGUSR1)

@@ -74,13 +74,23 @@ class TestLoadEmbeddings:
         with pytest.raises(EmbeddingsError, match=r"has no `labels` \(predict on a DataModule whose batches carry"):
             load_embeddings(path)
 
+    def test_reads_multi_hot_labels(self, tmp_path: Path) -> None:
+        labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])  # float 0/1 targets, as a multi-label data set's
+        loaded = load_embeddings(_save(tmp_path / "e.pt", features=torch.randn(2, 4), labels=labels))
+        assert (
+            loaded.multilabel
+            and loaded.labels.dtype == torch.int64
+            and loaded.labels.tolist() == [[1, 0, 1], [0, 0, 0]]
+        )
+
     @pytest.mark.parametrize(
         ("features", "labels", "match"),
         [
             (torch.randn(3), torch.arange(3), r"`features` of .* to be float \(N, D\)"),
             (torch.arange(6).view(3, 2), torch.arange(3), r"to be float \(N, D\), but got torch.int64"),
             (torch.randn(3, 2), torch.arange(2), r"integer `labels` \(N,\) = \(3,\)"),
-            (torch.randn(3, 2), torch.zeros(3, 4), r"multi-label targets are not supported"),
+            (torch.randn(3, 2), torch.full((3, 4), 2), r"multi-hot `labels` \(N, L\) of 0s and 1s"),
+            (torch.randn(3, 2), torch.zeros(3, 1), r"or multi-hot 0/1 labels \(3, L >= 2\)"),
         ],
     )
     def test_bad_shapes(self, tmp_path: Path, features: torch.Tensor, labels: torch.Tensor, match: str) -> None:

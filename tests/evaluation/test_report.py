@@ -21,6 +21,7 @@ from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from lightning_supcon.evaluation import (
     METRICS,
+    MULTILABEL_METRICS,
     OOD_METRICS,
     Embeddings,
     evaluate_embeddings,
@@ -139,6 +140,64 @@ class TestEvaluateEmbeddings:
         table = format_table(evaluate_embeddings(_clusters(60, 5, 4, seed=10), _clusters(30, 5, 4, seed=11)))
         assert len(table.splitlines()) == 2 + len(METRICS)
         assert all(description in table for description in METRICS.values())
+
+
+class TestKmeansOneClass:
+    def test_one_class_split_is_nan_not_100_percent(self) -> None:
+        # scikit-learn scores one class against one cluster as NMI = AMI = 1.0: a perfect 100% for a split that has
+        # nothing to cluster. The report says NaN (null in the JSON) instead.
+        train, test = _clusters(40, 3, 4, seed=12), _clusters(20, 3, 4, seed=13)
+        one_class = Embeddings(test.features, torch.zeros(20, dtype=torch.long), test.path)
+        metrics = evaluate_embeddings(train, one_class, k=5)["metrics"]
+        assert math.isnan(metrics["kmeans_nmi"]) and math.isnan(metrics["kmeans_ami"])
+        assert normalized_mutual_info_score(np.zeros(20), np.zeros(20)) == 1.0  # what the unguarded score would be
+
+
+def _multi_hot(n: int, labels: int, dim: int, seed: int) -> Embeddings:
+    """Features near the sum of their labels' centres: label sets of a multi-label data set (some empty)."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(labels, dim, generator=torch.Generator().manual_seed(98))
+    targets = (torch.rand(n, labels, generator=gen) < 0.4).long()
+    return Embeddings(targets.float() @ centres + 0.5 * torch.randn(n, dim, generator=gen), targets, Path(f"{seed}.pt"))
+
+
+class TestMultilabel:
+    def test_multilabel_knn_and_retrieval_against_direct_computations(self) -> None:
+        from sklearn.metrics import f1_score
+
+        from tests.metrics.test_knn_multilabel import reference_probabilities
+
+        train, test = _multi_hot(80, 4, 6, seed=20), _multi_hot(30, 4, 6, seed=21)
+        report = evaluate_embeddings(train, test, k=7, temperature=0.2)
+        metrics = report["metrics"]
+        assert list(metrics) == ["knn_map", "knn_f1", "knn_accuracy", "precision_at_1", "r_precision", "map_at_r"]
+        assert report["sizes"] == {"train": 80, "test": 30, "dim": 6, "labels": 4}
+        probabilities = reference_probabilities(test.features, train.features, train.labels, 7, 0.2).numpy()
+        truth, predicted = test.labels.numpy(), (probabilities >= 0.5).astype(int)
+        assert metrics["knn_accuracy"] == pytest.approx(float((predicted == truth).mean()), abs=1e-6)
+        assert metrics["knn_f1"] == pytest.approx(
+            f1_score(truth, predicted, average="macro", zero_division=0), abs=1e-6
+        )
+        ap = [average_precision_score(truth[:, label], probabilities[:, label]) for label in range(4)]
+        assert metrics["knn_map"] == pytest.approx(float(np.mean(ap)), abs=1e-5)
+        assert 0.3 < metrics["knn_f1"] < 1.0  # neither trivial: the comparison can fail
+        # Retrieval: each label set is a class.
+        sets = torch.unique(test.labels, dim=0, return_inverse=True)[1]
+        as_classes = evaluate_embeddings(Embeddings(train.features, train.labels, train.path), test)["metrics"]
+        single = evaluate_embeddings(
+            Embeddings(train.features, torch.zeros(80, dtype=torch.long), train.path),
+            Embeddings(test.features, sets, test.path),
+        )["metrics"]
+        for name in ("precision_at_1", "r_precision", "map_at_r"):
+            assert as_classes[name] == pytest.approx(single[name]), name
+
+    def test_table_lists_the_multilabel_metrics(self) -> None:
+        table = format_table(evaluate_embeddings(_multi_hot(40, 3, 4, seed=22), _multi_hot(20, 3, 4, seed=23), k=5))
+        assert all(description in table for description in MULTILABEL_METRICS.values())
+
+    def test_refuses_class_labels_against_multi_hot_labels(self) -> None:
+        with pytest.raises(EmbeddingsError, match=r"different kinds of labels: \(3,\) labels in .* vs class labels"):
+            evaluate_embeddings(_multi_hot(10, 3, 4, seed=24), _clusters(10, 3, 4, seed=25))
 
 
 def _far(n: int, dim: int, seed: int) -> Embeddings:

@@ -236,11 +236,13 @@ class TestKNNAccuracyEdges:
         assert scores.dtype == torch.float64
         assert scores.argmax(dim=1).tolist() == [1]
 
-    def test_a_vote_whose_weight_underflows_still_counts(self) -> None:
-        # k=2 neighbours of classes 9 (similarity 0.3) and 4 (-0.9): at T=0.008 class 4's weight exp(-112.5) is 0 in
-        # float32, yet it got a vote and ranks second, above the 8 classes without one (0-3 have lower indices); the
-        # third entry (class 2, similarity -1) is not a neighbour.
-        metric = KNNAccuracy(num_classes=10, k=2, temperature=0.008)
+    def test_masking_of_classes_with_no_vote_a_vote_whose_weight_underflows_still_counts(self) -> None:
+        # k=2 neighbours of classes 9 (similarity 0.3) and 4 (-0.9): at T=0.001 class 4's weight exp(-900) is 0 even
+        # in float64 (the kNN's dtype; exp(-112.5) at T=0.008 would not underflow there and test nothing), yet it got
+        # a vote and ranks second, above the 8 classes without one (0-3 have lower indices: unmasked, class 4 would
+        # rank sixth and top-5 be 0); the third entry (class 2, similarity -1) is not a neighbour.
+        assert math.exp(-0.9 / 0.001) == 0.0
+        metric = KNNAccuracy(num_classes=10, k=2, temperature=0.001)
         bank = torch.tensor([[0.3, math.sqrt(1 - 0.09)], [-0.9, math.sqrt(1 - 0.81)], [-1.0, 0.0]])
         metric.update(bank, torch.tensor([9, 4, 2]), bank=True)
         metric.update(torch.tensor([[1.0, 0.0]]), torch.tensor([4]), bank=False)

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from lightning_supcon.metrics import KNNAccuracy
+from lightning_supcon.metrics.knn_functional import weighted_votes
 from tests.helpers import spawn_ranks
 
 pytestmark = pytest.mark.distributed
@@ -55,14 +56,25 @@ def _shards(seed: int, rank: int) -> tuple[Tensor, ...]:
     return bank[b0:b1], bank_labels[b0:b1], query[q0:q1], query_labels[q0:q1], torch.arange(q0, q1)
 
 
-def _predictions(bank: Tensor, bank_labels: Tensor, queries: list[tuple[Tensor, Tensor] | None], **kw: Any) -> list:
-    """``[top1, top5]`` of each global query, one ``compute`` each (a rank passes ``None`` for another's query)."""
+def _predictions(
+    bank: Tensor,
+    bank_labels: Tensor,
+    queries: list[tuple[Tensor, Tensor] | None],
+    neighbours: list | None = None,
+    **kw: Any,
+) -> list:
+    """``[top1, top5]`` of each global query, one ``compute`` each (a rank passes ``None`` for another's query);
+    with ``neighbours``, each query's merged neighbours ``(bank index, similarity)`` and class scores go there."""
     out = []
     for query in queries:
         metric = KNNAccuracy(NUM_CLASSES, temperature=0.1, **kw)
         for part, part_labels in zip(bank.split(5), bank_labels.split(5), strict=True):  # batches of 5
             metric.update(part, part_labels, bank=True)
         metric.update(*(query if query is not None else (bank[:0], bank_labels[:0])), bank=False)
+        if neighbours is not None:
+            ((found, _),) = metric._neighbour_steps()[1]  # one global query: one step (every rank walks it)
+            scores, _ = weighted_votes(found, NUM_CLASSES, metric.temperature)
+            neighbours.append((found.bank_index, found.similarity, scores))
         result = metric.compute()
         out.append([result["top1"].item(), result["top5"].item()])
     return out
@@ -79,7 +91,9 @@ def _all(seed: int, setting: dict[str, Any], rank: int | None) -> dict[str, Any]
     for row, index in enumerate(owned.tolist()):
         per_query[index] = (query[row : row + 1], query_labels[row : row + 1])
     mean = _predictions(bank, bank_labels, [(query, query_labels)], **setting)[0]
-    return {"per_query": _predictions(bank, bank_labels, per_query, **setting), "mean": mean}
+    neighbours: list[tuple[Tensor, Tensor, Tensor]] = []
+    predictions = _predictions(bank, bank_labels, per_query, neighbours, **setting)
+    return {"per_query": predictions, "mean": mean, "neighbours": neighbours}
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -106,8 +120,24 @@ def distributed_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[A
 def test_two_shards_predict_as_one_process(distributed_results: list[dict], seed: int, setting: int) -> None:
     expected = _all(seed, SETTINGS[setting], rank=None)
     assert 0 < expected["mean"][0] < 1  # neither all right nor all wrong: the comparison can fail
+    expected.pop("neighbours")  # compared bit for bit in the test below
     for result in distributed_results:  # every rank returns the global result
-        assert result[(seed, setting)] == expected
+        found = result[(seed, setting)]
+        assert {key: value for key, value in found.items() if key != "neighbours"} == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("setting", range(len(SETTINGS)))
+def test_sharded_bank_same_bits_neighbours_and_votes(distributed_results: list[dict], seed: int, setting: int) -> None:
+    # Not only the hits: each query's merged neighbours (global bank indices, similarities) and class scores are the
+    # same bits as one process scanning the whole bank, however it is split.
+    expected = _all(seed, SETTINGS[setting], rank=None)["neighbours"]
+    for result in distributed_results:
+        found = result[(seed, setting)]["neighbours"]
+        assert len(found) == len(expected) == sum(QUERY_SPLIT)
+        for query, (got, want) in enumerate(zip(found, expected, strict=True)):
+            for name, a, b in zip(("bank_index", "similarity", "scores"), got, want, strict=True):
+                assert a.dtype == b.dtype and torch.equal(a, b), f"query {query}: {name} {a} != {b}"
 
 
 def test_the_tie_rule_decides_some_predictions() -> None:

@@ -92,6 +92,18 @@ class TestMultilabelKNN:
         assert all(torch.isfinite(value) for value in result.values())
         assert float(result["accuracy"]) == 1.0  # the nearer entry, [0, 1], wins every label
 
+    def test_inclusive_threshold_two_equal_neighbours_give_one_half(self) -> None:
+        # Two equally similar neighbours, one with label 0: p_0 = 0.5 exactly, and the rule p >= 0.5 predicts it.
+        metric = MultilabelKNN(num_labels=2, k=2, temperature=0.1)
+        metric.update(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1, 1], [0, 1]]), bank=True)
+        metric.update(torch.tensor([[1.0, 0.0]]), torch.tensor([[1, 1]]), bank=False)
+        result = metric.compute()
+        assert (result["accuracy"].item(), result["f1"].item()) == (1.0, 1.0)
+
+    def test_one_label_is_refused_at_construction(self) -> None:
+        with pytest.raises(ValueError, match="Expected `num_labels` >= 2 for multi-label metrics, but got 1"):
+            MultilabelKNN(num_labels=1)
+
     def test_single_label_metric_is_unchanged(self) -> None:
         metric = KNNAccuracy(num_classes=2, k=2, temperature=1.0)
         metric.update(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), torch.tensor([0, 0, 1]), bank=True)

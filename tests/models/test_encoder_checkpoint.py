@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_supcon import CrossEntropyModule, OnlineEval, SupConModule
+from lightning_supcon import CrossEntropyModule, DigitsDataModule, OnlineEval, SupConModule
 from lightning_supcon.cli import main
+from lightning_supcon.models.encoder_checkpoint import data_preprocessing
 from tests.helpers import DIGITS, cpu_trainer
 
 MODELS = Path(__file__).resolve().parents[2] / "lightning_supcon" / "models"
@@ -46,6 +48,23 @@ class TestArchitectureCheck:
         model = SupConModule(encoder=_mlp(), feature_dim=16, num_classes=4, online=OnlineEval(knn_k=0))
         with pytest.raises(ValueError, match=r"holds a cross_entropy model .* this model is a supcon model"):
             model.on_load_checkpoint(torch.load(path, weights_only=False))
+
+    def test_silent_substitution_checkpoint_of_another_image_size_is_one_warning_line(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # Evaluating at another image size than the checkpoint was trained with (a probe: 0.392 instead of 0.994).
+        model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=0))
+        checkpoint: dict = {}
+        model.on_save_checkpoint(checkpoint)
+        checkpoint["lightning_supcon"]["preprocessing"] = data_preprocessing(DigitsDataModule(image_size=32))
+        model._trainer = SimpleNamespace(ckpt_path="run.ckpt", datamodule=DigitsDataModule(image_size=8))  # type: ignore[assignment]
+        model.on_load_checkpoint(checkpoint)
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("warning: checkpoint 'run.ckpt' was trained on other inputs than this run's data gives")
+        assert "(image_size 32 -> 8, std " in line  # the digits measure their std at each size
+        model._trainer = SimpleNamespace(ckpt_path="run.ckpt", datamodule=DigitsDataModule(image_size=32))  # type: ignore[assignment]
+        model.on_load_checkpoint(checkpoint)
+        assert capsys.readouterr().err == ""
 
     def test_cli_ckpt_path_of_another_architecture_is_one_line(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

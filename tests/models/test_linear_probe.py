@@ -113,6 +113,27 @@ class TestLinearProbeModule:
         metrics = cpu_trainer(tmp_path, limit_val_batches=1).validate(without, datamodule=dm, verbose=False)[0]
         assert "val/map_at_r" not in metrics and "val/top1" in metrics
 
+    def test_silent_substitution_says_which_encoder_file_and_another_image_size(
+        self, supcon_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # Stage 2 said nothing of the file (the run) its encoder came from, nor of other inputs than it was trained on.
+        link = tmp_path / "last.ckpt"
+        link.symlink_to(supcon_checkpoint)
+        dm = DigitsDataModule(batch_size=64, n_views=1, image_size=8)  # trained at 16 px
+        cpu_trainer(tmp_path, limit_val_batches=1).validate(_probe(link), datamodule=dm, verbose=False)
+        captured = capsys.readouterr()
+        assert (
+            f"Encoder weights from {supcon_checkpoint.resolve()} (a supcon model, encoder 'small_cnn')" in captured.out
+        )
+        warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+        assert (
+            len(warnings) == 1
+            and "trained on other inputs than this run's data gives (image_size 16 -> 8, " in (warnings[0])
+        )
+        same = DigitsDataModule(batch_size=64, n_views=1)
+        cpu_trainer(tmp_path, limit_val_batches=1).validate(_probe(link), datamodule=same, verbose=False)
+        assert "warning:" not in capsys.readouterr().err
+
     def test_restored_from_its_own_checkpoint_without_the_supcon_file(
         self, supcon_checkpoint: Path, tmp_path: Path
     ) -> None:
@@ -134,14 +155,14 @@ class TestLinearProbeModule:
     def test_exported_encoder_round_trip(self, supcon_checkpoint: Path, tmp_path: Path) -> None:
         exported = export_encoder(supcon_checkpoint, tmp_path / "nested" / "encoder.pt")
         file = torch.load(exported, weights_only=True)  # loads without unpickling code
-        assert file["lightning_supcon"] | {"preprocessing": None} == {
+        meta = file["lightning_supcon"]
+        assert {key: meta[key] for key in ("kind", "encoder", "feature_dim", "in_channels")} == {
             "kind": "supcon",
             "encoder": "small_cnn",
             "feature_dim": 128,
             "in_channels": 1,
-            "encoder_args": {"class": "SmallCNN", "init_args": {"in_channels": 1, "width": 32, "feature_dim": 128}},
-            "preprocessing": None,  # no DataModule: nothing measured to record
         }
+        assert meta["preprocessing"]["image_size"] == 16 and meta["encoder_args"]["class"] == "SmallCNN"
         from_export, from_checkpoint = _probe(exported), _probe(supcon_checkpoint)
         for key, value in from_checkpoint.encoder.state_dict().items():
             torch.testing.assert_close(from_export.encoder.state_dict()[key], value, rtol=0, atol=0)

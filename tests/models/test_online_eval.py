@@ -48,6 +48,15 @@ class TestOnlineEvaluation:
         loss.backward()
         assert features.grad is None  # the probe never trains the encoder
 
+    def test_collective_in_rank_local_branch_unlabelled_batch_still_returns_the_metrics(self) -> None:
+        # A rank whose evaluation batches are all unknown (-1) must still log the probe metrics: Lightning computes
+        # them at the epoch's end with a gather the other ranks join.
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, knn_k=3)
+        features, labels = _clusters()
+        metrics = online.eval_step(features, torch.full_like(labels, -1), "val")
+        assert isinstance(metrics, MetricCollection) and not metrics["top1"].update_called
+        assert online.knn is not None and online.knn.query_features == []  # nothing unknown became a query
+
     def test_off(self) -> None:
         online = OnlineEvaluation(feature_dim=8, num_classes=4, probe=False, knn_k=0)
         features, labels = _clusters()
@@ -116,6 +125,11 @@ def _multi_hot_clusters(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class TestMultilabelOnlineEvaluation:
+    def test_silent_failure_one_label_is_refused_in_one_line(self) -> None:
+        # It passed the check and failed later inside torchmetrics' MultilabelF1Score.
+        with pytest.raises(ValueError, match=r"^Expected `num_labels` >= 2 for multi-label metrics, but got 1;[^\n]*$"):
+            OnlineEvaluation(feature_dim=4, num_classes=1, multilabel=True)
+
     def test_names_and_binary_cross_entropy(self) -> None:
         online = OnlineEvaluation(feature_dim=8, num_classes=3, knn_k=0, multilabel=True)
         features, labels = _multi_hot_clusters()
@@ -175,7 +189,6 @@ class TestUnknownLabels:
         features = torch.randn(4, 8, requires_grad=True)
         loss = online.training_step(features, torch.full((4,), -1))
         assert loss is not None and loss.item() == 0.0 and loss.requires_grad
-        assert online.eval_step(features, torch.full((4,), -1), "val") is None
 
     def test_knn_bank_and_queries_skip_unknown_samples(self) -> None:
         features, labels = _clusters()

@@ -114,15 +114,7 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
         save_hparams(self, encoder, optimizer=self.optimizer, schedule=self.schedule, online=online)
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder_name(encoder)
-        self.online = OnlineEvaluation(
-            self.feature_dim,
-            num_classes,
-            False,
-            knn_k=online.knn_k,
-            knn_temperature=online.knn_temperature,
-            multilabel=multilabel,
-            knn_bank_dtype=online.knn_bank_dtype,
-        )
+        self.online = OnlineEvaluation.of(online, self.feature_dim, num_classes, multilabel)
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         self.num_classes = num_classes
         self.multilabel = multilabel

@@ -1,8 +1,8 @@
 """Lightning hooks shared by the modules that own an :class:`~lightning_supcon.models.online_eval.OnlineEvaluation`.
 
 At the end of each validation and test epoch the kNN bank (the DataModule's clean training set, see
-:mod:`lightning_supcon.utils.bank`) is encoded and ``{stage}/knn_*`` logged; ``predict_step`` returns the encoder
-features, the module's own heads (:meth:`OnlineEvaluationHooks.prediction_heads`) and the labels when given.
+:mod:`lightning_supcon.utils.bank`) is encoded and ``{stage}/knn_*`` logged, with the retrieval metrics when on;
+``predict_step`` returns the encoder features, the module's own heads (:meth:`OnlineEvaluationHooks.prediction_heads`) and the labels when given.
 """
 
 from __future__ import annotations
@@ -30,17 +30,18 @@ class OnlineEvaluationHooks(pl.LightningModule):
         """What ``predict_step`` returns beside the features, e.g. ``{"logits": ...}``."""
         raise NotImplementedError
 
-    def _log_knn(self, stage: str) -> None:
-        """Encode the kNN bank, then log ``{stage}/knn_*`` (nothing when the kNN is off or there is no bank)."""
+    def _log_online(self, stage: str) -> None:
+        """Encode the kNN bank, then log ``{stage}/knn_*`` and the retrieval metrics (nothing of what is off)."""
         self.online.fill_bank(self.encode, bank_batches(self.trainer))
-        for name, value in self.online.knn_results(stage).items():  # already global: sync_dist averages equals
+        results = self.online.knn_results(stage) | self.online.retrieval_results(stage)
+        for name, value in results.items():  # already global: sync_dist averages equal values
             self.log(name, value, prog_bar=is_headline(name), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_knn("val")
+        self._log_online("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_knn("test")
+        self._log_online("test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """``{"features", <prediction_heads>, "labels"}`` of a batch ``images`` or ``(images, labels)``."""

@@ -20,10 +20,9 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor, nn
 
 from lightning_supcon.encoder_files.read import load_encoder_checkpoint
-from lightning_supcon.metrics.retrieval import RetrievalMetrics
 from lightning_supcon.models.cross_entropy import CrossEntropyModule, TrainViews
 from lightning_supcon.models.encoder_checkpoint import warn_preprocessing
-from lightning_supcon.models.online_eval import STAGES
+from lightning_supcon.models.online_eval import OnlineEval
 from lightning_supcon.models.optimization import Schedule, decay_groups
 
 
@@ -115,6 +114,7 @@ class LinearProbeModule(CrossEntropyModule):
             num_classes,
             train_views,
             multilabel=multilabel,
+            online=OnlineEval(probe=False, knn_k=0, retrieval=retrieval),  # retrieval's one home: online evaluation
             optimizer=optimizer,
             schedule=schedule,
         )
@@ -135,7 +135,6 @@ class LinearProbeModule(CrossEntropyModule):
         if freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
-        self.retrieval = nn.ModuleDict({stage: RetrievalMetrics() for stage in STAGES}) if retrieval else None
 
     def _require_weights(self) -> None:
         """Refuse to run without encoder weights: neither ``checkpoint`` nor a probe checkpoint (``--ckpt_path``).
@@ -228,30 +227,3 @@ class LinearProbeModule(CrossEntropyModule):
         if self.freeze_encoder or self.encoder_lr is None:
             return []
         return [group | {"lr": self.encoder_lr} for group in decay_groups(self.encoder.parameters())]
-
-    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        features = super()._eval_step(batch, stage)
-        if self.retrieval is not None:
-            retrieval = self.retrieval[stage]
-            assert isinstance(retrieval, RetrievalMetrics)
-            retrieval.update(features.float(), batch[1])
-        return features
-
-    def _log_retrieval(self, stage: str) -> None:
-        if self.retrieval is None:
-            return
-        retrieval = self.retrieval[stage]
-        assert isinstance(retrieval, RetrievalMetrics)
-        # Collective, so every rank decides together: a rank that ran no evaluation batch still joins the gathers.
-        if retrieval.has_data():
-            for name, value in retrieval.compute().items():  # already global: sync_dist averages equal values
-                self.log(f"{stage}/{name}", value, sync_dist=True)
-        retrieval.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self._log_retrieval("val")
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        self._log_retrieval("test")

@@ -25,6 +25,7 @@ from torchmetrics import MetricCollection
 from lightning_supcon.metrics.knn import BankDtype, KNNAccuracy
 from lightning_supcon.metrics.knn_multilabel import MultilabelKNN
 from lightning_supcon.metrics.multilabel import check_num_labels, multilabel_metrics
+from lightning_supcon.metrics.retrieval import RetrievalMetrics
 from lightning_supcon.metrics.topk import TopKAccuracy
 from lightning_supcon.models.labels import classifier_loss, known
 from lightning_supcon.utils.numerics import l2_normalize
@@ -78,13 +79,15 @@ class OnlineEval:
         knn_temperature: Temperature of the kNN vote weights.
         knn_bank_dtype: Storage dtype of the kNN bank, sharded over the processes (``"bfloat16"`` halves it);
             ``None``: the features' dtype. See :class:`~lightning_supcon.metrics.KNNAccuracy`.
+        retrieval: Also log the leave-one-out retrieval metrics of the evaluation features (``{stage}/precision_at_1``,
+            ``r_precision``, ``map_at_r``; :class:`~lightning_supcon.metrics.RetrievalMetrics`).
 
     Raises:
         ValueError: For ``knn_k < 0``, a ``knn_temperature`` or ``probe_lr`` that is not positive.
 
     Example:
         >>> OnlineEval(knn_k=20)
-        OnlineEval(probe=True, probe_lr=0.1, knn_k=20, knn_temperature=0.07, knn_bank_dtype=None)
+        OnlineEval(probe=True, probe_lr=0.1, knn_k=20, knn_temperature=0.07, knn_bank_dtype=None, retrieval=False)
     """
 
     probe: bool = True
@@ -92,6 +95,7 @@ class OnlineEval:
     knn_k: int = 200
     knn_temperature: float = 0.07
     knn_bank_dtype: BankDtype | None = None
+    retrieval: bool = False
 
     def __post_init__(self) -> None:
         if self.knn_k < 0:
@@ -148,6 +152,7 @@ class OnlineEvaluation(nn.Module):
         knn_temperature: float = 0.07,
         multilabel: bool = False,
         knn_bank_dtype: BankDtype | None = None,
+        retrieval: bool = False,
     ) -> None:
         super().__init__()
         if multilabel:
@@ -169,6 +174,7 @@ class OnlineEvaluation(nn.Module):
             if knn_k > 0
             else None
         )
+        self.retrieval = nn.ModuleDict({stage: RetrievalMetrics() for stage in STAGES}) if retrieval else None
 
     def training_step(self, features: Tensor, labels: Tensor, detach: bool = True) -> Tensor | None:
         """The probe's cross-entropy (binary with ``multilabel``) on ``features`` ``(N, feature_dim)`` with
@@ -200,6 +206,10 @@ class OnlineEvaluation(nn.Module):
         features, labels = features[labelled], labels[labelled]
         if self.knn is not None and labelled.any():
             self.knn.update(l2_normalize(features, dim=1), labels, bank=False)
+        if self.retrieval is not None and labelled.any():
+            retrieval = self.retrieval[stage]
+            assert isinstance(retrieval, RetrievalMetrics)
+            retrieval.update(features.float(), labels)
         if self.probe is None:
             return None
         metrics = self.eval_metrics[stage]
@@ -230,6 +240,40 @@ class OnlineEvaluation(nn.Module):
         if self.knn.has_data():  # collective: never decide on this rank's own states alone
             results = {f"{stage}/knn_{name}": value for name, value in self.knn.compute().items()}
         self.knn.reset()
+        return results
+
+    @classmethod
+    def of(cls, settings: OnlineEval, feature_dim: int, num_classes: int, multilabel: bool = False) -> OnlineEvaluation:
+        """The online evaluation a module's :class:`OnlineEval` record asks for.
+
+        Example:
+            >>> OnlineEvaluation.of(OnlineEval(probe=False, knn_k=0), feature_dim=4, num_classes=3).probe is None
+            True
+        """
+        return cls(
+            feature_dim,
+            num_classes,
+            settings.probe,
+            settings.probe_lr,
+            settings.knn_k,
+            settings.knn_temperature,
+            multilabel=multilabel,
+            knn_bank_dtype=settings.knn_bank_dtype,
+            retrieval=settings.retrieval,
+        )
+
+    def retrieval_results(self, stage: str) -> dict[str, Tensor]:
+        """``{"{stage}/precision_at_1", "{stage}/r_precision", "{stage}/map_at_r"}`` over every rank's samples, then
+        reset; empty when retrieval is off or no rank saw a sample. Under DDP every rank must call it (a collective
+        decides, as for :meth:`knn_results`)."""
+        if self.retrieval is None:
+            return {}
+        retrieval = self.retrieval[stage]
+        assert isinstance(retrieval, RetrievalMetrics)
+        results: dict[str, Tensor] = {}
+        if retrieval.has_data():  # collective: a rank that ran no evaluation batch still joins the gathers
+            results = {f"{stage}/{name}": value for name, value in retrieval.compute().items()}
+        retrieval.reset()
         return results
 
     def param_groups(self) -> list[dict[str, Any]]:

@@ -152,16 +152,7 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
         self.encoder, self.feature_dim = resolve_encoder(encoder, in_channels, feature_dim)
         self.encoder_name = encoder_name(encoder)
         self.head = ProjectionHead(self.feature_dim, projection_dim, kind=projection_head)
-        self.online = OnlineEvaluation(
-            self.feature_dim,
-            num_classes,
-            online.probe,
-            online.probe_lr,
-            online.knn_k,
-            online.knn_temperature,
-            multilabel=multilabel,
-            knn_bank_dtype=online.knn_bank_dtype,
-        )
+        self.online = OnlineEvaluation.of(online, self.feature_dim, num_classes, multilabel)
         self.num_classes = num_classes
         self.multilabel = multilabel
         self.ce_weight = ce_weight

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,33 @@ def cpu_trainer(root: Path, **kwargs: Any) -> pl.Trainer:
         "default_root_dir": root,
     }
     return pl.Trainer(**(options | kwargs))
+
+
+def ddp_trainer(root: str | Path, devices: int, **kwargs: Any) -> pl.Trainer:
+    """The quiet CPU Trainer of :func:`cpu_trainer` on ``devices`` processes (DDP when more than one): what the
+    worker scripts of the distributed tests (``tests/*/ddp_*.py``) run."""
+    strategy = "ddp" if devices > 1 else "auto"
+    return cpu_trainer(
+        Path(root).parent if Path(root).suffix else Path(root), devices=devices, strategy=strategy, **kwargs
+    )
+
+
+def run_worker(script: Path, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a distributed test's worker ``script`` in a fresh interpreter: its own free port on 127.0.0.1, no fork,
+    W&B's service left out, and the repository on ``PYTHONPATH`` so the worker imports ``tests.helpers``.
+
+    Raises:
+        subprocess.CalledProcessError: If the worker fails (its stderr's tail in the message).
+    """
+    env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PL_DISABLE_FORK": "1"}
+    env.pop("WANDB_SERVICE", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], env=env, cwd=cwd, timeout=timeout, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, proc.stdout, proc.stderr[-3000:])
+    return proc
 
 
 ROOT = Path(__file__).resolve().parents[1]

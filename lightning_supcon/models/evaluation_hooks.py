@@ -2,7 +2,8 @@
 
 At the end of each validation and test epoch the kNN bank (the DataModule's clean training set, see
 :mod:`lightning_supcon.utils.bank`) is encoded and ``{stage}/knn_*`` logged, with the retrieval metrics when on;
-``predict_step`` returns the encoder features, the module's own heads (:meth:`OnlineEvaluationHooks.prediction_heads`) and the labels when given.
+``predict_step`` returns the encoder features, the module's own heads
+(:meth:`OnlineEvaluationHooks.prediction_heads`) and the labels when given.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon.callbacks.embedding_plot import EmbeddingPlot
+from tests.helpers import ddp_trainer
 
 SAMPLES = 7
 
@@ -42,13 +43,9 @@ class RecordingPlot(EmbeddingPlot):
 def main(output_dir: str) -> None:
     inputs = torch.stack([torch.arange(SAMPLES), -torch.arange(SAMPLES)], dim=1).float()
     loader = DataLoader(TensorDataset(inputs, torch.arange(SAMPLES) % 3), batch_size=2)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = ddp_trainer(
+        output_dir,
+        2,
         callbacks=[
             RecordingPlot(method="pca", dirpath=f"{output_dir}/all"),
             RecordingPlot(method="pca", max_points=5, dirpath=f"{output_dir}/five"),

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import sys
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_supcon.callbacks.embedding_writer import EmbeddingWriter
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
+from tests.helpers import ddp_trainer
 
 SAMPLES = 7
 
@@ -31,15 +31,7 @@ class Double(nn.Module):
 def main(output_dir: str) -> None:
     inputs = torch.stack([torch.arange(SAMPLES), -torch.arange(SAMPLES)], dim=1).float()
     loader = DataLoader(TensorDataset(inputs, torch.arange(SAMPLES) % 3), batch_size=2)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[EmbeddingWriter(output_dir)],
-    )
+    trainer = ddp_trainer(output_dir, 2, callbacks=[EmbeddingWriter(output_dir)])
     trainer.predict(CrossEntropyModule(encoder=Double(), num_classes=3), loader, return_predictions=False)
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ from lightning_supcon.callbacks.embedding_plot import (
     reduce_to_2d,
     umap_available,
 )
-from tests.helpers import free_port
+from tests.helpers import run_worker
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -287,13 +284,7 @@ class TestEmbeddingPlot:
 @pytest.mark.distributed
 def test_ddp_gathers_the_points_of_every_rank(tmp_path: Path) -> None:
     """7 samples on 2 ranks: the sampler pads rank 1 with sample 0, so 8 points, all 7 samples among them."""
-    env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PL_DISABLE_FORK": "1"}
-    env.pop("WANDB_SERVICE", None)
-    script = Path(__file__).with_name("ddp_embedding_plot.py")
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], env=env, cwd=tmp_path, timeout=300, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_worker(Path(__file__).with_name("ddp_embedding_plot.py"), str(tmp_path), cwd=tmp_path)
     every = torch.load(tmp_path / "all" / "points.pt", weights_only=True)
     assert every["rank"] == 0 and every["features"].shape == (8, 2)
     assert sorted({int(x) for x in every["features"][:, 0]}) == list(range(7))

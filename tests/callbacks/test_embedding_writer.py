@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_supcon import OnlineEval, SupConModule
 from lightning_supcon.callbacks.embedding_writer import EmbeddingWriter
 from lightning_supcon.models.cross_entropy import CrossEntropyModule
-from tests.helpers import free_port
+from tests.helpers import run_worker
 
 SCRIPT = Path(__file__).with_name("ddp_embedding_writer.py")
 
@@ -125,17 +122,7 @@ class TestEmbeddingWriter:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_ddp_gathers_every_sample_in_order(tmp_path: Path) -> None:
-    env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PL_DISABLE_FORK": "1"}
-    root = Path(__file__).resolve().parents[2]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "out")],
-        check=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        capture_output=True,
-    )
+    run_worker(SCRIPT, str(tmp_path / "out"), cwd=tmp_path)
     tensors, arrays = _load(tmp_path / "out")
     expected = 2 * torch.stack([torch.arange(7), -torch.arange(7)], dim=1).float()
     torch.testing.assert_close(tensors["features"], expected)

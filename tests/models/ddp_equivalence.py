@@ -18,6 +18,7 @@ time (gradient caching): it must still end where one process with the whole batc
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_supcon import OnlineEval, Queue, SupConLoss, SupConModule
 from lightning_supcon.models.optimization import sgd
 from lightning_supcon.plugins import GlobalBatchNormSync
+from tests.helpers import ddp_trainer
 
 SAMPLES = 16
 
@@ -65,18 +67,14 @@ def main(
     during_fit: set[str] = set()
     record = pl.callbacks.LambdaCallback(on_train_start=lambda _, module: during_fit.update(_norm_layers(module)))
     loader = DataLoader(TensorDataset(views, labels), batch_size=SAMPLES // devices, shuffle=True)
-    trainer = pl.Trainer(
+    trainer = ddp_trainer(
+        Path(out).parent,
+        devices,
         accelerator="gpu" if gpu else "cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
         sync_batchnorm=batchnorm == "torch",
         plugins=[GlobalBatchNormSync()] if batchnorm == "global" else None,
         max_epochs=4,
         precision="64-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[record],
     )
     trainer.fit(model, loader)

@@ -10,12 +10,14 @@ and the kNN's gathers must still pair up (a rank that skipped them would leave t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 from lightning_supcon import MultiViewDataModule, OnlineEval, SupConModule
 from lightning_supcon.data import LabelledDataset
+from tests.helpers import ddp_trainer
 
 
 class Tiny(MultiViewDataModule):
@@ -35,15 +37,7 @@ class Tiny(MultiViewDataModule):
 def main(devices: int, out: str) -> None:
     pl.seed_everything(0)
     model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=2, online=OnlineEval(knn_k=3))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = ddp_trainer(Path(out).parent, devices)
     (metrics,) = trainer.validate(model, datamodule=Tiny(batch_size=2, eval_batch_size=4), verbose=False)
     if trainer.global_rank == 0:
         torch.save(metrics, out)

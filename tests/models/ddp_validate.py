@@ -11,26 +11,20 @@ nor wait in a per-step collective. The kNN and probe accuracies must then equal 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 from lightning_supcon import DigitsDataModule, OnlineEval, SupConModule
+from tests.helpers import ddp_trainer
 
 
 def main(devices: int, out: str) -> None:
     pl.seed_everything(0)
     datamodule = DigitsDataModule(image_size=8, val_fraction=0.0501, batch_size=32, eval_batch_size=15)
     model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=10, online=OnlineEval(knn_k=20))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = ddp_trainer(Path(out).parent, devices)
     results = trainer.validate(model, datamodule=datamodule, verbose=False)  # one dict: the kNN bank is no loader
     metrics = {key: value for result in results for key, value in result.items()}
     if trainer.global_rank == 0:

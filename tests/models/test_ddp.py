@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import free_port
+from tests.helpers import run_worker
 
 SCRIPT = Path(__file__).with_name("ddp_equivalence.py")
 VALIDATE = Path(__file__).with_name("ddp_validate.py")
@@ -18,15 +15,7 @@ VALIDATE = Path(__file__).with_name("ddp_validate.py")
 
 def _train(tmp_path: Path, devices: int, *extra: str, script: Path = SCRIPT) -> dict:
     out = tmp_path / f"{script.stem}_{devices}{''.join(extra).replace('-', '_')}.pt"
-    env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PL_DISABLE_FORK": "1"}
-    subprocess.run(
-        [sys.executable, str(script), str(devices), str(out), *extra],
-        check=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        capture_output=True,
-    )
+    run_worker(script, str(devices), str(out), *extra, cwd=tmp_path)
     result: dict = torch.load(out, weights_only=True)
     return result
 

@@ -7,10 +7,7 @@ micro-batch with its graph kept (dropout and BatchNorm, whose result depends on 
 from __future__ import annotations
 
 import copy
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ from lightning_supcon.cli import main
 from lightning_supcon.models import gradient_cache
 from lightning_supcon.models.gradient_cache import cached_forward, micro_batched, restored_buffers
 from lightning_supcon.models.optimization import sgd
-from tests.helpers import cli_error, cpu_trainer, fit_args, free_port, one_error_line
+from tests.helpers import cli_error, cpu_trainer, fit_args, one_error_line, run_worker
 
 DDP_SCRIPT = Path(__file__).with_name("ddp_equivalence.py")
 
@@ -221,9 +218,7 @@ class TestSupConModuleMicroBatch:
 
 def _ddp(tmp_path: Path, devices: int, *extra: str) -> dict:
     out = tmp_path / f"ddp_{devices}{''.join(extra).replace('-', '_')}.pt"
-    env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PL_DISABLE_FORK": "1"}
-    command = [sys.executable, str(DDP_SCRIPT), str(devices), str(out), *extra]
-    subprocess.run(command, check=True, env=env, cwd=tmp_path, timeout=300, capture_output=True)
+    run_worker(DDP_SCRIPT, str(devices), str(out), *extra, cwd=tmp_path)
     result: dict = torch.load(out, weights_only=True)
     return result
 

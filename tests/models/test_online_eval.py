@@ -100,19 +100,13 @@ def test_knn_bank_dtype_is_a_module_option() -> None:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_ddp_knn_with_tiny_uneven_sets_finishes_like_one_process(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    from tests.helpers import free_port
+    from tests.helpers import run_worker
 
     script = Path(__file__).with_name("ddp_tiny_knn.py")
     results = []
     for devices in (1, 2):
-        env = os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "PL_DISABLE_FORK": "1"}
         out = tmp_path / f"{devices}.pt"
-        cmd = [sys.executable, str(script), str(devices), str(out)]
-        subprocess.run(cmd, check=True, env=env, cwd=tmp_path, timeout=300, capture_output=True)  # a hang times out
+        run_worker(script, str(devices), str(out), cwd=tmp_path)  # a hang times out
         results.append(torch.load(out, weights_only=True))
     assert results[0]["val/knn_top1"] == results[1]["val/knn_top1"]
 

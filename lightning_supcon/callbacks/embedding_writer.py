@@ -37,15 +37,10 @@ class EmbeddingWriter(BasePredictionWriter):
     stored under ``class_names`` (:func:`~lightning_supcon.evaluation.embeddings.read_class_names` reads them), so
     the files say which class each label is. Rank zero prints ``Embeddings: <path>.pt (N rows: keys)`` for each file.
 
-    Command line (the callback is appended to those of the config; ``output_dir`` applies to the last one added); the
-    two files that :mod:`lightning_supcon.evaluate` compares::
-
-        for split in train val; do
-          lightning-supcon predict --config configs/digits.yaml --ckpt_path last \\
-            --data.init_args.predict_split $split \\
-            --trainer.callbacks+=lightning_supcon.callbacks.EmbeddingWriter \\
-            --trainer.callbacks.output_dir=outputs/digits/embeddings
-        done
+    Command line: ``--trainer.callbacks+=lightning_supcon.callbacks.EmbeddingWriter`` appends the callback to those
+    of the config, and ``--trainer.callbacks.output_dir=DIR`` sets the last one added; run ``predict`` once per
+    ``--data.init_args.predict_split`` (``train``, ``val``) for the two files that :mod:`lightning_supcon.evaluate`
+    compares (its docstring has the loop).
 
     Args:
         output_dir: Folder of the output files (created if missing).

@@ -1,7 +1,7 @@
 """Export a SupCon encoder for use outside this package: weights-only ``.pt``, ``.safetensors``, TorchScript, ONNX.
 
-    python -m lightning_supcon.encoder_files.export outputs/cifar10_supcon/checkpoints/last.ckpt exported/encoder
-    python -m lightning_supcon.encoder_files.export last.ckpt exported/ --formats safetensors onnx --image-size 224
+    lightning-supcon-export outputs/cifar10_supcon/checkpoints/last.ckpt exported/encoder
+    lightning-supcon-export last.ckpt exported/ --formats safetensors onnx --image-size 224
 
 Every file carries the encoder's metadata ``{"kind", "encoder", "feature_dim", "in_channels", "encoder_args",
 "preprocessing"}``: in the ``.pt`` file's ``lightning_supcon`` entry, as the ``lightning_supcon`` JSON string of the
@@ -57,6 +57,7 @@ FORMATS: tuple[str, ...] = get_args(ExportFormat)
 SUFFIXES: dict[str, str] = {"pt": ".pt", "safetensors": ".safetensors", "torchscript": ".ts", "onnx": ".onnx"}
 DEFAULT_IMAGE_SIZE = 32
 
+PACKAGE = Path(__file__).resolve().parents[1]  # lightning_supcon/: whose warnings the command prints as notes
 
 def output_base(out: str | Path) -> Path:
     """The path without suffix of the files to write: ``out`` less a known suffix, or ``out/encoder`` for a folder.
@@ -208,7 +209,7 @@ def export_encoder(
     :func:`load_encoder_checkpoint`). By default one small weights-only file is written at ``out_path``; ``formats``
     among ``("pt", "safetensors", "torchscript", "onnx")`` writes each beside it, ``out_path`` with the format's
     suffix (``.pt``, ``.safetensors``, ``.ts``, ``.onnx``; see :mod:`lightning_supcon.encoder_files.export`, also a
-    command: ``python -m lightning_supcon.encoder_files.export last.ckpt exported/encoder``). Load any of them with
+    command: ``lightning-supcon-export last.ckpt exported/encoder``). Load any of them with
     :func:`lightning_supcon.load_encoder`.
 
     Args:
@@ -232,12 +233,12 @@ def export_encoder(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
-    """``python -m lightning_supcon.encoder_files.export CKPT OUT [--formats ...]``: one line per file written.
+    """``lightning-supcon-export CKPT OUT [--formats ...]`` (or ``python -m lightning_supcon.encoder_files``): one line per file written.
 
     A missing or unreadable checkpoint, or a bad option, is a one-line error (exit code 2).
     """
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_supcon.encoder_files.export",
+        prog="lightning-supcon-export",
         description="Export the encoder of a SupCon checkpoint (or of an exported .pt encoder file).",
     )
     parser.add_argument("checkpoint", help="SupConModule Lightning checkpoint (.ckpt) or exported encoder (.pt)")
@@ -259,8 +260,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
     except (FileNotFoundError, ValueError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    for warning in caught:
-        if issubclass(warning.category, UserWarning):
+    for warning in caught:  # the notes of this package (a fixed ONNX size, ...), not torch's own chatter
+        if issubclass(warning.category, UserWarning) and Path(warning.filename).resolve().is_relative_to(PACKAGE):
             print(f"note: {warning.message}", file=sys.stderr)
     for name, path in paths.items():
         print(f"{name}: {path}")

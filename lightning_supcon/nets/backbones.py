@@ -218,6 +218,25 @@ FAMILIES: dict[str, Callable[[str, int, bool, bool, dict[str, Any]], _Built]] = 
 """Builders by library: ``name, in_channels, pretrained, cifar_stem, options -> (network, feature_dim, removed)``."""
 
 
+def fixed_image_size(net: nn.Module) -> tuple[int, int] | None:
+    """The one input size ``(H, W)`` a network accepts, or ``None`` when it takes any: timm's ViTs check their
+    ``patch_embed.img_size`` (``strict_img_size``, unless ``dynamic_img_size``), torchvision's check ``image_size``.
+
+    Example:
+        >>> import torchvision
+        >>> fixed_image_size(torchvision.models.get_model("vit_b_16")), fixed_image_size(nn.Linear(2, 2))
+        ((224, 224), None)
+    """
+    embed = getattr(net, "patch_embed", None)
+    size = getattr(embed, "img_size", None)
+    if size is not None and getattr(embed, "strict_img_size", False) and not getattr(embed, "dynamic_img_size", False):
+        return (int(size[0]), int(size[1]))
+    side = getattr(net, "image_size", None)  # torchvision's VisionTransformer asserts it in _process_input
+    if isinstance(side, int) and type(net).__name__ == "VisionTransformer":
+        return (side, side)
+    return None
+
+
 class Backbone(nn.Module):
     """A torchvision or timm network by name, as an encoder: images ``(B, C, H, W)`` to features ``(B, feature_dim)``.
 
@@ -299,8 +318,23 @@ class Backbone(nn.Module):
         if weights is not None:
             load_weights(net, weights, ignore=removed)
         self.net = net
+        self.image_size = fixed_image_size(net)
 
     def forward(self, x: Tensor) -> Tensor:
         """Encode ``x`` of shape ``(B, in_channels, H, W)`` into ``(B, feature_dim)``."""
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing():
+            self._check_size(x)
         out: Tensor = self.net(x)
         return out
+
+    @torch.jit.unused
+    def _check_size(self, x: Tensor) -> None:
+        """One line, instead of the network's assertion deep in a traceback, for an image of another size than a
+        fixed-size network (a ViT's patch embedding) takes."""
+        if self.image_size is not None and tuple(x.shape[-2:]) != self.image_size:
+            height, width = self.image_size
+            raise ValueError(
+                f"{self.encoder_name} takes {height}x{width} images, but got {x.shape[-2]}x{x.shape[-1]}: build it "
+                f"for your size (`options: {{img_size: {x.shape[-1]}}}` for timm, `image_size` for torchvision) or "
+                f"set the data's image_size to {width}"
+            )

@@ -379,3 +379,20 @@ def test_every_format_gets_one_file_mode(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert {fmt: path.stat().st_mode & 0o777 for fmt, path in paths.items()} == {fmt: 0o666 & ~umask for fmt in FORMATS}
+
+
+def test_the_command_runs_as_a_module_without_runpy_s_warning(tmp_path: Path) -> None:
+    """``python -m lightning_supcon.encoder_files`` (= ``lightning-supcon-export``); running the ``export`` module
+    itself, which the package imports, made runpy warn on every call."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-W", "default", "-m", "lightning_supcon.encoder_files", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and "usage: lightning-supcon-export" in proc.stdout
+    assert "RuntimeWarning" not in proc.stderr, proc.stderr

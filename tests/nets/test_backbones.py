@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import builtins
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +398,24 @@ class TestInitArgs:
             "cifar_stem": False,
             "options": {"drop_rate": 0.1},
         }
+
+
+class TestFixedSizeNetworks:
+    """A network that takes one image size says so in one line (was the ViT's assertion deep in a traceback)."""
+
+    def test_another_size_is_one_line_naming_the_option(self) -> None:
+        encoder = Backbone("timm/vit_tiny_patch16_224")
+        with pytest.raises(ValueError, match=r"takes 224x224 images, but got 32x32: .*`options: \{img_size: 32\}`"):
+            encoder(torch.zeros(1, 3, 32, 32))
+
+    def test_built_for_the_size_it_runs_and_scripts(self) -> None:
+        encoder = Backbone("timm/vit_tiny_patch16_224", options={"img_size": 32}).eval()
+        x = torch.randn(2, 3, 32, 32)
+        assert encoder.image_size == (32, 32) and encoder(x).shape == (2, 192)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.testing.assert_close(torch.jit.script(encoder)(x), encoder(x))
+
+    def test_networks_of_any_size_are_not_checked(self) -> None:
+        assert Backbone("torchvision/resnet18").image_size is None
+        assert Backbone("timm/vit_tiny_patch16_224", options={"dynamic_img_size": True}).image_size is None

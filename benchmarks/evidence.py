@@ -98,7 +98,7 @@ def _fmt(x: float) -> str:
 
 def table(claims: list[Claim], results: dict[tuple[Spec, int], dict[str, Any]], seeds: int) -> str:
     lines = [
-        "| claim (A vs B) | paper / issue expects | mean A - B (95% CI), points | seeds | settled? | A, B (mean) |",
+        "| claim (A vs B) | paper / issue expects | mean A - B (95% CI), points | seeds | verdict | A, B (mean) |",
         "|---|---|---:|---:|---|---:|",
     ]
     for claim in claims:
@@ -109,8 +109,9 @@ def table(claims: list[Claim], results: dict[tuple[Spec, int], dict[str, Any]], 
         a = sum(v[0] for v in values.values()) / len(values)
         b = sum(v[1] for v in values.values()) / len(values)
         interval = f"{_fmt(diff.mean)} ({_fmt(diff.low)}, {_fmt(diff.high)})"
+        verdict = claim.verdict(diff.sign)
         lines.append(
-            f"| {claim.label} | {claim.paper} | {interval} | {diff.n}/{seeds} | {diff.holds} | {a:.2f}, {b:.2f} |"
+            f"| {claim.label} | {claim.paper} | {interval} | {diff.n}/{seeds} | {verdict} | {a:.2f}, {b:.2f} |"
         )
     return "\n".join(lines)
 

@@ -39,6 +39,20 @@ class Claim:
     kind: Kind = "single"
 
     @property
+    def expect(self) -> int:
+        """The sign of A - B that the paper (or the issue) expects, read from ``paper``; 0: no expectation."""
+        return 1 if self.paper.startswith(">") else -1 if self.paper.startswith("<") else 0
+
+    def verdict(self, sign: int) -> str:
+        """What a settled (``sign`` != 0) or unsettled difference says about the expectation."""
+        if sign == 0:
+            return "not settled"
+        found = "A > B" if sign > 0 else "A < B"
+        if self.expect == 0:
+            return found
+        return f"{found}: {'as expected' if sign == self.expect else 'OPPOSITE'}"
+
+    @property
     def specs(self) -> tuple[Spec, ...]:
         return self.a + self.b
 

@@ -22,6 +22,7 @@ OOD_ARMS = {
     "CE (kNN)": (spec("digits04", "ce"), "knn"),
     "CE (MSP)": (spec("digits04", "ce"), "msp"),
 }
+COLOURS = {True: "tab:green", False: "tab:red"}
 STYLE = {"SupCon (kNN)": ("tab:blue", "-"), "CE (kNN)": ("tab:orange", "-"), "CE (MSP)": ("tab:orange", ":")}
 
 
@@ -31,17 +32,31 @@ def draw(claims: list[Claim], results: Mapping[tuple[Spec, int], Mapping[str, An
     fig = plt.figure(figsize=(13, max(4.0, 0.34 * len(rows) + 1.5)), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=[1.6, 1])
     ax = fig.add_subplot(grid[:, 0])
-    for y, (_, diff) in enumerate(reversed(rows)):
+    for y, (claim, diff) in enumerate(reversed(rows)):
         if diff is None:
             ax.text(0, y, "not run", va="center", ha="center", fontsize=8, color="grey")
             continue
         low, high = (diff.low, diff.high) if not math.isinf(diff.low) else (diff.mean, diff.mean)
-        colour = {"yes": "tab:green", "no (opposite)": "tab:red"}.get(diff.holds, "tab:grey")
+        colour = (
+            "tab:grey" if diff.sign == 0 else "tab:blue" if claim.expect == 0 else COLOURS[diff.sign == claim.expect]
+        )
         ax.errorbar(diff.mean, y, xerr=[[diff.mean - low], [high - diff.mean]], fmt="o", color=colour, capsize=3)
+        ax.annotate(
+            f"{diff.mean:+.1f}",
+            (diff.mean, y),
+            textcoords="offset points",
+            xytext=(0, 5),
+            ha="center",
+            fontsize=7,
+            color=colour,
+        )
     ax.axvline(0, color="black", linewidth=1)
     ax.set_yticks(range(len(rows)), [f"{c.label}  [{d.n if d else 0}]" for c, d in reversed(rows)], fontsize=8)
     ax.set_xlabel("A - B, percentage points (mCE: % of CE - 100); 95% paired-t interval")
-    ax.set_title("Claims: green = interval above 0, red = below 0, grey = not settled", fontsize=10)
+    ax.set_title(
+        "green: settled as the paper expects; red: settled opposite; grey: not settled; blue: no expectation",
+        fontsize=10,
+    )
     ax.grid(axis="x", alpha=0.3)
     for row, which in enumerate(("near", "far")):
         roc = fig.add_subplot(grid[row, 1])
@@ -55,8 +70,8 @@ def draw(claims: list[Claim], results: Mapping[tuple[Spec, int], Mapping[str, An
             colour, line = STYLE[name]
             roc.plot(fpr, tpr, color=colour, linestyle=line, label=f"{name}: AUROC {100 * scores['auroc']:.1f}")
         roc.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
-        target = "digits 5-9" if which == "near" else "noise, shapes, inverted digits"
-        roc.set_title(f"{which} OOD ({target}), train on digits 0-4, seed 0", fontsize=10)
+        target = "digits 5-9" if which == "near" else "noise, shapes, inverted 0-4"
+        roc.set_title(f"{which} OOD: {target} (in: digits 0-4, seed 0)", fontsize=9)
         roc.set_xlabel("false positive rate (OOD accepted)")
         roc.set_ylabel("true positive rate")
         roc.legend(fontsize=8, loc="lower right")

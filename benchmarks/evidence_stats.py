@@ -28,13 +28,9 @@ class PairedDifference:
     n: int
 
     @property
-    def holds(self) -> str:
-        """``"yes"`` when the interval lies above 0, ``"no (opposite)"`` below it, ``"not settled"`` across it."""
-        if self.low > 0:
-            return "yes"
-        if self.high < 0:
-            return "no (opposite)"
-        return "not settled"
+    def sign(self) -> int:
+        """``1`` when the interval lies above 0, ``-1`` when below, ``0`` when it contains 0 (not settled)."""
+        return 1 if self.low > 0 else -1 if self.high < 0 else 0
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> PairedDifference:
@@ -53,8 +49,10 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
 
     Example:
         >>> d = paired_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
-        >>> round(d.mean, 3), round(d.low, 3), round(d.high, 3), d.holds
-        (2.0, -0.484, 4.484, 'not settled')
+        >>> round(d.mean, 3), round(d.low, 3), round(d.high, 3), d.sign
+        (2.0, -0.484, 4.484, 0)
+        >>> paired_difference([1.0, 2.0, 3.0], [0.5, 1.4, 2.6]).sign  # differences 0.5, 0.6, 0.4
+        1
     """
     if len(a) != len(b) or not a:
         raise ValueError(f"Expected two equally long, non-empty lists of paired values, but got {len(a)} and {len(b)}.")

@@ -101,6 +101,7 @@ CLAIMS: tuple[Claim, ...] = (
         tuple(spec("digits", "ce", **r) for r in RECIPES),
         kind="std",
     ),
+    Claim("online_probe", "online probe vs linear stage (SupCon)", "none", (S,), (S,), "online_probe_top1", "top1"),
     _pair(
         "ood_near",
         "OOD near (digits 5-9) AUROC, kNN",
@@ -135,7 +136,6 @@ CLAIMS: tuple[Claim, ...] = (
         "auroc:knn_far",
         "auroc:msp_far",
     ),
-    Claim("online_probe", "online probe vs linear stage (SupCon)", "none", (S,), (S,), "online_probe_top1", "top1"),
     _pair("hard", "hard digits: SupCon vs CE", "> 0 (Table 2)", HS, HC),
     Claim("hard_online", "hard: online probe vs linear stage", "none", (HS,), (HS,), "online_probe_top1", "top1"),
     _pair(

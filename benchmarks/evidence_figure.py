@@ -51,8 +51,11 @@ def draw(claims: list[Claim], results: Mapping[tuple[Spec, int], Mapping[str, An
             color=colour,
         )
     ax.axvline(0, color="black", linewidth=1)
+    for y, (claim, _) in enumerate(reversed(rows)):  # a rule between the data sets (claims are grouped by data)
+        if y + 1 < len(rows) and list(reversed(rows))[y + 1][0].a[0].data != claim.a[0].data:
+            ax.axhline(y + 0.5, color="grey", linewidth=0.5, linestyle="--")
     ax.set_yticks(range(len(rows)), [f"{c.label}  [{d.n if d else 0}]" for c, d in reversed(rows)], fontsize=8)
-    ax.set_xlabel("A - B, percentage points (mCE: % of CE - 100); 95% paired-t interval")
+    ax.set_xlabel("A - B, percentage points (mCE: % of CE - 100); 95% paired-t interval; [n] = seeds")
     ax.set_title(
         "green: settled as the paper expects; red: settled opposite; grey: not settled; blue: no expectation",
         fontsize=10,
@@ -71,7 +74,7 @@ def draw(claims: list[Claim], results: Mapping[tuple[Spec, int], Mapping[str, An
             roc.plot(fpr, tpr, color=colour, linestyle=line, label=f"{name}: AUROC {100 * scores['auroc']:.1f}")
         roc.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
         target = "digits 5-9" if which == "near" else "noise, shapes, inverted 0-4"
-        roc.set_title(f"{which} OOD: {target} (in: digits 0-4, seed 0)", fontsize=9)
+        roc.set_title(f"{which} OOD: {target} (seed 0)", fontsize=9)
         roc.set_xlabel("false positive rate (OOD accepted)")
         roc.set_ylabel("true positive rate")
         roc.legend(fontsize=8, loc="lower right")

@@ -21,9 +21,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageDraw
 from torch import Tensor
-from torch.utils.data import TensorDataset
 
 from lightning_supcon import DigitsDataModule
+from lightning_supcon.data.labels import LabelledDataset
 
 Corruption = Literal["gaussian_noise", "blur", "contrast", "rotation", "elastic"]
 CORRUPTIONS: tuple[str, ...] = get_args(Corruption)
@@ -123,6 +123,13 @@ def blend_with_other_class(images: Tensor, labels: Tensor, weight: float, noise:
     return (mixed.clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
+def tensors(data: LabelledDataset) -> tuple[Tensor, Tensor]:
+    """The images ``(N, 1, H, W)`` uint8 and labels ``(N,)`` of a digits split (its samples carry their labels)."""
+    images = data.images
+    assert isinstance(images, Tensor)
+    return images, torch.as_tensor(data.labels)
+
+
 class HardDigits(DigitsDataModule):
     """Class-overlapping digits: each image blended once with a digit of another class (``weight`` 0.45) and
     noised (std 0.1), train and val alike, with fixed seeds: the same harder 10-class task in every run.
@@ -136,11 +143,10 @@ class HardDigits(DigitsDataModule):
     def __init__(self, weight: float = 0.45, noise: float = 0.1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         for offset, name in enumerate(("_train", "_val")):
-            images, labels = getattr(self, name).tensors
-            setattr(
-                self, name, TensorDataset(blend_with_other_class(images, labels, weight, noise, 100 + offset), labels)
-            )
-        pixels = self._train.tensors[0].float().div(255.0)
+            images, labels = tensors(getattr(self, name))
+            blended = blend_with_other_class(images, labels, weight, noise, 100 + offset)
+            setattr(self, name, LabelledDataset(blended, labels))
+        pixels = tensors(self._train)[0].float().div(255.0)
         self.mean, self.std = (round(pixels.mean().item(), 4),), (round(pixels.std().item(), 4),)
 
 
@@ -149,7 +155,7 @@ class DigitsSubset(DigitsDataModule):
 
     Example:
         >>> dm = DigitsSubset(classes=(0, 1, 2, 3, 4), batch_size=32)
-        >>> dm.num_classes, sorted(set(dm.val_dataset().tensors[1].tolist()))
+        >>> dm.num_classes, sorted(set(dm.val_dataset().labels.tolist()))
         (5, [0, 1, 2, 3, 4])
     """
 
@@ -158,11 +164,11 @@ class DigitsSubset(DigitsDataModule):
         self.num_classes = len(classes)
         self.held_out_val = self._val  # all classes, for the near-OOD set
         for name in ("_train", "_val"):
-            images, labels = getattr(self, name).tensors
+            images, labels = tensors(getattr(self, name))
             keep = torch.isin(labels, torch.tensor(classes))
             relabel = {c: i for i, c in enumerate(classes)}
             new = torch.tensor([relabel[c] for c in labels[keep].tolist()], dtype=torch.long)
-            setattr(self, name, TensorDataset(images[keep], new))
+            setattr(self, name, LabelledDataset(images[keep], new))
 
 
 def far_ood_images(in_images: Tensor, count: int, seed: int = 0) -> dict[str, Tensor]:

@@ -20,10 +20,10 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 import torch
 from common import quiet_trainer
-from evidence_data import CORRUPTIONS, SEVERITIES, DigitsSubset, HardDigits, corrupt, far_ood_images
+from evidence_data import CORRUPTIONS, SEVERITIES, DigitsSubset, HardDigits, corrupt, far_ood_images, tensors
 from torch import Tensor, nn
 
-from lightning_supcon import DigitsDataModule, LinearProbeModule, Schedule, SupConLoss, SupConModule
+from lightning_supcon import DigitsDataModule, LinearProbeModule, OnlineEval, Queue, Schedule, SupConLoss, SupConModule
 from lightning_supcon.data.digits import DIGITS_RECIPE
 from lightning_supcon.data.recipe import AugmentRecipe
 from lightning_supcon.data.subsets import label_subset
@@ -122,10 +122,9 @@ def build(spec: Spec, num_classes: int) -> pl.LightningModule:
     return SupConModule(
         loss=SupConLoss(temperature=s["temperature"], summation=s["loss"]),
         projection_head=s["head"],
-        probe=True,  # the online probe, detached unless ce_weight > 0
+        online=OnlineEval(probe=True, knn_k=0),  # the online probe, detached unless ce_weight > 0
         ce_weight=s["ce_weight"],
-        knn_k=0,
-        queue_size=s["queue"],
+        queue=Queue(size=s["queue"]) if s["queue"] else None,
         **common,
         **recipe,
     )
@@ -151,7 +150,7 @@ def train(spec: Spec, seed: int, epochs: int, probe_epochs: int, corruptions: bo
     quiet_trainer(run_epochs, root).fit(model, datamodule=data)
     model.eval()
     out: dict[str, Any] = {"batch": batch, "epochs": run_epochs}
-    val_images, val_labels = data.val_dataset().tensors
+    val_images, val_labels = tensors(data.val_dataset())
     if isinstance(model, SupConModule):
         assert model.online.probe is not None
         online = _apply(lambda x: model.online.probe(model(x)), val_images, data.normalize)
@@ -195,9 +194,9 @@ def ood_scores(classifier: Any, data: DigitsSubset) -> dict[str, Any]:
     """kNN-distance scores (k = 50, [Sun et al. 2022]) of the encoder features against the clean training bank, for
     the in-distribution val digits, the near OOD (val digits of the other classes) and the far OOD (noise, shapes,
     inverted digits); for CE also the max softmax probability. Metrics of ``ood_metrics`` and the raw scores."""
-    train_images = data.train_dataset().tensors[0]
-    val_images = data.val_dataset().tensors[0]
-    all_images, all_labels = data.held_out_val.tensors
+    train_images = tensors(data.train_dataset())[0]
+    val_images = tensors(data.val_dataset())[0]
+    all_images, all_labels = tensors(data.held_out_val)
     near = all_images[~torch.isin(all_labels, torch.tensor(OOD_IN))]
     far = torch.cat(list(far_ood_images(val_images, 120).values()))
     bank = _apply(classifier.features, train_images, data.normalize)

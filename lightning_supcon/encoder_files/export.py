@@ -59,6 +59,7 @@ DEFAULT_IMAGE_SIZE = 32
 
 PACKAGE = Path(__file__).resolve().parents[1]  # lightning_supcon/: whose warnings the command prints as notes
 
+
 def output_base(out: str | Path) -> Path:
     """The path without suffix of the files to write: ``out`` less a known suffix, or ``out/encoder`` for a folder.
 
@@ -233,7 +234,8 @@ def export_encoder(
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Path]:
-    """``lightning-supcon-export CKPT OUT [--formats ...]`` (or ``python -m lightning_supcon.encoder_files``): one line per file written.
+    """``lightning-supcon-export CKPT OUT [--formats ...]`` (or ``python -m lightning_supcon.encoder_files``): one
+    line per file written.
 
     A missing or unreadable checkpoint, or a bad option, is a one-line error (exit code 2).
     """

@@ -130,18 +130,19 @@ class TestData:
         from lightning_supcon import DigitsDataModule
 
         clean, hard = DigitsDataModule(), ev["evidence_data"].HardDigits()
+        tensors = ev["evidence_data"].tensors
         for split in ("train_dataset", "val_dataset"):
-            (x, y), (hx, hy) = getattr(clean, split)().tensors, getattr(hard, split)().tensors
+            (x, y), (hx, hy) = tensors(getattr(clean, split)()), tensors(getattr(hard, split)())
             assert torch.equal(y, hy)
             assert (hx.float() - x.float()).abs().flatten(1).mean(1).min() > 5  # every image changed
         again = ev["evidence_data"].HardDigits()
-        assert torch.equal(again.train_dataset().tensors[0], hard.train_dataset().tensors[0])  # fixed task
+        assert torch.equal(tensors(again.train_dataset())[0], tensors(hard.train_dataset())[0])  # fixed task
         assert hard.mean != clean.mean
 
     def test_subset_keeps_its_classes_and_the_rest_for_near_ood(self, ev: dict[str, ModuleType]) -> None:
         dm = ev["evidence_data"].DigitsSubset(classes=(0, 1, 2, 3, 4))
         assert dm.num_classes == 5
-        assert set(dm.train_dataset().tensors[1].tolist()) == {0, 1, 2, 3, 4}
+        assert set(dm.train_dataset().labels.tolist()) == {0, 1, 2, 3, 4}
         assert len(dm.held_out_val) == 360 and len(dm.val_dataset()) < 200
 
     def test_far_ood(self, ev: dict[str, ModuleType], digits: tuple[torch.Tensor, torch.Tensor]) -> None:

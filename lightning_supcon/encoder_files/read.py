@@ -28,7 +28,8 @@ _COMPILED_PREFIX = "_orig_mod."  # what torch.compile inserts in the names of a 
 
 _NOT_SUPCON_HINTS = {
     "cross_entropy": "a cross-entropy model is evaluated as it is (`lightning-supcon test --ckpt_path ...`)",
-    "linear_probe": "give the SupCon checkpoint the probe was trained from, and this file as `--ckpt_path`",
+    "linear_probe": "use the SupCon checkpoint the probe was trained from (a probe's own file is evaluated with "
+    "`lightning-supcon validate/test --ckpt_path`)",
 }
 
 

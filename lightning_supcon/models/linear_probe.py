@@ -124,6 +124,7 @@ class LinearProbeModule(CrossEntropyModule):
                 f"got encoder_lr={encoder_lr} with freeze_encoder={freeze_encoder}."
             )
         self.checkpoint = checkpoint
+        self._said_encoder = False
         self.freeze_encoder = freeze_encoder
         self.encoder_lr = encoder_lr
         self._encoder_meta: dict[str, Any] = {}
@@ -150,9 +151,11 @@ class LinearProbeModule(CrossEntropyModule):
 
     def _say_encoder(self) -> None:
         """One line: which file (which run, a link resolved) the encoder came from; one warning line if it was
-        trained on other inputs than this run's data gives."""
-        if self.checkpoint is None:
+        trained on other inputs than this run's data gives; once per model (fit's sanity check, validation and test
+        would repeat it)."""
+        if self.checkpoint is None or self._said_encoder:
             return
+        self._said_encoder = True
         source = Path(self.checkpoint).resolve()
         meta = self._encoder_meta
         _say(f"Encoder weights from {source} (a {meta.get('kind')} model, encoder {meta.get('encoder')!r})")

@@ -113,6 +113,15 @@ class TestLinearProbeModule:
         metrics = cpu_trainer(tmp_path, limit_val_batches=1).validate(without, datamodule=dm, verbose=False)[0]
         assert "val/map_at_r" not in metrics and "val/top1" in metrics
 
+    def test_the_encoder_file_is_named_once_per_run(
+        self, supcon_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        # A fit said it three times: at fit start, in the sanity check and in the validation.
+        dm = DigitsDataModule(batch_size=64, n_views=1)
+        trainer = cpu_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+        trainer.fit(_probe(supcon_checkpoint), datamodule=dm)
+        assert capsys.readouterr().out.count("Encoder weights from ") == 1
+
     def test_silent_substitution_says_which_encoder_file_and_another_image_size(
         self, supcon_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -218,7 +227,7 @@ class TestLinearProbeModuleErrors:
     def test_linear_probe_checkpoint(self, tmp_path: Path) -> None:
         meta = {"kind": "linear_probe", "encoder": "small_cnn", "feature_dim": 128, "in_channels": 1}
         path = _save(tmp_path / "probe.ckpt", {"lightning_supcon": meta, "state_dict": {}})
-        with pytest.raises(ValueError, match="holds a 'linear_probe' model; give the SupCon checkpoint"):
+        with pytest.raises(ValueError, match="holds a 'linear_probe' model; use the SupCon checkpoint the probe was trained from"):
             _probe(path)
 
     @pytest.mark.parametrize(

@@ -227,7 +227,7 @@ class TestLinearProbeModuleErrors:
     def test_linear_probe_checkpoint(self, tmp_path: Path) -> None:
         meta = {"kind": "linear_probe", "encoder": "small_cnn", "feature_dim": 128, "in_channels": 1}
         path = _save(tmp_path / "probe.ckpt", {"lightning_supcon": meta, "state_dict": {}})
-        with pytest.raises(ValueError, match="holds a 'linear_probe' model; use the SupCon checkpoint the probe was trained from"):
+        with pytest.raises(ValueError, match="holds a 'linear_probe' model; use the SupCon checkpoint the probe"):
             _probe(path)
 
     @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ import time
 import warnings
 
 import torch
-from common import machine, markdown_table, run_worker
+from common import digits_supcon, machine, markdown_table, run_worker
 
 from lightning_supcon import OnlineEval, SupConModule
 
@@ -148,31 +148,11 @@ def largest(args: argparse.Namespace) -> None:
 
 
 def digits(args: argparse.Namespace) -> None:
-    import pytorch_lightning as pl
-    from common import quiet_trainer
-
-    from lightning_supcon import DigitsDataModule, Schedule
-    from lightning_supcon.models.optimization import sgd
-
     rows = []
     for name, micro_batch in (("plain", None), (f"micro_batch {args.micro_batch}", args.micro_batch)):
-        knn, probe, seconds = [], [], []
-        for seed in range(args.seeds):
-            pl.seed_everything(seed, verbose=False)
-            model = SupConModule(
-                encoder="small_cnn",
-                in_channels=1,
-                num_classes=10,
-                optimizer=sgd(lr=0.05, weight_decay=1e-4),
-                schedule=Schedule(warmup_epochs=1),
-                micro_batch=micro_batch,
-            )
-            trainer = quiet_trainer(args.epochs, validate=True, check_val_every_n_epoch=args.epochs)
-            start = time.perf_counter()
-            trainer.fit(model, datamodule=DigitsDataModule(batch_size=args.batch, augment_on="device"))
-            seconds.append(time.perf_counter() - start)
-            knn.append(100 * trainer.callback_metrics["val/knn_top1"].item())
-            probe.append(100 * trainer.callback_metrics["val/probe_top1"].item())
+        runs = [digits_supcon(seed, args.batch, args.epochs, micro_batch=micro_batch) for seed in range(args.seeds)]
+        knn, probe = [100 * r["knn"] for r in runs], [100 * r["probe"] for r in runs]
+        seconds = [r["seconds"] for r in runs]
         rows.append(
             [
                 f"batch {args.batch}, {name}",

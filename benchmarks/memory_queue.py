@@ -11,36 +11,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
-import pytorch_lightning as pl
 import torch
-from common import machine, quiet_trainer
+from common import digits_supcon, machine
 
-from lightning_supcon import DigitsDataModule, Queue, Schedule, SupConModule
-from lightning_supcon.models.optimization import sgd
+from lightning_supcon import Queue
 
-SETTINGS: dict[str, tuple[int, float | None]] = {  # queue_size, queue_momentum
-    "no queue": (0, None),
-    "queue 1024": (1024, None),
-    "queue 1024 + momentum encoder 0.99": (1024, 0.99),
+SETTINGS: dict[str, Queue | None] = {
+    "no queue": None,
+    "queue 1024": Queue(size=1024),
+    "queue 1024 + momentum encoder 0.99": Queue(size=1024, momentum=0.99),
 }
-
-
-def run(seed: int, batch: int, epochs: int, queue_size: int, queue_momentum: float | None) -> dict[str, float]:
-    pl.seed_everything(seed, verbose=False)
-    model = SupConModule(
-        encoder="small_cnn",
-        in_channels=1,
-        num_classes=10,
-        optimizer=sgd(lr=0.05, weight_decay=1e-4),
-        schedule=Schedule(warmup_epochs=1),
-        queue=Queue(size=queue_size, momentum=queue_momentum),
-    )
-    trainer = quiet_trainer(epochs, validate=True, check_val_every_n_epoch=epochs)
-    trainer.fit(model, datamodule=DigitsDataModule(batch_size=batch, augment_on="device"))
-    metrics = trainer.callback_metrics
-    return {"knn": metrics["val/knn_top1"].item(), "probe": metrics["val/probe_top1"].item()}
 
 
 def main() -> None:
@@ -56,11 +37,8 @@ def main() -> None:
     print("| setting | val kNN top-1 (%) | val probe top-1 (%) | time per run (s) |")
     print("|---|---:|---:|---:|")
     for name, queue in SETTINGS.items():
-        results, times = [], []
-        for seed in range(args.seeds):
-            start = time.perf_counter()
-            results.append(run(seed, args.batch, args.epochs, *queue))
-            times.append(time.perf_counter() - start)
+        results = [digits_supcon(seed, args.batch, args.epochs, queue=queue) for seed in range(args.seeds)]
+        times = [r["seconds"] for r in results]
 
         def fmt(key: str, results: list[dict[str, float]] = results) -> str:
             values = [100 * r[key] for r in results]

@@ -147,3 +147,12 @@ class TestDDPCPU:
             ("2", "global (GlobalBatchNormSync)", "32"),
         ]
         assert all(is_rate(r[3]) for r in rows), proc.stdout
+
+
+class TestMemoryQueue:
+    @pytest.mark.slow  # three digits trainings of one epoch
+    def test_every_setting_trains_the_no_queue_one_included(self, tmp_path: Path) -> None:
+        """The "no queue" row crashed once the queue became a record (``Queue(size=0)`` is refused)."""
+        proc = run_script("memory_queue.py", "--epochs", "1", "--seeds", "1", "--batch", "64", tmp_path=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert list(table_rows(proc.stdout)) == ["no queue", "queue 1024", "queue 1024 + momentum encoder 0.99"]

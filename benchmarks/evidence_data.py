@@ -123,8 +123,9 @@ def blend_with_other_class(images: Tensor, labels: Tensor, weight: float, noise:
     return (mixed.clamp(0, 1) * 255.0).round().to(torch.uint8)
 
 
-def tensors(data: LabelledDataset) -> tuple[Tensor, Tensor]:
+def tensors(data: LabelledDataset | None) -> tuple[Tensor, Tensor]:
     """The images ``(N, 1, H, W)`` uint8 and labels ``(N,)`` of a digits split (its samples carry their labels)."""
+    assert data is not None, "a split the digits have"
     images = data.images
     assert isinstance(images, Tensor)
     return images, torch.as_tensor(data.labels)
@@ -136,7 +137,7 @@ class HardDigits(DigitsDataModule):
 
     Example:
         >>> dm = HardDigits(batch_size=32)
-        >>> len(dm.train_dataset()), len(dm.val_dataset()), dm.num_classes
+        >>> len(dm.dataset("train")), len(dm.dataset("val")), dm.num_classes
         (1437, 360, 10)
     """
 
@@ -155,7 +156,7 @@ class DigitsSubset(DigitsDataModule):
 
     Example:
         >>> dm = DigitsSubset(classes=(0, 1, 2, 3, 4), batch_size=32)
-        >>> dm.num_classes, sorted(set(dm.val_dataset().labels.tolist()))
+        >>> dm.num_classes, sorted(set(dm.dataset("val").labels.tolist()))
         (5, [0, 1, 2, 3, 4])
     """
 

@@ -104,7 +104,8 @@ def budget(data: Data, settings: dict[str, Any], seed: int, epochs: int) -> tupl
     epochs *= settings["epochs_x"]
     if settings["labels"] >= 1.0:
         return settings["batch"], epochs
-    train = make_data(data, 8, 1, 1.0, "digits", seed).train_dataset()
+    train = make_data(data, 8, 1, 1.0, "digits", seed).dataset("train")
+    assert train is not None
     count = len(label_subset(train, settings["labels"], seed))
     batch = min(settings["batch"], count)
     return batch, math.ceil(epochs * FULL_STEPS / (count // batch))
@@ -150,7 +151,7 @@ def train(spec: Spec, seed: int, epochs: int, probe_epochs: int, corruptions: bo
     quiet_trainer(run_epochs, root).fit(model, datamodule=data)
     model.eval()
     out: dict[str, Any] = {"batch": batch, "epochs": run_epochs}
-    val_images, val_labels = tensors(data.val_dataset())
+    val_images, val_labels = tensors(data.dataset("val"))
     if isinstance(model, SupConModule):
         assert model.online.probe is not None
         online = _apply(lambda x: model.online.probe(model(x)), val_images, data.normalize)
@@ -194,8 +195,8 @@ def ood_scores(classifier: Any, data: DigitsSubset) -> dict[str, Any]:
     """kNN-distance scores (k = 50, [Sun et al. 2022]) of the encoder features against the clean training bank, for
     the in-distribution val digits, the near OOD (val digits of the other classes) and the far OOD (noise, shapes,
     inverted digits); for CE also the max softmax probability. Metrics of ``ood_metrics`` and the raw scores."""
-    train_images = tensors(data.train_dataset())[0]
-    val_images = tensors(data.val_dataset())[0]
+    train_images = tensors(data.dataset("train"))[0]
+    val_images = tensors(data.dataset("val"))[0]
     all_images, all_labels = tensors(data.held_out_val)
     near = all_images[~torch.isin(all_labels, torch.tensor(OOD_IN))]
     far = torch.cat(list(far_ood_images(val_images, 120).values()))

@@ -56,6 +56,7 @@ from torchvision.datasets import VisionDataset
 
 from lightning_supcon import OnlineEval
 from lightning_supcon.data import MultiViewDataModule
+from lightning_supcon.data.base import Split
 from lightning_supcon.data.cifar import ArrayImageDataset
 from lightning_supcon.data.transforms import CIFAR10_MEAN, CIFAR10_STD
 from lightning_supcon.models.optimization import decay_groups
@@ -175,11 +176,8 @@ class SyntheticDataModule(MultiViewDataModule):
         self.image_size = image_size
         self.images, self.labels = synthetic_images(num_images, image_size)
 
-    def train_dataset(self) -> ArrayImageDataset:
-        return ArrayImageDataset(self.images, self.labels)
-
-    def val_dataset(self) -> ArrayImageDataset:
-        return ArrayImageDataset(self.images, self.labels)
+    def dataset(self, split: Split) -> ArrayImageDataset | None:
+        return ArrayImageDataset(self.images, self.labels) if split in ("train", "val") else None
 
 
 def project_setup(

@@ -1,8 +1,10 @@
 """``MultiViewDataModule``: the base to subclass for a new data set.
 
-A subclass names its data (``num_classes``, ``in_channels``, ``image_size``, ``mean``, ``std``) and returns its
-splits as :class:`~lightning_supcon.data.labels.LabelledDataset` s: raw ``(image, label)`` samples, the image a PIL
-image or a uint8 ``(C, H, W)`` tensor, that carry their labels aligned with them; the base makes the
+A subclass names its data (``num_classes``, ``in_channels``, ``image_size``, ``mean``, ``std``) and returns each
+split from one method, ``dataset(split)``, as a :class:`~lightning_supcon.data.labels.LabelledDataset`: raw
+``(image, label)`` samples, the image a PIL image or a uint8 ``(C, H, W)`` tensor, that carry their labels aligned
+with them (``None`` for a split it does not have: ``"test"``, or ``"ood"``, samples of no training class for the
+out-of-distribution metrics); the base makes the
 multi-view training batches of SupCon [0] from its :class:`~lightning_supcon.data.recipe.AugmentRecipe` (argument
 ``augment``), on the CPU in the loader workers (``augment_on="cpu"``) or batched on the model's device
 (``augment_on="device"``), and the clean evaluation batches. A training run preempted mid-epoch resumes with the
@@ -24,16 +26,12 @@ Example:
     ...         super().__init__(**kwargs)
     ...         self.path = path
     ...
-    ...     def _split(self, name: str) -> LabelledDataset:
+    ...     def dataset(self, split: str) -> LabelledDataset | None:
     ...         data = np.load(self.path)
-    ...         images = torch.from_numpy(data[f"{name}_images"]).permute(0, 3, 1, 2)  # (N, 3, 32, 32) uint8
-    ...         return LabelledDataset(images, data[f"{name}_labels"])
-    ...
-    ...     def train_dataset(self) -> LabelledDataset:
-    ...         return self._split("train")
-    ...
-    ...     def val_dataset(self) -> LabelledDataset:
-    ...         return self._split("val")
+    ...         if f"{split}_images" not in data:
+    ...             return None  # no such split: here "test" and "ood"
+    ...         images = torch.from_numpy(data[f"{split}_images"]).permute(0, 3, 1, 2)  # (N, 3, 32, 32) uint8
+    ...         return LabelledDataset(images, data[f"{split}_labels"])
 
     With a small file to try it:
 
@@ -67,23 +65,28 @@ from torchvision.transforms import v2
 
 from lightning_supcon.data.device_augment import DeviceMultiViewAugment
 from lightning_supcon.data.labels import LabelledDataset
-from lightning_supcon.data.loading import EpochSampler, MappedDataset, ResumableLoader, eval_sampler, initial_seed
+from lightning_supcon.data.loading import (
+    AugmentOn,
+    EpochSampler,
+    MappedDataset,
+    ResumableLoader,
+    check_enough_samples,
+    check_loader_options,
+    eval_order,
+    eval_sampler,
+    initial_seed,
+)
 from lightning_supcon.data.normalize import ToNormalizedFloat
-from lightning_supcon.data.recipe import DEVICE_COLOURS, SIMCLR, AugmentRecipe
+from lightning_supcon.data.recipe import SIMCLR, AugmentRecipe
 from lightning_supcon.data.sampler import SamplerKind, check_sampler, train_sampler
 from lightning_supcon.data.subsets import Unlabelled, check_label_fraction, label_subset
 from lightning_supcon.data.transforms import MultiViewTransform, decode_steps, supcon_transform
 
-AugmentOn = Literal["cpu", "device"]
-AUGMENT_ON: tuple[str, ...] = get_args(AugmentOn)
 #: The clean split ``lightning-supcon predict`` embeds, in data-set order (see
 #: :class:`~lightning_supcon.callbacks.EmbeddingWriter`): the training set is the kNN bank of an offline evaluation.
-PredictSplit = Literal["train", "val", "test"]
+PredictSplit = Literal["train", "val", "test", "ood"]
 PREDICT_SPLITS: tuple[str, ...] = get_args(PredictSplit)
-Split = Literal["train", "val", "test"]
-#: Seed of the order of the validation and test batches: a fixed permutation of the split, so each batch holds a
-#: sample of every class whatever order the source lists them in (class folders list them class by class).
-EVAL_ORDER_SEED = 0
+Split = Literal["train", "val", "test", "ood"]
 
 
 class MultiViewDataModule(pl.LightningDataModule):
@@ -102,13 +105,13 @@ class MultiViewDataModule(pl.LightningDataModule):
           so evaluation metrics count every sample once. With ``augment_on="device"`` these loaders yield uint8
           and the hook normalises on the device.
 
-    Subclasses set ``num_classes``, ``in_channels``, ``image_size``, ``mean`` and ``std`` (class attributes or in
-    ``__init__``), implement ``train_dataset()`` and ``val_dataset()`` and may implement ``test_dataset()``
-    (default ``None``: ``test`` reports the validation set, with a warning), each returning a
-    :class:`~lightning_supcon.data.labels.LabelledDataset` whose ``labels`` are those of its samples; a source with
-    class names overrides :attr:`classes`. A data set with its own recipe declares
-    ``augment: AugmentRecipe = ITS_RECIPE`` in its ``__init__`` (``--help`` shows it); one whose images need
-    resizing first overrides the one hook :meth:`decode_transform`. Both backends are built from ``augment``.
+    Subclasses set ``num_classes`` (or override :attr:`classes`, the class names), ``in_channels``, ``image_size``,
+    ``mean`` and ``std`` (class attributes or in ``__init__``) and implement one method, :meth:`dataset`, that
+    returns a split as a :class:`~lightning_supcon.data.labels.LabelledDataset` whose ``labels`` are those of its
+    samples: ``"train"`` and ``"val"`` are required; ``"test"`` and ``"ood"`` may be ``None`` (no test split:
+    ``test`` reports the validation set, with a warning; no OOD split: :meth:`ood_dataloader` is ``None``). A data
+    set with its own recipe declares ``augment: AugmentRecipe = ITS_RECIPE`` in its ``__init__`` (``--help`` shows
+    it); one whose images need resizing first overrides :meth:`decode_transform`. Both backends follow ``augment``.
     Lightning runs this module's ``on_after_batch_transfer`` instead of the LightningModule's, so models should not
     define their own.
 
@@ -122,7 +125,8 @@ class MultiViewDataModule(pl.LightningDataModule):
         pin_memory: Pin loader memory (faster host-to-GPU copies).
         drop_last: Drop the incomplete last training batch.
         augment: The augmentation recipe of the training views (CLI: ``--data.init_args.augment.flip false``).
-        predict_split: The clean split ``predict`` embeds, ``"train"``, ``"val"`` or ``"test"`` (ValueError else).
+        predict_split: The clean split ``predict`` embeds, ``"train"``, ``"val"``, ``"test"`` or ``"ood"`` (an
+            out-of-distribution split, for ``lightning-supcon-eval --ood``); ValueError else.
         label_fraction: Train (and build the kNN bank) on this class-stratified fraction of the training labels
             (:func:`~lightning_supcon.data.subsets.label_subset`); 1: all. ``subset_seed``: its seed. ``unlabelled``:
             ``"drop"`` the other samples, or keep them as ``"unknown"`` (label -1: semi-supervised SupCon).
@@ -133,13 +137,11 @@ class MultiViewDataModule(pl.LightningDataModule):
         ValueError: For bad loader options (:func:`check_loader_options`), a bad ``label_fraction``, ``sampler`` or
             ``samples_per_class``.
         TypeError: On first use, for a split that is not a ``LabelledDataset``.
+        AttributeError: On first use, for ``num_classes``, ``mean`` or ``std`` that a subclass did not set.
     """
 
-    num_classes: int
     in_channels: int = 3
     image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
 
     def __init__(
         self,
@@ -175,23 +177,56 @@ class MultiViewDataModule(pl.LightningDataModule):
         self._train_loader: ResumableLoader | None = None
         self._train_loader_state: dict[str, int] | None = None
 
-    def train_dataset(self) -> LabelledDataset:
-        """The training set of raw ``(PIL image or uint8 (C, H, W) tensor, int label)`` samples, labels carried."""
-        raise NotImplementedError(f"{type(self).__name__} must implement `train_dataset()`.")
-
-    def val_dataset(self) -> LabelledDataset:
-        """The validation set of raw samples."""
-        raise NotImplementedError(f"{type(self).__name__} must implement `val_dataset()`.")
-
-    def test_dataset(self) -> LabelledDataset | None:
-        """The test set of raw samples; ``None`` (the default): there is none, ``test`` reports the validation set."""
-        return None
+    def dataset(self, split: Split) -> LabelledDataset | None:
+        """The raw ``(PIL image or uint8 (C, H, W) tensor, label)`` samples of ``split``, their labels carried:
+        class indices (-1: unknown) or multi-hot rows. ``"train"`` and ``"val"`` must exist; ``None`` for a
+        ``"test"`` or ``"ood"`` split the data set does not have (the labels of ``"ood"`` samples are not read: the
+        loader gives them -1). Called once per split (the base caches it)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `dataset(split)`.")
 
     @property
     def classes(self) -> list[str]:
         """The class names, a class index's name at its position: ``"0" .. str(num_classes - 1)`` unless the source
         names them. Saved in the DataModule's state (hence in checkpoints) and shown wherever a class is shown."""
         return [str(i) for i in range(self.num_classes)]
+
+    @property
+    def num_classes(self) -> int:
+        """The number of classes (labels per sample for multi-label data): as a subclass sets it, else the number
+        of :attr:`classes` a subclass names."""
+        if "_num_classes" in vars(self):
+            return int(self._num_classes)
+        if type(self).classes is MultiViewDataModule.classes:
+            raise AttributeError(f"{type(self).__name__} must set `num_classes` or override `classes`.")
+        return len(self.classes)
+
+    @num_classes.setter
+    def num_classes(self, value: int) -> None:
+        self._num_classes = value
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """The per-channel mean of the normalisation, 0-1 pixel units, one value per input channel."""
+        return self._statistic("mean")
+
+    @mean.setter
+    def mean(self, value: tuple[float, ...]) -> None:
+        self._mean, self._normalize = tuple(value), None
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """The per-channel standard deviation of the normalisation, 0-1 pixel units."""
+        return self._statistic("std")
+
+    @std.setter
+    def std(self, value: tuple[float, ...]) -> None:
+        self._std, self._normalize = tuple(value), None
+
+    def _statistic(self, name: str) -> tuple[float, ...]:
+        value: tuple[float, ...] | None = vars(self).get(f"_{name}")
+        if value is None:
+            raise AttributeError(f"{type(self).__name__} must set `{name}` (one value per channel).")
+        return value
 
     def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:
         """Raw image to a fixed-size uint8 ``(C, H, W)`` tensor: the clean view (``train=False``, both backends) or
@@ -218,18 +253,22 @@ class MultiViewDataModule(pl.LightningDataModule):
         return self._normalize
 
     def _dataset(self, split: Split) -> LabelledDataset | None:
-        """The one cache of the splits: each built once, checked, and the training set cut to ``label_fraction``."""
+        """The one cache of the splits: each built once, checked, the training set cut to ``label_fraction`` and
+        the OOD samples labelled -1 (no training class)."""
         if split not in self._datasets:
-            make = {"train": self.train_dataset, "val": self.val_dataset, "test": self.test_dataset}[split]
-            data = make()
+            data = self.dataset(split)
             if data is not None and not isinstance(data, LabelledDataset):
                 raise TypeError(
-                    f"Expected `{type(self).__name__}.{split}_dataset()` to return a LabelledDataset(images, labels) "
+                    f"Expected `{type(self).__name__}.dataset({split!r})` to return a LabelledDataset(images, labels) "
                     f"(samples that carry their labels), but got {type(data).__name__}."
                 )
+            if data is None and split in ("train", "val"):
+                raise ValueError(f"Expected `{type(self).__name__}.dataset({split!r})` to return the {split} split.")
             if split == "train":
                 assert data is not None
                 data = label_subset(data, self.label_fraction, self.subset_seed, self.unlabelled)
+            if split == "ood" and data is not None:
+                data = data.relabel(np.full(len(data), -1, dtype=np.int64))
             self._datasets[split] = data
         return self._datasets[split]
 
@@ -296,12 +335,27 @@ class MultiViewDataModule(pl.LightningDataModule):
             )
         return self._clean_loader(data if data is not None else self._present("val"), permuted=True)
 
+    def ood_dataloader(self) -> DataLoader | None:
+        """Clean batches ``(images, labels)`` of the out-of-distribution split, labels all -1, in data-set order and
+        under DDP each sample on exactly one rank; ``None`` when the data set has none. A model with OOD metrics on
+        reads it at the end of each evaluation epoch (:mod:`~lightning_supcon.utils.bank`)."""
+        data = self._dataset("ood")
+        return None if data is None else self._clean_loader(data)
+
     def predict_dataloader(self) -> DataLoader:
         """Clean batches of ``predict_split``, in data-set order (the validation set for ``"test"`` when there is no
-        test set)."""
+        test set).
+
+        Raises:
+            ValueError: For ``predict_split="ood"`` when the data set has no OOD split.
+        """
         split: Split = self.predict_split
         if split == "test" and self._dataset("test") is None:
             split = "val"
+        if split == "ood" and self._dataset("ood") is None:
+            raise ValueError(
+                f"`predict_split: ood` needs an out-of-distribution split, but {type(self).__name__} has none."
+            )
         return self._clean_loader(self._present(split))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -326,62 +380,6 @@ class MultiViewDataModule(pl.LightningDataModule):
         # `trainer.estimated_stepping_batches` in `configure_optimizers` prevents; so the next loader gets it here.
         self.seed = int(state_dict.get("seed", self.seed))
         self._train_loader_state = state_dict.get("train_loader")
-
-
-def eval_order(num_samples: int) -> np.ndarray:
-    """The order of the validation and test batches: one fixed permutation of ``range(num_samples)``, seeded by
-    :data:`EVAL_ORDER_SEED`, so every source, run and process evaluates a split in the same class-mixed order.
-
-    Example:
-        >>> sorted(eval_order(5).tolist()), eval_order(5).tolist() == eval_order(5).tolist()
-        ([0, 1, 2, 3, 4], True)
-    """
-    return np.random.default_rng(EVAL_ORDER_SEED).permutation(num_samples)
-
-
-def check_loader_options(
-    batch_size: int,
-    n_views: int,
-    eval_batch_size: int | None,
-    num_workers: int,
-    augment_on: str,
-    augment: AugmentRecipe,
-) -> None:
-    """Raise for loader options no DataModule can use.
-
-    Raises:
-        ValueError: For ``batch_size``, ``n_views`` or ``eval_batch_size`` < 1, ``num_workers`` < 0, an unknown
-            ``augment_on``, or an ``augment.colour`` the device backend (kornia) lacks with ``augment_on="device"``.
-
-    Example:
-        >>> check_loader_options(batch_size=0, n_views=2, eval_batch_size=None, num_workers=0, augment_on="cpu",
-        ...                      augment=SIMCLR)
-        Traceback (most recent call last):
-        ...
-        ValueError: Expected argument `batch_size` to be >= 1, but got 0.
-    """
-    for name, value in (("batch_size", batch_size), ("n_views", n_views), ("eval_batch_size", eval_batch_size)):
-        if value is not None and value < 1:
-            raise ValueError(f"Expected argument `{name}` to be >= 1, but got {value}.")
-    if num_workers < 0:
-        raise ValueError(f"Expected argument `num_workers` to be >= 0, but got {num_workers}.")
-    if augment_on not in AUGMENT_ON:
-        raise ValueError(f"Expected argument `augment_on` to be one of {AUGMENT_ON}, but got {augment_on!r}.")
-    if augment_on == "device" and augment.colour not in DEVICE_COLOURS:
-        raise ValueError(
-            f"Expected `augment.colour` to be one of {DEVICE_COLOURS} with `augment_on='device'`, but got "
-            f"{augment.colour!r}."
-        )
-
-
-def check_enough_samples(num_samples: int, world_size: int, batch_size: int, drop_last: bool) -> None:
-    """Raise ``ValueError`` when ``drop_last`` would leave a process without a single training batch."""
-    if drop_last and -(-num_samples // world_size) < batch_size:
-        raise ValueError(
-            f"Expected at least `batch_size` ({batch_size}) training samples per process with `drop_last=True`, "
-            f"but the training set has {num_samples} for {world_size} process(es): lower `batch_size` or set "
-            "`drop_last=False`."
-        )
 
 
 def check_predict_split(split: str) -> PredictSplit:

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from torchvision import datasets
 
-from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.base import MultiViewDataModule, Split
 from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.data.transforms import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
 
@@ -112,11 +112,11 @@ class CIFARDataModule(MultiViewDataModule):
         # (N, 3, 32, 32) rows of R, G, B planes -> (N, 32, 32, 3) as PIL wants
         return ArrayImageDataset(np.ascontiguousarray(np.concatenate(images).transpose(0, 2, 3, 1)), labels)
 
-    def train_dataset(self) -> ArrayImageDataset:
-        return self._read(self.train_files)
-
-    def val_dataset(self) -> ArrayImageDataset:
-        return self._read(self.test_files)
+    def dataset(self, split: Split) -> ArrayImageDataset | None:
+        """The training batches for ``"train"``, the test batch for ``"val"`` (the paper's protocol reports the
+        test set); no separate test or OOD split."""
+        files = {"train": self.train_files, "val": self.test_files}.get(split)
+        return None if files is None else self._read(files)
 
 
 class CIFAR10DataModule(CIFARDataModule):

@@ -27,6 +27,7 @@ def read_image_list(
     header: bool | None = None,
     path_column: str = "path",
     label_column: str = "label",
+    labelled: bool = True,
 ) -> LabelledImages:
     """The images and labels of a CSV/TSV list of ``path,label`` rows.
 
@@ -39,6 +40,8 @@ def read_image_list(
             without one the path is the first column and the label the second.
         path_column: The image column's name in the header.
         label_column: The label column's name in the header.
+        labelled: ``False`` reads the paths only (an out-of-distribution list): the label column may be missing
+            or blank, the header is recognised by ``path_column`` alone, and every label is ``-1``.
 
     Returns:
         The absolute or root-joined image paths, their labels as written (stripped; their type is the training
@@ -73,15 +76,16 @@ def read_image_list(
     if not rows:
         raise ValueError(f"Expected `path,label` rows in {path!r}, but it is empty.")
     names = [cell.strip() for cell in rows[0]]
+    wanted = (path_column, label_column) if labelled else (path_column,)
     if header is None:
-        header = path_column in names and label_column in names
+        header = all(name in names for name in wanted)
     first_row = 2 if header else 1
-    columns = (0, 1)
+    columns: tuple[int, ...] = (0, 1) if labelled else (0,)
     if header:
-        missing = [name for name in (path_column, label_column) if name not in names]
+        missing = [name for name in wanted if name not in names]
         if missing:
             raise ValueError(f"Expected columns {missing} in the header of {path!r}, but it has {names}.")
-        columns = (names.index(path_column), names.index(label_column))
+        columns = tuple(names.index(name) for name in wanted)
         rows = rows[1:]
     short = next((i for i, row in enumerate(rows) if len(row) <= max(columns)), None)
     if short is not None:
@@ -100,6 +104,8 @@ def read_image_list(
             else ""
         )
         raise FileNotFoundError(f"{len(missing_rows)} image(s) listed in {path!r} do not exist: {shown}{hint}.")
+    if not labelled:
+        return LabelledImages(paths, [-1] * len(paths), path)
     labels = [row[columns[1]].strip() for row in rows]
     blank = next((i for i, label in enumerate(labels) if not label), None)
     if blank is not None:
@@ -118,6 +124,9 @@ class CsvDataModule(ImageDataModule):
         val_list: The validation list; ``None``: a stratified ``val_fraction`` of the training list, seeded by
             ``split_seed``.
         test_list: The test list; ``None`` tests on the validation set.
+        ood_list: Optional list of out-of-distribution images, of none of the training classes: its paths are read
+            (a label column may be there, blank or not, and is ignored). With it a model logs ``val/ood_auroc``,
+            ``val/ood_fpr95``, ... and ``predict_split: ood`` embeds it.
         root: The folder the listed paths are relative to; ``None``: each list's own folder.
         delimiter: The column separator; ``None``: a tab for ``.tsv``/``.tab`` files, else a comma.
         header: Whether each list's first row names its columns; ``None`` (auto): when it holds both
@@ -147,6 +156,7 @@ class CsvDataModule(ImageDataModule):
         train_list: str,
         val_list: str | None = None,
         test_list: str | None = None,
+        ood_list: str | None = None,
         root: str | None = None,
         delimiter: str | None = None,
         header: bool | None = None,
@@ -161,6 +171,7 @@ class CsvDataModule(ImageDataModule):
         self.train_list = train_list
         self.val_list = val_list
         self.test_list = test_list
+        self.ood_list = ood_list
         self.root = root
         self.delimiter = delimiter
         self.header = header
@@ -174,8 +185,10 @@ class CsvDataModule(ImageDataModule):
         return class_names(labels, integer_text=True)
 
     def source(self, split: Split) -> LabelledImages | None:
-        path = {"train": self.train_list, "val": self.val_list, "test": self.test_list}[split]
+        path = {"train": self.train_list, "val": self.val_list, "test": self.test_list, "ood": self.ood_list}[split]
         if path is None:
             return None
-        found = read_image_list(path, self.root, self.delimiter, self.header, self.path_column, self.label_column)
+        found = read_image_list(
+            path, self.root, self.delimiter, self.header, self.path_column, self.label_column, split != "ood"
+        )
         return readable_only(found) if self.skip_corrupt else found

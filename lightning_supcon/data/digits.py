@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from lightning_supcon.data.base import MultiViewDataModule
+from lightning_supcon.data.base import MultiViewDataModule, Split
 from lightning_supcon.data.labels import LabelledDataset
 from lightning_supcon.data.recipe import AugmentRecipe
 
@@ -65,8 +65,8 @@ class DigitsDataModule(MultiViewDataModule):
         >>> views, labels = next(iter(dm.train_dataloader()))
         >>> views.shape, labels.shape, dm.num_classes
         (torch.Size([32, 2, 1, 16, 16]), torch.Size([32]), 10)
-        >>> len(dm.train_dataset()), len(dm.val_dataset())
-        (1437, 360)
+        >>> len(dm.dataset("train")), len(dm.dataset("val")), dm.dataset("test")
+        (1437, 360, None)
     """
 
     num_classes = 10
@@ -96,8 +96,6 @@ class DigitsDataModule(MultiViewDataModule):
         self.mean = (round(pixels.mean().item(), 4),)
         self.std = (round(pixels.std().item(), 4),)
 
-    def train_dataset(self) -> LabelledDataset:
-        return self._train
-
-    def val_dataset(self) -> LabelledDataset:
-        return self._val
+    def dataset(self, split: Split) -> LabelledDataset | None:
+        """The seeded stratified training or validation part of the digits; no test or OOD split."""
+        return {"train": self._train, "val": self._val}.get(split)

@@ -67,6 +67,9 @@ class HFDataModule(ImageDataModule):
         val_split: The validation split's name; ``None``: a stratified ``val_fraction`` of the training split,
             seeded by ``split_seed``.
         test_split: The test split's name; ``None`` tests on the validation set.
+        ood_split: The name of a split of out-of-distribution images (no training class; its label column, if any,
+            is not read). With it a model logs ``val/ood_auroc``, ``val/ood_fpr95``, ... and ``predict_split: ood``
+            embeds it.
         cache_dir: Where ``load_dataset`` writes its Arrow cache; ``None``: ``datasets``' default
             (``~/.cache/huggingface/datasets`` or ``HF_DATASETS_CACHE``).
         image_size: Side of the square training views and evaluation crops.
@@ -96,6 +99,7 @@ class HFDataModule(ImageDataModule):
         train_split: str = "train",
         val_split: str | None = None,
         test_split: str | None = None,
+        ood_split: str | None = None,
         cache_dir: str | None = None,
         image_size: int = 224,
         augment: AugmentRecipe = IMAGENET_RECIPE,
@@ -110,6 +114,7 @@ class HFDataModule(ImageDataModule):
         self.train_split = train_split
         self.val_split = val_split
         self.test_split = test_split
+        self.ood_split = ood_split
         self.cache_dir = cache_dir
         self._tables: Any = None
 
@@ -133,27 +138,28 @@ class HFDataModule(ImageDataModule):
             self._tables = tables
         return self._tables
 
-    def _table(self, name: str) -> Any:
+    def _table(self, name: str, labelled: bool = True) -> Any:
         datasets = import_datasets()
         tables = self._load()
         if name not in tables:
             raise ValueError(f"Expected a split {name!r} in {self.path!r}, but it has {sorted(tables)}.")
         table = tables[name]
-        for column in (self.image_column, self.label_column):
+        columns = [self.image_column, self.label_column] if labelled else [self.image_column]
+        for column in columns:
             if column not in table.column_names:
                 raise ValueError(
                     f"Expected a column {column!r} in split {name!r} of {self.path!r}, but it has {table.column_names}."
                 )
-        table = table.select_columns([self.image_column, self.label_column])
+        table = table.select_columns(columns)
         # undecoded: load_image decodes every source alike (datasets' own decoder differs from PIL's convert)
         return table.cast_column(self.image_column, datasets.Image(decode=False))
 
     def source(self, split: Split) -> LabelledImages | None:
-        name = {"train": self.train_split, "val": self.val_split, "test": self.test_split}[split]
+        name = {"train": self.train_split, "val": self.val_split, "test": self.test_split, "ood": self.ood_split}[split]
         if name is None:
             return None
-        table = self._table(name)
-        labels = list(table[self.label_column])
+        table = self._table(name, labelled=split != "ood")
+        labels = [-1] * len(table) if split == "ood" else list(table[self.label_column])
         return LabelledImages(HFImages(table, self.image_column), labels, f"split {name!r} of {self.path!r}")
 
     def class_names(self, labels: Sequence[RawLabel]) -> list[str]:

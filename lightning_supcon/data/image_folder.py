@@ -47,16 +47,28 @@ def scan_folder(root: str | Path, classes: list[str] | None = None) -> tuple[lis
     for name in found:
         if name not in index:
             raise ValueError(f"Class folder {str(root / name)!r} is not a class of the training set ({len(index)}).")
-        files = sorted(
-            os.path.join(dirpath, file)
-            for dirpath, _, filenames in os.walk(root / name, followlinks=True)
-            for file in filenames
-            if file.lower().endswith(IMAGE_EXTENSIONS)
-        )
-        if not files:
-            raise ValueError(f"Expected images ({', '.join(IMAGE_EXTENSIONS)}) in {str(root / name)!r}, found none.")
-        samples += [(path, index[name]) for path in files]
+        samples += [(path, index[name]) for path in image_files(root / name)]
     return classes, samples
+
+
+def image_files(folder: str | Path) -> list[str]:
+    """The image files (:data:`IMAGE_EXTENSIONS`, any case) anywhere below ``folder``, links followed, hidden
+    folders (``.ipynb_checkpoints``, ...) left out, sorted.
+
+    Raises:
+        FileNotFoundError: If ``folder`` is not a directory.
+        ValueError: If it holds no image.
+    """
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Expected a directory of images, but {str(folder)!r} is not one.")
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [name for name in dirnames if not name.startswith(".")]  # os.walk descends into what is left
+        files += [os.path.join(dirpath, file) for file in filenames if file.lower().endswith(IMAGE_EXTENSIONS)]
+    files.sort()
+    if not files:
+        raise ValueError(f"Expected images ({', '.join(IMAGE_EXTENSIONS)}) in {str(folder)!r}, found none.")
+    return files
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -67,6 +79,10 @@ class ImageFolderDataModule(ImageDataModule):
         val_dir: Validation images, the same layout; its classes must be among the training ones. ``None``: a
             stratified ``val_fraction`` of ``train_dir``, seeded by ``split_seed``.
         test_dir: Optional test images; ``None`` tests on the validation set.
+        ood_dir: Optional out-of-distribution images, of none of the training classes: every image below it, in any
+            layout (flat or in sub-folders, whose names are not read). With it a model logs ``val/ood_auroc``,
+            ``val/ood_fpr95``, ... (the validation images are the in-distribution side) and ``predict_split: ood``
+            embeds it.
         image_size: Side of the square training views and evaluation crops.
         skip_corrupt: Check every file when the data sets are built and leave out those PIL cannot read, with
             one warning giving their number (costs a pass over the file headers; a file whose header is fine but
@@ -96,6 +112,7 @@ class ImageFolderDataModule(ImageDataModule):
         train_dir: str,
         val_dir: str | None = None,
         test_dir: str | None = None,
+        ood_dir: str | None = None,
         image_size: int = 224,
         skip_corrupt: bool = False,
         augment: AugmentRecipe = IMAGENET_RECIPE,
@@ -105,12 +122,17 @@ class ImageFolderDataModule(ImageDataModule):
         self.train_dir = train_dir
         self.val_dir = val_dir
         self.test_dir = test_dir
+        self.ood_dir = ood_dir
         self.skip_corrupt = skip_corrupt
 
     def source(self, split: Split) -> LabelledImages | None:
-        root = {"train": self.train_dir, "val": self.val_dir, "test": self.test_dir}[split]
+        root = {"train": self.train_dir, "val": self.val_dir, "test": self.test_dir, "ood": self.ood_dir}[split]
         if root is None:
             return None
-        names, samples = scan_folder(root, None if split == "train" else self.classes)
-        found = LabelledImages([path for path, _ in samples], [names[label] for _, label in samples], root)
+        if split == "ood":
+            paths = image_files(root)
+            found = LabelledImages(paths, [-1] * len(paths), root)
+        else:
+            names, samples = scan_folder(root, None if split == "train" else self.classes)
+            found = LabelledImages([path for path, _ in samples], [names[label] for _, label in samples], root)
         return readable_only(found) if self.skip_corrupt else found

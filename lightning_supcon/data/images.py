@@ -167,10 +167,15 @@ class ImageDataModule(MultiViewDataModule):
             raise ValueError(crop_larger_than_resize(image_size, resize))
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"Expected argument `val_fraction` to be in (0, 1), but got {val_fraction}.")
-        self._statistics: dict[str, tuple[float, ...] | str] = {
+        requested = {
             "mean": _statistic("mean", mean, IMAGENET_MEAN, channels),
             "std": _statistic("std", std, IMAGENET_STD, channels),
         }
+        for key, given in requested.items():
+            if not isinstance(given, str):
+                setattr(self, key, given)
+        #: The statistics still to measure (``"auto"``), on first use.
+        self._auto = [key for key, given in requested.items() if isinstance(given, str)]
         self.image_size = image_size
         self.resize = round(image_size / 0.875) if resize is None else resize
         self.channels = channels
@@ -182,8 +187,9 @@ class ImageDataModule(MultiViewDataModule):
 
     # ---- what a subclass provides -------------------------------------------------------------------------
     def source(self, split: Split) -> LabelledImages | None:
-        """The images and raw labels of ``split``; ``None`` when the source has no such split (``"val"``: a
-        seeded split of the training set; ``"test"``: the validation set)."""
+        """The images and raw labels of ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"ood"``); ``None`` when
+        the source has no such split (``"val"``: a seeded split of the training set; ``"test"``: the validation set;
+        ``"ood"``: no out-of-distribution metrics). The labels of ``"ood"`` are not read."""
         raise NotImplementedError(f"{type(self).__name__} must implement `source(split)`.")
 
     def class_names(self, labels: Sequence[RawLabel]) -> list[str]:
@@ -200,10 +206,6 @@ class ImageDataModule(MultiViewDataModule):
             self._classes = self.class_names(train.labels)
         return self._classes
 
-    @property  # type: ignore[override]
-    def num_classes(self) -> int:  # type: ignore[override]
-        return len(self.classes)
-
     def _source(self, split: Split) -> LabelledImages | None:
         if split not in self._found:
             self._found[split] = self.source(split)
@@ -215,11 +217,16 @@ class ImageDataModule(MultiViewDataModule):
             raise ValueError(f"{type(self).__name__} has no training split.")
         return found
 
-    def _image_split(self, split: Split) -> ImageDataset | None:
+    def dataset(self, split: Split) -> ImageDataset | None:
         """``split`` built from its source, or, for ``"train"`` and a held-out ``"val"``, from the training source
         and its seeded stratified split (a function of the labels and ``split_seed``: both halves agree without a
-        cache; the base class caches the data sets, :meth:`_source` the sources)."""
+        cache; the base class caches the data sets, :meth:`_source` the sources). The ``"ood"`` samples are of no
+        class: their labels are -1 whatever the source says."""
         mode = _MODES[self.channels]
+        if split == "ood":
+            found = self._source(split)
+            unknown = [-1] * len(found.images) if found is not None else []
+            return None if found is None else ImageDataset(found.images, unknown, mode, None, self.unreadable_hint)
         if split == "test" or (split == "val" and self._source("val") is not None):
             found = self._source(split)
             return None if found is None else self._dataset_of(found, mode)
@@ -242,65 +249,36 @@ class ImageDataModule(MultiViewDataModule):
             return "--data.skip_corrupt true (skip_corrupt=True) leaves out the files PIL cannot open"
         return ""
 
-    def train_dataset(self) -> ImageDataset:
-        data = self._image_split("train")
-        assert data is not None
-        return data
-
-    def val_dataset(self) -> ImageDataset:
-        data = self._image_split("val")
-        assert data is not None
-        return data
-
-    def test_dataset(self) -> ImageDataset | None:
-        return self._image_split("test")
-
     # ---- decoding and normalisation ------------------------------------------------------------------------
     def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:
         """Resize the shorter side to ``resize`` and crop the centre: that square for training, ``image_size``
         else; uint8 ``(channels, side, side)``."""
         return v2.Compose(decode_steps(self.resize if train else self.image_size, resize=self.resize))
 
-    @property
-    def mean(self) -> tuple[float, ...]:  # type: ignore[override]
-        """The per-channel mean of the normalisation (measured on first use when ``"auto"``)."""
-        return self._statistic("mean")
-
-    @mean.setter
-    def mean(self, value: tuple[float, ...]) -> None:
-        self._statistics["mean"] = tuple(value)
-        self._normalize = None
-
-    @property
-    def std(self) -> tuple[float, ...]:  # type: ignore[override]
-        """The per-channel standard deviation of the normalisation (measured on first use when ``"auto"``)."""
-        return self._statistic("std")
-
-    @std.setter
-    def std(self, value: tuple[float, ...]) -> None:
-        self._statistics["std"] = tuple(value)
-        self._normalize = None
-
     def _statistic(self, name: str) -> tuple[float, ...]:
-        if "auto" in self._statistics.values():
-            mean, std = self.measure_statistics()
-            for key, measured in (("mean", mean), ("std", std)):
-                if self._statistics[key] == "auto":
-                    self._statistics[key] = measured
+        """``mean`` or ``std``, measured on first use (both at once) when ``"auto"``, and printed once to pin."""
+        if self._auto:
+            measured = dict(zip(("mean", "std"), self.measure_statistics(), strict=True))
+            for key in self._auto:
+                setattr(self, key, measured[key])
+            self._auto = []
             _print(
-                f"Normalisation measured on {min(AUTO_SAMPLE, len(self.train_dataset()))} training images "
-                f"(split_seed {self.split_seed}): pin it with --data.init_args.mean {_flag(self._statistics['mean'])} "
-                f"--data.init_args.std {_flag(self._statistics['std'])}"
+                f"Normalisation measured on {min(AUTO_SAMPLE, len(self._train_images()))} training images "
+                f"(split_seed {self.split_seed}): pin it with --data.init_args.mean {_flag(self.mean)} "
+                f"--data.init_args.std {_flag(self.std)}"
             )
-        value = self._statistics[name]
-        assert not isinstance(value, str)
-        return value
+        return super()._statistic(name)
+
+    def _train_images(self) -> ImageDataset:
+        data = self.dataset("train")
+        assert data is not None
+        return data
 
     def measure_statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel ``(mean, std)`` of the clean evaluation views of up to :data:`AUTO_SAMPLE` training images,
         drawn without replacement with ``split_seed``: a function of the data and the seed only, hence the same on
         every DDP process (:func:`~lightning_supcon.data.normalize.channel_statistics`)."""
-        data = self.train_dataset()
+        data = self._train_images()
         rng = np.random.default_rng(self.split_seed)
         picked = np.sort(rng.choice(len(data), size=min(AUTO_SAMPLE, len(data)), replace=False))
         decode = self.decode_transform(train=False)
@@ -329,5 +307,5 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def _flag(values: tuple[float, ...] | str) -> str:
+def _flag(values: tuple[float, ...]) -> str:
     return "[" + ",".join(f"{v:g}" for v in values) + "]"

@@ -5,14 +5,16 @@ drawn from ``(seed, epoch, position)``, the draw's position in the epoch (so a s
 the class-balanced sampler may, gets two different sets of views); :class:`MappedDataset` seeds torch's generator
 with it around the transform, so the views do not depend on which worker process makes them, nor on what ran
 before. :class:`ResumableLoader` counts the batches it delivered; its ``state_dict`` goes into checkpoints and, when
-a run resumes mid-epoch, the loader skips what was already trained on (without loading it).
+a run resumes mid-epoch, the loader skips what was already trained on (without loading it). The clean evaluation
+loaders shard without repeats (:func:`eval_sampler`) in one fixed order (:func:`eval_order`); the loader options
+every DataModule shares are checked here (:func:`check_loader_options`, :func:`check_enough_samples`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sized
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 import torch
@@ -20,6 +22,13 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from lightning_supcon.data.recipe import DEVICE_COLOURS, AugmentRecipe
+
+AugmentOn = Literal["cpu", "device"]
+AUGMENT_ON: tuple[str, ...] = get_args(AugmentOn)
+#: Seed of the order of the validation and test batches: a fixed permutation of the split, so each batch holds a
+#: sample of every class whatever order the source lists them in (class folders list them class by class).
+EVAL_ORDER_SEED = 0
 #: What :class:`EpochSampler` yields: a sample's index and the seed of its augmentation.
 SampleKey = tuple[int, int]
 
@@ -179,3 +188,59 @@ def eval_sampler(data: Sized, trainer: Any) -> Sampler[int] | None:
     if trainer is None or trainer.world_size <= 1:
         return None
     return UnrepeatedDistributedSampler(data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+
+
+def eval_order(num_samples: int) -> np.ndarray:
+    """The order of the validation and test batches: one fixed permutation of ``range(num_samples)``, seeded by
+    :data:`EVAL_ORDER_SEED`, so every source, run and process evaluates a split in the same class-mixed order.
+
+    Example:
+        >>> sorted(eval_order(5).tolist()), eval_order(5).tolist() == eval_order(5).tolist()
+        ([0, 1, 2, 3, 4], True)
+    """
+    return np.random.default_rng(EVAL_ORDER_SEED).permutation(num_samples)
+
+
+def check_loader_options(
+    batch_size: int,
+    n_views: int,
+    eval_batch_size: int | None,
+    num_workers: int,
+    augment_on: str,
+    augment: AugmentRecipe,
+) -> None:
+    """Raise for loader options no DataModule can use.
+
+    Raises:
+        ValueError: For ``batch_size``, ``n_views`` or ``eval_batch_size`` < 1, ``num_workers`` < 0, an unknown
+            ``augment_on``, or an ``augment.colour`` the device backend (kornia) lacks with ``augment_on="device"``.
+
+    Example:
+        >>> check_loader_options(batch_size=0, n_views=2, eval_batch_size=None, num_workers=0, augment_on="cpu",
+        ...                      augment=SIMCLR)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected argument `batch_size` to be >= 1, but got 0.
+    """
+    for name, value in (("batch_size", batch_size), ("n_views", n_views), ("eval_batch_size", eval_batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"Expected argument `{name}` to be >= 1, but got {value}.")
+    if num_workers < 0:
+        raise ValueError(f"Expected argument `num_workers` to be >= 0, but got {num_workers}.")
+    if augment_on not in AUGMENT_ON:
+        raise ValueError(f"Expected argument `augment_on` to be one of {AUGMENT_ON}, but got {augment_on!r}.")
+    if augment_on == "device" and augment.colour not in DEVICE_COLOURS:
+        raise ValueError(
+            f"Expected `augment.colour` to be one of {DEVICE_COLOURS} with `augment_on='device'`, but got "
+            f"{augment.colour!r}."
+        )
+
+
+def check_enough_samples(num_samples: int, world_size: int, batch_size: int, drop_last: bool) -> None:
+    """Raise ``ValueError`` when ``drop_last`` would leave a process without a single training batch."""
+    if drop_last and -(-num_samples // world_size) < batch_size:
+        raise ValueError(
+            f"Expected at least `batch_size` ({batch_size}) training samples per process with `drop_last=True`, "
+            f"but the training set has {num_samples} for {world_size} process(es): lower `batch_size` or set "
+            "`drop_last=False`."
+        )

@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
+from lightning_supcon.data.base import Split
 from lightning_supcon.data.digits import DigitsDataModule
 from lightning_supcon.data.labels import LabelledDataset
 
@@ -83,14 +84,8 @@ class MultilabelDigitsDataModule(DigitsDataModule):
         super().__init__(**kwargs)
         self.attributes = tuple(attributes)
         self.num_classes = len(self.attributes)  # labels per sample
-        self._train_labelled = self._relabel(super().train_dataset())
-        self._val_labelled = self._relabel(super().val_dataset())
 
-    def _relabel(self, data: LabelledDataset) -> LabelledDataset:
-        return data.relabel(attribute_labels(torch.as_tensor(data.labels), self.attributes))
-
-    def train_dataset(self) -> LabelledDataset:
-        return self._train_labelled
-
-    def val_dataset(self) -> LabelledDataset:
-        return self._val_labelled
+    def dataset(self, split: Split) -> LabelledDataset | None:
+        """The digits' split with each digit's attribute labels, multi-hot ``(N, len(attributes))``."""
+        data = super().dataset(split)
+        return None if data is None else data.relabel(attribute_labels(torch.as_tensor(data.labels), self.attributes))

@@ -131,19 +131,19 @@ class TestData:
 
         clean, hard = DigitsDataModule(), ev["evidence_data"].HardDigits()
         tensors = ev["evidence_data"].tensors
-        for split in ("train_dataset", "val_dataset"):
-            (x, y), (hx, hy) = tensors(getattr(clean, split)()), tensors(getattr(hard, split)())
+        for split in ("train", "val"):
+            (x, y), (hx, hy) = tensors(clean.dataset(split)), tensors(hard.dataset(split))
             assert torch.equal(y, hy)
             assert (hx.float() - x.float()).abs().flatten(1).mean(1).min() > 5  # every image changed
         again = ev["evidence_data"].HardDigits()
-        assert torch.equal(tensors(again.train_dataset())[0], tensors(hard.train_dataset())[0])  # fixed task
+        assert torch.equal(tensors(again.dataset("train"))[0], tensors(hard.dataset("train"))[0])  # fixed task
         assert hard.mean != clean.mean
 
     def test_subset_keeps_its_classes_and_the_rest_for_near_ood(self, ev: dict[str, ModuleType]) -> None:
         dm = ev["evidence_data"].DigitsSubset(classes=(0, 1, 2, 3, 4))
         assert dm.num_classes == 5
-        assert set(dm.train_dataset().labels.tolist()) == {0, 1, 2, 3, 4}
-        assert len(dm.held_out_val) == 360 and len(dm.val_dataset()) < 200
+        assert set(dm.dataset("train").labels.tolist()) == {0, 1, 2, 3, 4}
+        assert len(dm.held_out_val) == 360 and len(dm.dataset("val")) < 200
 
     def test_far_ood(self, ev: dict[str, ModuleType], digits: tuple[torch.Tensor, torch.Tensor]) -> None:
         far = ev["evidence_data"].far_ood_images(digits[0], 10, seed=3)
@@ -178,7 +178,7 @@ class TestPairing:
         from lightning_supcon.data.subsets import label_subset
 
         runs = ev["evidence_runs"]
-        train = runs.make_data("digits", 8, 1, 1.0, "digits", 0).train_dataset()
+        train = runs.make_data("digits", 8, 1, 1.0, "digits", 0).dataset("train")
         assert len(label_subset(train, labels, 0)) == count  # stratified: at least one image per class
         got_batch, epochs = runs.budget("digits", runs.spec("digits", "ce", labels=labels).settings(), 0, 8)
         assert got_batch == batch

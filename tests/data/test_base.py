@@ -14,15 +14,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lightning_supcon.data.base import (
-    EVAL_ORDER_SEED,
-    PREDICT_SPLITS,
-    MultiViewDataModule,
-    check_predict_split,
-    eval_order,
-)
+from lightning_supcon.data.base import MultiViewDataModule, check_predict_split
 from lightning_supcon.data.digits import DigitsDataModule
 from lightning_supcon.data.labels import LabelledDataset
+from lightning_supcon.data.loading import EVAL_ORDER_SEED, eval_order
 from lightning_supcon.data.recipe import AugmentRecipe
 from lightning_supcon.data.transforms import eval_transform
 from tests.data.recorder import Recorder, cpu_trainer
@@ -48,14 +43,11 @@ class Tiny(MultiViewDataModule):
         super().__init__(**kwargs)
         self.pil, self.n_train, self.with_test = pil, n_train, with_test
 
-    def train_dataset(self) -> LabelledDataset:
-        return _labelled(_samples(self.n_train, 0, self.pil))
-
-    def val_dataset(self) -> LabelledDataset:
-        return _labelled(_samples(7, 1, self.pil))
-
-    def test_dataset(self) -> LabelledDataset | None:
-        return _labelled(_samples(5, 2, self.pil)) if self.with_test else None
+    def dataset(self, split: str) -> LabelledDataset | None:
+        if split == "test" and not self.with_test:
+            return None
+        size, seed = {"train": (self.n_train, 0), "val": (7, 1), "test": (5, 2), "ood": (4, 3)}[split]
+        return _labelled(_samples(size, seed, self.pil))
 
 
 def _labelled(samples: list[tuple[Any, int]]) -> LabelledDataset:
@@ -147,18 +139,37 @@ class TestCleanLoaders:
         test, _ = _all(Tiny(with_test=True).predict_dataloader())  # predict: in data-set order
         torch.testing.assert_close(test, _clean(_samples(5, 2, True)))
 
+    @pytest.mark.parametrize("split", ["ood", "predict"])
+    def test_ood_split_clean_in_order_and_of_no_class(self, split: str) -> None:
+        """The labels the subclass gave (0, 1, 2, 3) are not training classes: the loader says -1."""
+        dm = Tiny(predict_split="ood")
+        loader = dm.ood_dataloader() if split == "ood" else dm.predict_dataloader()
+        assert loader is not None
+        images, labels = _all(loader)
+        torch.testing.assert_close(images, _clean(_samples(4, 3, True)))
+        assert labels.tolist() == [-1] * 4
+
+    def test_no_ood_split(self) -> None:
+        dm = DigitsDataModule(image_size=8, predict_split="ood")
+        assert dm.ood_dataloader() is None
+        with pytest.raises(ValueError, match="needs an out-of-distribution split, but DigitsDataModule has none"):
+            dm.predict_dataloader()
+
     @pytest.mark.parametrize("world_size", [2, 3])
     def test_ddp_ranks_share_the_samples_without_repeats(self, world_size: int) -> None:
         """7 validation and 20 training samples over 2 or 3 ranks: each sample on exactly one rank (the default
         DistributedSampler would repeat 1 or 2 to even out the shards)."""
-        seen: dict[int, list[int]] = {0: [], 1: []}
+        seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
         for rank in range(world_size):
             dm = Tiny(batch_size=6, eval_batch_size=2)
             dm.trainer = _fake_trainer(world_size=world_size, rank=rank)
-            for index, loader in enumerate([dm.val_dataloader(), dm.train_eval_dataloader()]):
+            ood = dm.ood_dataloader()
+            assert ood is not None
+            for index, loader in enumerate([dm.val_dataloader(), dm.train_eval_dataloader(), ood]):
                 assert isinstance(loader.sampler, DistributedSampler)  # so Lightning keeps it
-                seen[index] += _all(loader)[1].tolist()
+                seen[index] += _all(loader)[0][:, 0, 0, 0].tolist() if index == 2 else _all(loader)[1].tolist()
         assert sorted(seen[0]) == list(range(7)) and sorted(seen[1]) == list(range(20))
+        assert sorted(seen[2]) == sorted(_clean(_samples(4, 3, True))[:, 0, 0, 0].tolist())  # 4 OOD images, once
 
 
 class TestDevicePath:
@@ -246,8 +257,34 @@ class TestArguments:
         assert Tiny(augment=AugmentRecipe(scale=(0.5, 1.0), blur_p=0.5)).augment.scale == (0.5, 1.0)
 
     def test_subclass_must_provide_data(self) -> None:
-        with pytest.raises(NotImplementedError, match="must implement `train_dataset\\(\\)`"):
+        with pytest.raises(NotImplementedError, match="must implement `dataset\\(split\\)`"):
             MultiViewDataModule().train_dataloader()
+
+    @pytest.mark.parametrize("name", ["num_classes", "mean", "std"])
+    def test_a_subclass_that_does_not_name_its_data_is_told_what_to_set(self, name: str) -> None:
+        with pytest.raises(AttributeError, match=f"MultiViewDataModule must set `{name}`"):
+            getattr(MultiViewDataModule(), name)
+
+    def test_num_classes_and_statistics_set_in_init_or_from_the_class_names(self) -> None:
+        class Named(MultiViewDataModule):
+            classes = ["cat", "dog", "emu"]  # type: ignore[assignment]
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.mean, self.std = (0.1,), (0.2,)
+
+        dm = Named()
+        assert (dm.num_classes, dm.mean, dm.std) == (3, (0.1,), (0.2,))
+        dm.num_classes = 2  # multi-label data sets say how many labels
+        assert dm.num_classes == 2 and dm.normalize.mean.flatten().tolist() == pytest.approx([0.1])
+
+    def test_a_missing_required_split_is_named(self) -> None:
+        class NoVal(Tiny):
+            def dataset(self, split: str) -> LabelledDataset | None:
+                return None if split == "val" else super().dataset(split)
+
+        with pytest.raises(ValueError, match=r"`NoVal.dataset\('val'\)` to return the val split"):
+            NoVal().val_dataloader()
 
 
 class DumpingRecorder(Recorder):
@@ -276,11 +313,11 @@ def test_ddp_ranks_get_equal_disjoint_batches(tmp_path: Path, augment_on: str) -
 
 
 class TestPredictSplit:
-    @pytest.mark.parametrize("split", PREDICT_SPLITS)
+    @pytest.mark.parametrize("split", ["train", "val", "test"])
     def test_each_split_clean_and_in_order(self, split: str) -> None:
         dm = DigitsDataModule(image_size=8, batch_size=32, eval_batch_size=500, predict_split=split)  # type: ignore[arg-type]
         images, labels = (torch.cat(parts) for parts in zip(*dm.predict_dataloader(), strict=True))
-        data = dm.train_dataset() if split == "train" else dm.val_dataset()  # digits: test = val
+        data = dm.dataset("train") if split == "train" else dm.dataset("val")  # digits: test = val
         assert images.shape == (len(data), 1, 8, 8)  # one clean image per sample, no views
         assert labels.tolist() == [int(data[i][1]) for i in range(len(data))]
 
@@ -289,7 +326,7 @@ class TestPredictSplit:
 
     def test_rejects_other_names(self) -> None:
         with pytest.raises(
-            ValueError, match=r"`predict_split` to be one of \('train', 'val', 'test'\), but got 'valid'"
+            ValueError, match=r"`predict_split` to be one of \('train', 'val', 'test', 'ood'\), but got 'valid'"
         ):
             check_predict_split("valid")
         with pytest.raises(ValueError, match="predict_split"):
@@ -309,13 +346,7 @@ class Sorted(MultiViewDataModule):
         index = torch.stack([torch.arange(400) // 256, torch.arange(400) % 256], 1).to(torch.uint8)  # (400, 2)
         return LabelledDataset(index.view(400, 2, 1, 1).expand(400, 2, 8, 8), labels)
 
-    def train_dataset(self) -> LabelledDataset:
-        return self._split()
-
-    def val_dataset(self) -> LabelledDataset:
-        return self._split()
-
-    def test_dataset(self) -> LabelledDataset:
+    def dataset(self, split: str) -> LabelledDataset:
         return self._split()
 
 

@@ -11,8 +11,8 @@ import torch
 from torchvision.transforms import v2
 
 from lightning_supcon.data import CIFAR10DataModule, CIFAR100DataModule
-from lightning_supcon.data.base import eval_order
 from lightning_supcon.data.cifar import CIFARDataModule
+from lightning_supcon.data.loading import eval_order
 from lightning_supcon.data.transforms import CIFAR10_MEAN, CIFAR100_MEAN
 from tests.data.formats import cifar_rows
 
@@ -26,7 +26,7 @@ def _rows(folder: Path, name: str) -> tuple[np.ndarray, list[int]]:
 class TestCIFAR10:
     def test_pixels_and_labels(self, cifar10_root: Path) -> None:
         dm = CIFAR10DataModule(data_dir=str(cifar10_root))
-        train, val = dm.train_dataset(), dm.val_dataset()
+        train, val = dm.dataset("train"), dm.dataset("val")
         assert (len(train), len(val)) == (20, 6)
         rows, labels = _rows(cifar10_root / "cifar-10-batches-py", "data_batch_2")
         image, label = train[4]  # first image of the second batch
@@ -68,7 +68,7 @@ class TestCIFAR10:
     def test_one_missing_batch(self, cifar10_root: Path) -> None:
         (cifar10_root / "cifar-10-batches-py" / "data_batch_3").unlink()
         with pytest.raises(FileNotFoundError, match=r"expected the files \['data_batch_3'\] in"):
-            CIFAR10DataModule(data_dir=str(cifar10_root)).val_dataset()
+            CIFAR10DataModule(data_dir=str(cifar10_root)).dataset("val")
 
     def test_failed_download(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         def offline(*args: object, **kwargs: object) -> None:
@@ -87,7 +87,7 @@ class TestCIFAR10:
 class TestCIFAR100:
     def test_fine_labels(self, cifar100_root: Path) -> None:
         dm = CIFAR100DataModule(data_dir=str(cifar100_root), eval_batch_size=5)
-        assert (len(dm.train_dataset()), dm.num_classes) == (12, 100)
+        assert (len(dm.dataset("train")), dm.num_classes) == (12, 100)
         _, labels = _rows(cifar100_root / "cifar-100-python", "test")
         images, got = next(iter(dm.val_dataloader()))
         assert got.tolist() == [labels[i] for i in eval_order(5)] and images.shape == (5, 3, 32, 32)
@@ -99,7 +99,7 @@ class TestCIFAR100:
 
     def test_missing(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match=r"cifar-100-python.*cifar-100-python\.tar\.gz"):
-            CIFAR100DataModule(data_dir=str(tmp_path)).train_dataset()
+            CIFAR100DataModule(data_dir=str(tmp_path)).dataset("train")
 
 
 def test_base_reader_is_shared() -> None:

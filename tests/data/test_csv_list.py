@@ -104,13 +104,13 @@ class TestDataModule:
         """One list, no validation list: the held-out 20% are DigitsDataModule's validation images."""
         dm = CsvDataModule(str(write_digits_list(tmp_path)), val_fraction=0.2, split_seed=0)
         train, val = digits_split()
-        assert (dm.train_dataset().indices, dm.val_dataset().indices) == (train.tolist(), val.tolist())
+        assert (dm.dataset("train").indices, dm.dataset("val").indices) == (train.tolist(), val.tolist())
 
     def test_skip_corrupt(self, images: Path) -> None:
         write_image_tree(images / "img", {"cat": ["broken.png:corrupt"]})
         train = _write(images / "train.csv", [*_rows("names"), ("img/cat/broken.png", "cat")])
         dm = CsvDataModule(train, train, skip_corrupt=True)
         with pytest.warns(UserWarning, match=r"Skipped 1 unreadable image\(s\) in '.*train.csv'"):
-            assert len(dm.train_dataset()) == 8
+            assert len(dm.dataset("train")) == 8
         with pytest.raises(OSError, match=r"Cannot read image file '.*broken.png'"):
             torch.stack([image for image, _ in CsvDataModule(train, train, image_size=8).train_eval_dataloader()])

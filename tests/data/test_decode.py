@@ -124,13 +124,13 @@ class TestMetadataAppliedByEverySource:
         (tmp_path / "list.csv").write_text("tree/a/x.jpg,a\ntree/b/x.jpg,b\n")
         folder = ImageFolderDataModule(str(tmp_path / "tree"), str(tmp_path / "tree"), image_size=8)
         csv = CsvDataModule(str(tmp_path / "list.csv"), str(tmp_path / "list.csv"), image_size=8)
-        decoded = [folder.val_dataset()[0][0], csv.val_dataset()[0][0]]
+        decoded = [folder.dataset("val")[0][0], csv.dataset("val")[0][0]]
         datasets = pytest.importorskip("datasets")
         table = datasets.Dataset.from_dict({"image": [str(tmp_path / "tree/a/x.jpg")] * 2, "label": [0, 1]})
         table.cast_column("image", datasets.Image()).save_to_disk(str(tmp_path / "hf"))
         from lightning_supcon.data import HFDataModule
 
         hf = HFDataModule(str(tmp_path / "hf"), val_split="train", image_size=8)
-        decoded.append(hf.val_dataset()[0][0])
+        decoded.append(hf.dataset("val")[0][0])
         for image in decoded:
             assert image.size == (8, 16) and _pixels(image) == _pixels(upright)

@@ -17,7 +17,7 @@ from tests.data.recorder import Recorder, cpu_trainer
 
 
 def _tensors(dm: DigitsDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    data = dm.train_dataset() if split == "train" else dm.val_dataset()
+    data = dm.dataset("train") if split == "train" else dm.dataset("val")
     return data.images, torch.as_tensor(data.labels)
 
 

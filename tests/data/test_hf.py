@@ -59,7 +59,7 @@ class TestSources:
     def test_saved_single_dataset_is_the_training_split(self, tmp_path: Path) -> None:
         _table(["b", "a"] * 5, datasets.Value("string")).save_to_disk(str(tmp_path / "one"))
         dm = _dm(str(tmp_path / "one"), val_fraction=0.2)
-        assert dm.classes == ["a", "b"] and (len(dm.train_dataset()), len(dm.val_dataset())) == (8, 2)
+        assert dm.classes == ["a", "b"] and (len(dm.dataset("train")), len(dm.dataset("val"))) == (8, 2)
 
     def test_local_parquet_files(self, tmp_path: Path) -> None:
         _table([0, 1, 0, 1, 1, 0]).to_parquet(str(tmp_path / "train.parquet"))
@@ -78,7 +78,7 @@ class TestSources:
             image.save(tmp_path / f"{i}.png")
             paths.append(str(tmp_path / f"{i}.png"))
         datasets.Dataset.from_dict({"img": paths, "fine": [0, 1, 0, 1]}).save_to_disk(str(tmp_path / "paths"))
-        image, label = _dm(str(tmp_path / "paths"), val_fraction=0.5).train_dataset()[0]
+        image, label = _dm(str(tmp_path / "paths"), val_fraction=0.5).dataset("train")[0]
         assert image.mode == "RGB" and image.size == (10, 12) and label in (0, 1)
 
 
@@ -86,7 +86,7 @@ class TestErrors:
     def test_missing_split_and_column(self, tmp_path: Path) -> None:
         _table([0, 1] * 4).save_to_disk(str(tmp_path / "one"))
         with pytest.raises(ValueError, match=r"Expected a split 'validation' in .* but it has \['train'\]"):
-            _dm(str(tmp_path / "one"), val_split="validation").val_dataset()
+            _dm(str(tmp_path / "one"), val_split="validation").dataset("val")
         dm = HFDataModule(str(tmp_path / "one"))
         with pytest.raises(ValueError, match=r"a column 'image' in split 'train' .* \['img', 'fine', 'note'\]"):
             _ = dm.num_classes

@@ -16,7 +16,7 @@ from torch import Tensor
 from lightning_supcon.callbacks import EmbeddingWriter
 from lightning_supcon.callbacks.embedding_map import plot_embedding
 from lightning_supcon.data import ImageFolderDataModule, eval_transform, load_image, scan_folder
-from lightning_supcon.data.base import eval_order
+from lightning_supcon.data.loading import eval_order
 from lightning_supcon.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from lightning_supcon.evaluation import evaluate_embeddings, format_table, load_embeddings
 from tests import helpers
@@ -69,7 +69,7 @@ class TestScan:
     def test_val_class_missing_from_train(self, image_tree: tuple[Path, Path]) -> None:
         write_image_tree(image_tree[1], {"fox": ["f.png:RGB"]})
         with pytest.raises(ValueError, match=f"'{image_tree[1] / 'fox'}' is not a class of the training set"):
-            _dm(image_tree).val_dataset()
+            _dm(image_tree).dataset("val")
 
 
 class TestImages:
@@ -103,7 +103,7 @@ class TestImages:
         write_image_tree(tmp_path / "t", {"a": ["x.png:corrupt"]})
         dm = ImageFolderDataModule(str(tmp_path / "t"), str(tmp_path / "t"), skip_corrupt=True)
         with pytest.warns(UserWarning), pytest.raises(ValueError, match="all 1 are unreadable"):
-            dm.train_dataset()
+            dm.dataset("train")
 
 
 class TestDataModule:

@@ -38,7 +38,7 @@ class TestChannels:
 
     def test_grayscale_is_pils_luma(self, image_tree: tuple[Path, Path]) -> None:
         dm = _dm(image_tree, channels=1, resize=16, mean=(0.0,), std=(1.0,))
-        image, label = dm.val_dataset()[0]
+        image, label = dm.dataset("val")[0]
         assert image.mode == "L" and label == 0
         luma = Image.open(image_tree[1] / "cat" / "v.png").convert("L")  # ITU-R 601-2, PIL's
         expected = F.pil_to_tensor(F.center_crop(F.resize(luma, 16), 16)).float() / 255
@@ -57,7 +57,7 @@ class TestNormalisation:
     def test_defaults(self, image_tree: tuple[Path, Path]) -> None:
         assert (_dm(image_tree).mean, _dm(image_tree).std) == (IMAGENET_MEAN, IMAGENET_STD)
         gray = _dm(image_tree, channels=1)
-        assert gray._statistics == {"mean": "auto", "std": "auto"}  # ImageNet has no grayscale statistics
+        assert gray._auto == ["mean", "std"]  # ImageNet has no grayscale statistics: both measured on first use
 
     def test_given(self, image_tree: tuple[Path, Path]) -> None:
         dm = _dm(image_tree, mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 0.5])
@@ -69,7 +69,7 @@ class TestNormalisation:
     ) -> None:
         dm = _dm(image_tree, mean="auto", std="auto", split_seed=0)
         decode = dm.decode_transform(train=False)
-        train = dm.train_dataset()
+        train = dm.dataset("train")
         expected = channel_statistics(torch.stack([decode(train[i][0]) for i in range(len(train))]))
         assert (dm.mean, dm.std) == expected and len(train) < AUTO_SAMPLE  # all of a small training set
         assert (dm.mean, dm.std) == expected
@@ -186,12 +186,12 @@ class TestHeldOutValidation:
     def test_seeded_stratified_split_without_val_dir(self, tmp_path: Path) -> None:
         tree = write_image_tree(tmp_path / "t", {c: [f"{i}.png:RGB" for i in range(10)] for c in ("a", "b")})
         dm = ImageFolderDataModule(str(tree), val_fraction=0.2, split_seed=0)
-        train, val = dm.train_dataset(), dm.val_dataset()
+        train, val = dm.dataset("train"), dm.dataset("val")
         assert (len(train), len(val)) == (16, 4) and sorted(val.labels) == [0, 0, 1, 1]
         assert not set(train.indices) & set(val.indices)
-        assert dm.test_dataset() is None and len(dm.test_dataloader().dataset) == 4  # type: ignore[arg-type]
-        other = ImageFolderDataModule(str(tree), val_fraction=0.2, split_seed=1).val_dataset()
-        assert ImageFolderDataModule(str(tree), val_fraction=0.2).val_dataset().indices == val.indices != other.indices
+        assert dm.dataset("test") is None and len(dm.test_dataloader().dataset) == 4  # type: ignore[arg-type]
+        other = ImageFolderDataModule(str(tree), val_fraction=0.2, split_seed=1).dataset("val")
+        assert ImageFolderDataModule(str(tree), val_fraction=0.2).dataset("val").indices == val.indices != other.indices
 
 
 def test_cli_links_channels_to_the_model(image_tree: tuple[Path, Path], tmp_path: Path) -> None:

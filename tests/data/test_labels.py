@@ -177,7 +177,7 @@ class TestLabelsCarriedWithSamples:
         dm, truth = self._make(tmp_path, source, label_fraction=0.5, subset_seed=3, unlabelled="unknown")
         labels, true = _true_labels(dm, truth)
         known = labels >= 0
-        assert len(labels) == len(dm.train_dataset()) and np.array_equal(labels[known], true[known])
+        assert len(labels) == len(dm.dataset("train")) and np.array_equal(labels[known], true[known])
         expected = [min(n, max(1, int(np.floor(0.5 * n + 0.5)))) for n in np.bincount(true)]
         assert np.bincount(true[known], minlength=len(expected)).tolist() == expected
         assert [dm._present("train")[i][1] for i in range(len(labels))] == labels.tolist()
@@ -217,10 +217,10 @@ class TestBlankLabel:
     def test_blank_label_minus_one_is_unknown(self, tmp_path: Path) -> None:
         """-1 means "unknown class" in a list as everywhere else: partially labelled data without code."""
         dm = _list_module(tmp_path, ["0", "-1", "1", "1", "-1", "0"], ["0", "-1"])
-        assert dm.classes == ["0", "1"] and dm.train_dataset().labels.tolist() == [0, -1, 1, 1, -1, 0]
-        assert dm.val_dataset().labels.tolist() == [0, -1]
+        assert dm.classes == ["0", "1"] and dm.dataset("train").labels.tolist() == [0, -1, 1, 1, -1, 0]
+        assert dm.dataset("val").labels.tolist() == [0, -1]
         named = _list_module(tmp_path / "named", ["cat", "-1", "dog"], ["dog"])
-        assert named.classes == ["cat", "dog"] and named.train_dataset().labels.tolist() == [0, -1, 1]
+        assert named.classes == ["cat", "dog"] and named.dataset("train").labels.tolist() == [0, -1, 1]
 
 
 class TestLabelTypeDecidedOnce:
@@ -228,13 +228,13 @@ class TestLabelTypeDecidedOnce:
         """Issue 23 item 3: train ``1, 2, 10, other`` are names; val ``1, 2`` became the classes '10' and '2'."""
         dm = _list_module(tmp_path, ["1", "2", "10", "other"], ["1", "2", "10"])
         assert dm.classes == ["1", "10", "2", "other"]
-        assert [dm.classes[i] for i in dm.val_dataset().labels] == ["1", "2", "10"]
+        assert [dm.classes[i] for i in dm.dataset("val").labels] == ["1", "2", "10"]
 
     def test_label_type_decided_once_indices_in_training(self, tmp_path: Path) -> None:
         dm = _list_module(tmp_path, ["0", "1", "2"], ["+2", " 1"])
-        assert dm.classes == ["0", "1", "2"] and dm.val_dataset().labels.tolist() == [2, 1]
+        assert dm.classes == ["0", "1", "2"] and dm.dataset("val").labels.tolist() == [2, 1]
         with pytest.raises(ValueError, match=r"Label 'cat' in .*val.csv is not a class of the training set \(3"):
-            _ = _list_module(tmp_path / "b", ["0", "1", "2"], ["cat"]).val_dataset()
+            _ = _list_module(tmp_path / "b", ["0", "1", "2"], ["cat"]).dataset("val")
 
     def test_label_type_decided_once_folder_names_stay_names(self, tmp_path: Path) -> None:
         tree = write_image_tree(tmp_path / "t", {c: [f"{i}.png:RGB" for i in range(4)] for c in ("1", "2", "10")})

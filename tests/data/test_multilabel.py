@@ -37,8 +37,8 @@ class TestMultilabelDigitsDataModule:
         multi, single = MultilabelDigitsDataModule(attributes=("greater_4", "odd")), DigitsDataModule()
         assert multi.num_classes == 2 and multi.multilabel and not getattr(single, "multilabel", False)
         for mine, theirs in (
-            (multi.train_dataset(), single.train_dataset()),
-            (multi.val_dataset(), single.val_dataset()),
+            (multi.dataset("train"), single.dataset("train")),
+            (multi.dataset("val"), single.dataset("val")),
         ):
             torch.testing.assert_close(mine.images, theirs.images)
             expected = attribute_labels(torch.as_tensor(theirs.labels), ("greater_4", "odd"))

@@ -184,7 +184,7 @@ def test_ddp_ranks_share_the_label_subset_and_split_one_global_batch(tmp_path: P
     ranks = spawn_ranks(_rank_worker, tmp_path, 2)
     assert ranks[0]["own_seed"] != ranks[1]["own_seed"]  # unseeded ranks ...
     assert ranks[0]["subset"] == ranks[1]["subset"]  # ... share the label subset (seeded by subset_seed)
-    labels = DigitsDataModule(image_size=8).train_dataset().labels
+    labels = DigitsDataModule(image_size=8).dataset("train").labels
     assert np.array_equal(ranks[0]["subset"], stratified_subset(labels, 0.5, seed=0))
     assert ranks[0]["seed"] == ranks[1]["seed"] == ranks[0]["own_seed"]  # and rank 0's run seed
     subset_labels = labels[ranks[0]["subset"]]

@@ -91,12 +91,12 @@ class TestDataModuleLabelFraction:
     def test_training_split_only(self) -> None:
         dm = DigitsDataModule(batch_size=8, image_size=8, label_fraction=0.1, subset_seed=5)
         full = DigitsDataModule(batch_size=8, image_size=8)
-        labels = full.train_dataset().labels
+        labels = full.dataset("train").labels
         train = dm._present("train")
         assert np.array_equal(train.images.indices, stratified_subset(labels, 0.1, seed=5))  # type: ignore[attr-defined]
         assert np.bincount(train.labels).tolist() == _reference_counts(labels, 0.1)
         assert len(dm.train_eval_dataloader().dataset) == len(train)  # the kNN bank: the labelled subset
-        assert dm._dataset("val") is dm.val_dataset()  # evaluation on the whole validation set
+        assert dm._dataset("val") is dm.dataset("val")  # evaluation on the whole validation set
 
     def test_the_subset_does_not_follow_the_run_seed(self) -> None:
         a, b = DigitsDataModule(image_size=8, label_fraction=0.1), DigitsDataModule(image_size=8, label_fraction=0.1)
@@ -136,7 +136,7 @@ class TestSemiSupervised:
 
     def test_the_other_samples_are_kept_as_unknown(self) -> None:
         dm = DigitsDataModule(batch_size=8, image_size=8, label_fraction=0.1, subset_seed=5, unlabelled="unknown")
-        labels = DigitsDataModule(image_size=8).train_dataset().labels
+        labels = DigitsDataModule(image_size=8).dataset("train").labels
         picked = stratified_subset(labels, 0.1, seed=5)
         train = dm._present("train")
         expected = np.full(len(labels), -1)

@@ -27,11 +27,8 @@ class Tiny(MultiViewDataModule):
         images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
         return LabelledDataset(images, torch.arange(n) % 2)
 
-    def train_dataset(self) -> LabelledDataset:
-        return self._split(5, 0)
-
-    def val_dataset(self) -> LabelledDataset:
-        return self._split(3, 1)
+    def dataset(self, split: str) -> LabelledDataset | None:
+        return {"train": self._split(5, 0), "val": self._split(3, 1)}.get(split)
 
 
 def main(devices: int, out: str) -> None:

@@ -28,7 +28,7 @@ def main(devices: int, out: str) -> None:
     results = trainer.validate(model, datamodule=datamodule, verbose=False)  # one dict: the kNN bank is no loader
     metrics = {key: value for result in results for key, value in result.items()}
     if trainer.global_rank == 0:
-        torch.save({"metrics": metrics, "val_size": len(datamodule.val_dataset())}, out)
+        torch.save({"metrics": metrics, "val_size": len(datamodule.dataset("val"))}, out)
 
 
 if __name__ == "__main__":

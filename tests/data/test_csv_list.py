@@ -106,6 +106,26 @@ class TestDataModule:
         train, val = digits_split()
         assert (dm.dataset("train").indices, dm.dataset("val").indices) == (train.tolist(), val.tolist())
 
+    @pytest.mark.parametrize(
+        ("header", "rows"),
+        [
+            (None, ["img/cat/c0.png", "img/dog/d1.png"]),  # paths only
+            ("path,label", ["img/cat/c0.png,", "img/dog/d1.png,zebra"]),  # blank and unknown labels: not read
+            ("label,path", [",img/cat/c0.png", "?,img/dog/d1.png"]),  # named columns in another order
+        ],
+    )
+    def test_ood_list_reads_paths_only(self, images: Path, header: str | None, rows: list[str]) -> None:
+        train = _write(images / "train.csv", _rows("names"))
+        (images / "ood.txt").write_text("\n".join(([header] if header else []) + rows) + "\n")
+        dm = CsvDataModule(train, ood_list=str(images / "ood.txt"), image_size=8, predict_split="ood")
+        loader = dm.ood_dataloader()
+        assert loader is not None
+        ood_images, labels = next(iter(loader))
+        assert ood_images.shape == (2, 3, 8, 8) and labels.tolist() == [-1, -1]
+        data = dm.dataset("ood")
+        assert data is not None and [Path(p).name for p in data.images] == ["c0.png", "d1.png"]
+        assert dm.classes == ["cat", "dog"] and CsvDataModule(train).ood_dataloader() is None
+
     def test_skip_corrupt(self, images: Path) -> None:
         write_image_tree(images / "img", {"cat": ["broken.png:corrupt"]})
         train = _write(images / "train.csv", [*_rows("names"), ("img/cat/broken.png", "cat")])

@@ -81,6 +81,17 @@ class TestSources:
         image, label = _dm(str(tmp_path / "paths"), val_fraction=0.5).dataset("train")[0]
         assert image.mode == "RGB" and image.size == (10, 12) and label in (0, 1)
 
+    def test_ood_split_without_labels(self, tmp_path: Path) -> None:
+        images = datasets.Dataset.from_dict({"img": _images(3)}, features=datasets.Features({"img": datasets.Image()}))
+        datasets.DatasetDict({"train": _table([0, 1] * 4), "far": images}).save_to_disk(str(tmp_path / "saved"))
+        dm = _dm(str(tmp_path / "saved"), ood_split="far", val_fraction=0.25)
+        loader = dm.ood_dataloader()
+        assert loader is not None
+        batch, labels = next(iter(loader))
+        expected = torch.stack([dm.eval_transform()(image) for image in _images(3)])
+        torch.testing.assert_close(batch, expected)
+        assert labels.tolist() == [-1, -1, -1] and dm.classes == ["0", "1"]
+
 
 class TestErrors:
     def test_missing_split_and_column(self, tmp_path: Path) -> None:

@@ -133,6 +133,32 @@ class TestDataModule:
         assert next(iter(dm.test_dataloader()))[1].tolist() == [1]
         assert len(_dm(image_tree).test_dataloader().dataset) == 3  # type: ignore[arg-type]
 
+    def test_ood_dir_any_layout_no_class_hidden_folders_left_out(
+        self, image_tree: tuple[Path, Path], tmp_path: Path
+    ) -> None:
+        """OOD images flat and in sub-folders whose names are no training class (``zebra``), a grayscale and an RGBA
+        one among them; a notebook's hidden checkpoint folder is not read."""
+        ood = write_image_tree(tmp_path / "ood", {"zebra": ["z.png:L"], "deep/er": ["y.jpg:RGB"]})
+        write_image_tree(ood, {".": ["flat.png:RGBA"]})
+        write_image_tree(ood, {".ipynb_checkpoints": ["skip.png:RGB"]})
+        dm = ImageFolderDataModule(str(image_tree[0]), ood_dir=str(ood), image_size=16, predict_split="ood")
+        loader = dm.ood_dataloader()
+        assert loader is not None
+        images, labels = next(iter(loader))
+        assert images.shape == (3, 3, 16, 16) and labels.tolist() == [-1, -1, -1]
+        data = dm.dataset("ood")
+        assert data is not None and [Path(p).name for p in data.images] == ["y.jpg", "flat.png", "z.png"]
+        torch.testing.assert_close(next(iter(dm.predict_dataloader()))[0], images)  # type: ignore[call-overload]
+        assert dm.classes == ["cat", "dog", "eel"]  # the OOD folders are no classes
+
+    def test_ood_dir_without_images_or_missing(self, image_tree: tuple[Path, Path], tmp_path: Path) -> None:
+        (tmp_path / "empty" / "sub").mkdir(parents=True)
+        with pytest.raises(ValueError, match=r"Expected images .* in .*empty., found none"):
+            ImageFolderDataModule(str(image_tree[0]), ood_dir=str(tmp_path / "empty")).ood_dataloader()
+        with pytest.raises(FileNotFoundError, match=r"Expected a directory of images, but .*nowhere. is not one"):
+            ImageFolderDataModule(str(image_tree[0]), ood_dir=str(tmp_path / "nowhere")).ood_dataloader()
+        assert _dm(image_tree).ood_dataloader() is None
+
     def test_device_path_decodes_fixed_size(self, image_tree: tuple[Path, Path]) -> None:
         dm = _dm(image_tree, batch_size=4, augment_on="device")
         images, _ = next(iter(dm.train_dataloader()))

@@ -18,6 +18,8 @@ from typing import Literal, get_args
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from lightning_supcon.utils.checks import check_positive_integers
+
 ScaleRule = Literal["linear", "sqrt", "none"]
 _SCALE_RULES: tuple[str, ...] = get_args(ScaleRule)
 
@@ -46,8 +48,7 @@ class WarmupCosine:
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> None:
-        if total_steps < 1:
-            raise ValueError(f"Expected argument `total_steps` to be a positive integer, but got {total_steps}")
+        check_positive_integers(total_steps=total_steps)
         if not 0 <= warmup_steps <= total_steps:
             raise ValueError(f"Expected argument `warmup_steps` in [0, {total_steps}], but got {warmup_steps}")
         if not 0 <= min_lr_ratio <= 1:
@@ -165,9 +166,7 @@ def scale_lr(base_lr: float, global_batch_size: int, rule: ScaleRule = "linear",
     """
     if rule not in _SCALE_RULES:
         raise ValueError(f"Expected argument `rule` to be one of {_SCALE_RULES}, but got {rule!r}")
-    for name, value in (("global_batch_size", global_batch_size), ("reference_batch", reference_batch)):
-        if value < 1:
-            raise ValueError(f"Expected argument `{name}` to be a positive integer, but got {value}")
+    check_positive_integers(global_batch_size=global_batch_size, reference_batch=reference_batch)
     if rule == "linear":
         return base_lr * global_batch_size / reference_batch
     if rule == "sqrt":

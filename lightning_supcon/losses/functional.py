@@ -127,18 +127,8 @@ def _supcon_loss(
         group_index = torch.unique(all_groups, return_inverse=True)[1]  # in [0, n_groups)
         contrast_class = torch.cat([group_index[:global_batch].repeat(num_views), group_index[global_batch:]])
         if fused:
-            anchor_class = contrast_class[self_index]
-            per_anchor = fused_supcon_out(
-                anchors,
-                contrast,
-                anchor_class,
-                contrast_class,
-                self_index,
-                inv_temperature,
-                options.chunk_size,
-                options.denominator == "class_mean",
-            )
-            num_pos = torch.bincount(contrast_class)[anchor_class] - 1
+            per_anchor = fused_supcon_out(anchors, contrast, contrast_class, self_index, options)
+            num_pos = torch.bincount(contrast_class)[contrast_class[self_index]] - 1
             valid = num_pos > 0
         else:
             # Sample-level positive weights (B, B_global) in [0, 1].

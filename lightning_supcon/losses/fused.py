@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from lightning_supcon.losses.options import SupConOptions
+
 # exp(-50): a row whose largest shifted exponential is smaller is recomputed with its exact maximum, so every
 # term within exp(-37) of the row's largest stays a normal float32.
 _UNDERFLOW_GUARD = math.exp(-50.0)
@@ -85,32 +87,36 @@ class ClassAverage:
 
 
 def fused_supcon_out(
-    anchors: Tensor,
-    contrast: Tensor,
-    anchor_class: Tensor,
-    contrast_class: Tensor,
-    self_index: Tensor,
-    inv_temperature: float,
-    chunk_size: int | None,
-    class_mean: bool = False,
+    anchors: Tensor, contrast: Tensor, contrast_class: Tensor, self_index: Tensor, options: SupConOptions
 ) -> Tensor:
-    """Per-anchor L_out losses ``(M,)`` of :class:`FusedSupConOut`; with ``class_mean`` the anchors and contrast
-    entries go through it sorted by class (gathers of ``O(N D)``, undone on the way out)."""
-    if not class_mean:
+    """Per-anchor L_out losses ``(M,)`` of :class:`FusedSupConOut` at ``options.temperature`` and
+    ``options.chunk_size``; with ``options.denominator == "class_mean"`` the anchors and contrast entries go through it
+    sorted by class (gathers of ``O(N D)``, undone on the way out).
+
+    Args:
+        anchors: ``(M, D)``, the rows of ``contrast`` at ``self_index``.
+        contrast: ``(K, D)``.
+        contrast_class: ``(K,)`` class of each contrast entry, in ``[0, n_classes)``; an anchor's class is that of
+            its own column.
+        self_index: ``(M,)`` column of each anchor inside ``contrast``.
+        options: The loss's options (the caller has checked that they take the fused path: ``summation="out"``,
+            ``denominator`` ``"all"`` or ``"class_mean"``, no ``positives_cap``).
+    """
+    inv_temperature = 1.0 / options.temperature
+    if options.denominator != "class_mean":
         return FusedSupConOut.apply(  # type: ignore[no-any-return]
-            anchors, contrast, anchor_class, contrast_class, self_index, inv_temperature, chunk_size, False
+            anchors, contrast, contrast_class, self_index, inv_temperature, options.chunk_size, False
         )
-    anchor_order = torch.argsort(anchor_class, stable=True)
+    anchor_order = torch.argsort(contrast_class[self_index], stable=True)
     contrast_order = torch.argsort(contrast_class, stable=True)
     contrast_rank = torch.argsort(contrast_order)  # where each contrast entry goes
     per_anchor = FusedSupConOut.apply(
         anchors[anchor_order],
         contrast[contrast_order],
-        anchor_class[anchor_order],
         contrast_class[contrast_order],
         contrast_rank[self_index[anchor_order]],
         inv_temperature,
-        chunk_size,
+        options.chunk_size,
         True,
     )
     return per_anchor[torch.argsort(anchor_order)]  # type: ignore[no-any-return]
@@ -124,16 +130,16 @@ class FusedSupConOut(torch.autograd.Function):
         ctx: Any,
         anchors: Tensor,
         contrast: Tensor,
-        anchor_class: Tensor,
         contrast_class: Tensor,
         self_index: Tensor,
         inv_temperature: float,
         chunk_size: int | None,
-        class_mean: bool = False,
+        class_mean: bool,
     ) -> Tensor:
-        # anchors: (M, D); contrast: (K, D); anchor_class: (M,) and contrast_class: (K,) in [0, n_classes);
+        # anchors: (M, D); contrast: (K, D); contrast_class: (K,) in [0, n_classes);
         # self_index: (M,) column of each anchor inside `contrast`.
         num_anchors, num_contrast = anchors.shape[0], contrast.shape[0]
+        anchor_class = contrast_class[self_index]  # (M,)
         n_classes = int(contrast_class.max().item()) + 1
         scaled = anchors * inv_temperature  # (M, D)
         class_sum = contrast.new_zeros(n_classes, contrast.shape[1]).index_add_(0, contrast_class, contrast)
@@ -206,4 +212,4 @@ class FusedSupConOut(torch.autograd.Function):
         grad_contrast.index_add_(0, self_index, pos_anchor)  # an anchor is not its own positive
 
         grad_anchors = grad_scaled * ctx.inv_temperature
-        return grad_anchors, grad_contrast, None, None, None, None, None, None
+        return grad_anchors, grad_contrast, None, None, None, None, None

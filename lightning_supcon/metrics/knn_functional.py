@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_supcon.utils.checks import check_positive_integers
 from lightning_supcon.utils.numerics import compute_dtype
 
 PAD_INDEX = torch.iinfo(torch.int64).max
@@ -221,16 +222,10 @@ def weighted_votes(candidates: Candidates, num_classes: int, temperature: float)
 
 def check_knn_args(num_classes: int, k: int, temperature: float, chunk_size: int, bank_chunk_size: int = 1) -> None:
     """Raise ``ValueError`` naming the first bad argument of the weighted kNN."""
-    if num_classes < 1:
-        raise ValueError(f"Expected argument `num_classes` to be a positive integer, but got {num_classes}")
-    if k < 1:
-        raise ValueError(f"Expected argument `k` to be a positive integer, but got {k}")
+    check_positive_integers(num_classes=num_classes, k=k)
     if not temperature > 0:
         raise ValueError(f"Expected argument `temperature` to be > 0, but got {temperature}")
-    if chunk_size < 1:
-        raise ValueError(f"Expected argument `chunk_size` to be a positive integer, but got {chunk_size}")
-    if bank_chunk_size < 1:
-        raise ValueError(f"Expected argument `bank_chunk_size` to be a positive integer, but got {bank_chunk_size}")
+    check_positive_integers(chunk_size=chunk_size, bank_chunk_size=bank_chunk_size)
 
 
 def knn_predict(

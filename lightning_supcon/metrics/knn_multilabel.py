@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_supcon.metrics.knn import BankDtype, KNNAccuracy
+from lightning_supcon.metrics.knn import KNNAccuracy
 from lightning_supcon.metrics.knn_functional import Candidates
 from lightning_supcon.metrics.multilabel import check_num_labels, multilabel_metrics
 
@@ -57,13 +57,11 @@ class MultilabelKNN(KNNAccuracy):
     sample may have no label.
 
     Args:
-        num_labels: Labels per sample.
-        k: Number of neighbours that vote.
-        temperature: ``T`` of the weights ``exp(similarity / T)``.
-        chunk_size: Global queries per step of ``compute``.
-        bank_dtype: Storage dtype of the bank entries (see :class:`KNNAccuracy`).
-        bank_chunk_size: Bank entries per block when scanning a shard.
-        **kwargs: Passed to ``torchmetrics.Metric`` (see :class:`KNNAccuracy`).
+        num_labels: Labels per sample (the ``num_classes`` of :class:`KNNAccuracy`).
+        **kwargs: The keywords of :class:`KNNAccuracy`, with its defaults and meaning: ``k`` (neighbours that
+            vote), ``temperature`` (``T`` of the weights ``exp(similarity / T)``), ``chunk_size``, ``bank_dtype``,
+            ``bank_chunk_size``, and those it passes to ``torchmetrics.Metric``. Keywords only: the one positional
+            argument is ``num_labels``.
 
     Raises:
         ValueError: For bad arguments (``num_labels < 2`` included) or label shapes; in ``compute``, when the bank
@@ -78,18 +76,9 @@ class MultilabelKNN(KNNAccuracy):
         {'accuracy': 0.75, 'f1': 0.8333, 'map': 1.0}
     """
 
-    def __init__(
-        self,
-        num_labels: int,
-        k: int = 200,
-        temperature: float = 0.07,
-        chunk_size: int = 1024,
-        bank_dtype: BankDtype | None = None,
-        bank_chunk_size: int = 4096,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, num_labels: int, **kwargs: Any) -> None:
         check_num_labels(num_labels)  # at construction, not inside torchmetrics at the first compute
-        super().__init__(num_labels, k, temperature, chunk_size, bank_dtype, bank_chunk_size, **kwargs)
+        super().__init__(num_labels, **kwargs)
 
     def _label_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, self.num_classes)

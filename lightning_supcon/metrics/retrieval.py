@@ -32,14 +32,10 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from lightning_supcon.utils.checks import check_positive_integers
 from lightning_supcon.utils.numerics import compute_dtype
 
 METRIC_NAMES = ("precision_at_1", "r_precision", "map_at_r")
-
-
-def _check_chunk_size(chunk_size: int) -> None:
-    if chunk_size < 1:
-        raise ValueError(f"Expected argument `chunk_size` to be a positive integer, but got {chunk_size}")
 
 
 def _top_ranked(sim: Tensor, depth: int) -> Tensor:
@@ -85,7 +81,7 @@ def retrieval_metrics(embeddings: Tensor, labels: Tensor, chunk_size: int = 1024
         >>> {name: round(value.item(), 4) for name, value in retrieval_metrics(embeddings, labels).items()}
         {'precision_at_1': 0.75, 'r_precision': 0.6667, 'map_at_r': 0.5972}
     """
-    _check_chunk_size(chunk_size)
+    check_positive_integers(chunk_size=chunk_size)
     if embeddings.ndim != 2 or labels.ndim not in (1, 2) or labels.shape[0] != embeddings.shape[0]:
         raise ValueError(
             f"Expected `embeddings` (N, D) and `labels` (N,) or (N, L), but got {tuple(embeddings.shape)} and "
@@ -159,7 +155,7 @@ class RetrievalMetrics(Metric):
         super().__init__(sync_on_compute=False, **kwargs)  # compute gathers itself (see the class docstring)
         if not isinstance(merge_ranks, bool):
             raise ValueError(f"Expected keyword argument `sync_on_compute` to be a `bool` but got {merge_ranks}")
-        _check_chunk_size(chunk_size)
+        check_positive_integers(chunk_size=chunk_size)
         self.chunk_size = chunk_size
         self.merge_ranks = merge_ranks
         self.add_state("embeddings", default=[], dist_reduce_fx="cat")

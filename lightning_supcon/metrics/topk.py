@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_supcon.utils.checks import check_positive_integers
+
 
 def true_class_rank(scores: Tensor, target: Tensor) -> Tensor:
     """Rank of the true class among all classes, 0 for the best, ties broken by the lower class index.
@@ -62,8 +64,7 @@ def topk_correct(scores: Tensor, target: Tensor, k: int, allowed: Tensor | None 
         >>> topk_correct(scores, torch.tensor([3]), k=4, allowed=scores > 0)  # class 3 got no vote
         tensor([False])
     """
-    if k < 1:
-        raise ValueError(f"Expected argument `k` to be a positive integer, but got {k}")
+    check_positive_integers(k=k)
     if scores.ndim != 2 or target.shape != (scores.shape[0],):
         raise ValueError(
             f"Expected `scores` (N, C) and `target` (N,), but got {tuple(scores.shape)} and {tuple(target.shape)}"
@@ -107,8 +108,7 @@ class TopKAccuracy(Metric):
 
     def __init__(self, num_classes: int, top_k: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if num_classes < 1:
-            raise ValueError(f"Expected argument `num_classes` to be a positive integer, but got {num_classes}")
+        check_positive_integers(num_classes=num_classes)
         if not 1 <= top_k <= num_classes:
             raise ValueError(f"Expected argument `top_k` in [1, {num_classes}], but got {top_k}")
         self.num_classes = num_classes

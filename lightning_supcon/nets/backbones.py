@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from lightning_supcon.nets.network_surgery import adapt_first_conv, remove_classifier, set_cifar_stem
 from lightning_supcon.nets.weights import load_weights
+from lightning_supcon.utils.checks import check_positive_integers
 from lightning_supcon.utils.files import first_line
 
 __all__ = ["AUX_OUTPUTS", "FAMILIES", "Backbone", "closest_names", "offline"]
@@ -301,8 +302,7 @@ class Backbone(nn.Module):
                 f"Expected argument `name` to be 'torchvision/<model>' or 'timm/<model>', but got {name!r}"
                 f"{closest_names(name, [f'{f}/{model_name or name}' for f in FAMILIES])}"
             )
-        if in_channels < 1:
-            raise ValueError(f"Expected argument `in_channels` to be a positive integer, but got {in_channels}")
+        check_positive_integers(in_channels=in_channels)
         if pretrained and weights is not None:
             raise ValueError(f"Give `pretrained: true` or `weights: PATH` for {name!r}, not both")
         self.encoder_name, self.in_channels, self.cifar_stem = name, in_channels, cifar_stem

@@ -21,6 +21,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lightning_supcon.nets.backbones import FAMILIES, Backbone, closest_names
+from lightning_supcon.utils.checks import check_positive_integers
 
 __all__ = [
     "ENCODERS",
@@ -74,9 +75,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, width: int = 32, feature_dim: int = 128) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("width", width), ("feature_dim", feature_dim)):
-            if value < 1:
-                raise ValueError(f"Expected argument `{name}` to be a positive integer, but got {value}")
+        check_positive_integers(in_channels=in_channels, width=width, feature_dim=feature_dim)
         self.feature_dim = feature_dim
         self.init_args = {"in_channels": in_channels, "width": width, "feature_dim": feature_dim}
         self.features = nn.Sequential(

@@ -10,6 +10,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from lightning_supcon.utils.checks import check_positive_integers
 from lightning_supcon.utils.numerics import l2_normalize
 
 HeadKind = Literal["mlp", "linear"]
@@ -60,9 +61,7 @@ class ProjectionHead(nn.Module):
         if kind not in _KINDS:
             raise ValueError(f"Expected argument `kind` to be one of {_KINDS}, but got {kind!r}")
         hidden_dim = in_dim if hidden_dim is None else hidden_dim
-        for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden_dim", hidden_dim)):
-            if value < 1:
-                raise ValueError(f"Expected argument `{name}` to be a positive integer, but got {value}")
+        check_positive_integers(in_dim=in_dim, out_dim=out_dim, hidden_dim=hidden_dim)
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.kind = kind

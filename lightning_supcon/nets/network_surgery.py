@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lightning_supcon.utils.checks import check_positive_integers
+
 __all__ = ["adapt_first_conv", "first_conv", "remove_classifier", "set_cifar_stem"]
 
 
@@ -103,8 +105,7 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
         >>> net.conv1.weight.shape, torch.allclose(net.conv1.weight, rgb.sum(1, keepdim=True))
         (torch.Size([64, 1, 7, 7]), True)
     """
-    if in_channels < 1:
-        raise ValueError(f"Expected argument `in_channels` to be a positive integer, but got {in_channels}")
+    check_positive_integers(in_channels=in_channels)
     name, conv = first_conv(model)
     if conv.in_channels == in_channels:
         return

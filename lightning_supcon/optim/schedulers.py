@@ -18,19 +18,37 @@ from typing import Literal, get_args
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from lightning_supcon.utils.checks import check_positive_integers
+
 ScaleRule = Literal["linear", "sqrt", "none"]
 _SCALE_RULES: tuple[str, ...] = get_args(ScaleRule)
 
 
 class WarmupCosine:
-    """The factor of ``warmup_cosine``: linear warmup, then a cosine from 1 to ``min_lr_ratio``.
+    """The multiplier of each group's base learning rate for linear warmup [0] then cosine decay [1].
 
-    A callable object rather than a closure, so ``LambdaLR.state_dict`` saves its settings.
+    At the 0-based optimizer step ``t`` it is ``(t + 1) / warmup_steps`` during the first ``warmup_steps`` steps (so
+    the first step uses ``base_lr / warmup_steps``, the last warmup step the full ``base_lr``), then
+    ``min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * p)) / 2`` with
+    ``p = (t - warmup_steps) / (total_steps - warmup_steps)``, reaching ``min_lr_ratio`` at ``total_steps`` and
+    staying there. A callable object rather than a closure, so ``LambdaLR.state_dict`` saves its settings.
+
+    Args:
+        warmup_steps: Steps of linear warmup, in ``[0, total_steps]``.
+        total_steps: Steps of the whole schedule, > 0.
+        min_lr_ratio: Final learning rate as a fraction of the base one, in ``[0, 1]``.
+
+    Raises:
+        ValueError: For arguments out of range.
+
+    Example:
+        >>> multiplier = WarmupCosine(warmup_steps=2, total_steps=6)
+        >>> [round(multiplier(step), 3) for step in range(7)]
+        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
     """
 
     def __init__(self, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> None:
-        if total_steps < 1:
-            raise ValueError(f"Expected argument `total_steps` to be a positive integer, but got {total_steps}")
+        check_positive_integers(total_steps=total_steps)
         if not 0 <= warmup_steps <= total_steps:
             raise ValueError(f"Expected argument `warmup_steps` in [0, {total_steps}], but got {warmup_steps}")
         if not 0 <= min_lr_ratio <= 1:
@@ -50,9 +68,24 @@ class WarmupCosine:
 
 
 class WarmupStepDecay:
-    """The factor of ``warmup_step_decay``: linear warmup, then ``rate ** (milestones passed)``.
+    """The multiplier of each group's base learning rate for linear warmup [0] then step decay [3].
 
-    A callable object rather than a closure, so ``LambdaLR.state_dict`` saves its settings.
+    At the 0-based optimizer step ``t`` it is the warmup factor of :class:`WarmupCosine` (``(t + 1) / warmup_steps``
+    while ``t < warmup_steps``, else 1) times ``rate ** (number of milestones <= t)``. A callable object rather than
+    a closure, so ``LambdaLR.state_dict`` saves its settings.
+
+    Args:
+        warmup_steps: Steps of linear warmup, >= 0.
+        milestones: Ascending 0-based steps from which one more factor ``rate`` applies.
+        rate: The factor of each decay, in ``(0, 1]``.
+
+    Raises:
+        ValueError: For arguments out of range.
+
+    Example:
+        >>> multiplier = WarmupStepDecay(warmup_steps=2, milestones=[3, 5], rate=0.2)
+        >>> [round(multiplier(step), 3) for step in range(7)]
+        [0.5, 1.0, 1.0, 0.2, 0.2, 0.04, 0.04]
     """
 
     def __init__(self, warmup_steps: int, milestones: Sequence[int], rate: float = 0.1) -> None:
@@ -75,68 +108,37 @@ class WarmupStepDecay:
 def warmup_step_decay(
     optimizer: Optimizer, warmup_steps: int, milestones: Sequence[int], rate: float = 0.1
 ) -> LambdaLR:
-    """Linear warmup [0], then the learning rate multiplied by ``rate`` at each milestone (step decay), to be
-    stepped once per optimizer step.
+    """``LambdaLR(optimizer, WarmupStepDecay(warmup_steps, milestones, rate))``: linear warmup, then step decay of
+    each group's learning rate (arguments, multipliers and ``ValueError`` of :class:`WarmupStepDecay`).
 
-    Args:
-        optimizer: The optimizer whose learning rates are scheduled.
-        warmup_steps: Steps of linear warmup, >= 0 (as in :func:`warmup_cosine`).
-        milestones: Ascending 0-based steps from which one more factor ``rate`` applies.
-        rate: The factor of each decay, in ``(0, 1]``.
-
-    Returns:
-        A ``LambdaLR``; in Lightning, return it with ``"interval": "step"``.
-
-    Raises:
-        ValueError: For arguments out of range.
+    Step it once per optimizer step (in Lightning, return it with ``"interval": "step"``).
 
     Example:
         >>> import torch
-        >>> optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
         >>> scheduler = warmup_step_decay(optimizer, warmup_steps=2, milestones=[3, 5], rate=0.2)
-        >>> lrs = []
-        >>> for _ in range(7):
-        ...     lrs.append(round(scheduler.get_last_lr()[0], 3))
+        >>> for _ in range(3):
         ...     optimizer.step()
         ...     scheduler.step()
-        >>> lrs
-        [0.5, 1.0, 1.0, 0.2, 0.2, 0.04, 0.04]
+        >>> scheduler.get_last_lr()  # step 3: the full rate once, times 0.2
+        [0.1]
     """
     return LambdaLR(optimizer, WarmupStepDecay(warmup_steps, milestones, rate))
 
 
 def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> LambdaLR:
-    """Linear warmup [0] then cosine decay [1], to be stepped once per optimizer step.
+    """``LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_lr_ratio))``: linear warmup [0], then
+    cosine decay [1] of each group's learning rate (arguments, multipliers and ``ValueError`` of
+    :class:`WarmupCosine`).
 
-    The multiplier of each group's base learning rate is ``(step + 1) / warmup_steps`` during the first
-    ``warmup_steps`` steps (so the first step uses ``base_lr / warmup_steps``, the last warmup step the full
-    ``base_lr``), then ``min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * p)) / 2`` with
-    ``p = (step - warmup_steps) / (total_steps - warmup_steps)``, reaching ``min_lr_ratio`` at ``total_steps``
-    and staying there.
-
-    Args:
-        optimizer: The optimizer whose learning rates are scheduled.
-        warmup_steps: Steps of linear warmup, in ``[0, total_steps]``.
-        total_steps: Steps of the whole schedule, > 0.
-        min_lr_ratio: Final learning rate as a fraction of the base one, in ``[0, 1]``.
-
-    Returns:
-        A ``LambdaLR``; in Lightning, return it with ``"interval": "step"``.
-
-    Raises:
-        ValueError: For arguments out of range.
+    Step it once per optimizer step (in Lightning, return it with ``"interval": "step"``).
 
     Example:
         >>> import torch
-        >>> optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
         >>> scheduler = warmup_cosine(optimizer, warmup_steps=2, total_steps=6)
-        >>> lrs = []
-        >>> for _ in range(7):
-        ...     lrs.append(round(scheduler.get_last_lr()[0], 3))
-        ...     optimizer.step()
-        ...     scheduler.step()
-        >>> lrs
-        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
+        >>> scheduler.get_last_lr()  # step 0: half the warmup
+        [1.0]
     """
     return LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_lr_ratio))
 
@@ -164,9 +166,7 @@ def scale_lr(base_lr: float, global_batch_size: int, rule: ScaleRule = "linear",
     """
     if rule not in _SCALE_RULES:
         raise ValueError(f"Expected argument `rule` to be one of {_SCALE_RULES}, but got {rule!r}")
-    for name, value in (("global_batch_size", global_batch_size), ("reference_batch", reference_batch)):
-        if value < 1:
-            raise ValueError(f"Expected argument `{name}` to be a positive integer, but got {value}")
+    check_positive_integers(global_batch_size=global_batch_size, reference_batch=reference_batch)
     if rule == "linear":
         return base_lr * global_batch_size / reference_batch
     if rule == "sqrt":

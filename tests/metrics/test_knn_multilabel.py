@@ -104,6 +104,18 @@ class TestMultilabelKNN:
         with pytest.raises(ValueError, match="Expected `num_labels` >= 2 for multi-label metrics, but got 1"):
             MultilabelKNN(num_labels=1)
 
+    def test_keywords_reach_knn_accuracy_with_its_defaults(self) -> None:
+        default = MultilabelKNN(num_labels=3)
+        assert (default.k, default.temperature, default.chunk_size, default.bank_chunk_size) == (200, 0.07, 1024, 4096)
+        assert default.bank_dtype is None
+        given = MultilabelKNN(3, k=5, temperature=0.5, chunk_size=8, bank_dtype="bfloat16", bank_chunk_size=16)
+        assert (given.k, given.temperature, given.chunk_size, given.bank_chunk_size) == (5, 0.5, 8, 16)
+        assert given.bank_dtype == torch.bfloat16
+        with pytest.raises(ValueError, match="Expected argument `k` to be a positive integer, but got 0"):
+            MultilabelKNN(3, k=0)
+        with pytest.raises(TypeError, match="positional"):
+            MultilabelKNN(3, 5)  # type: ignore[call-arg]
+
     def test_single_label_metric_is_unchanged(self) -> None:
         metric = KNNAccuracy(num_classes=2, k=2, temperature=1.0)
         metric.update(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), torch.tensor([0, 0, 1]), bank=True)

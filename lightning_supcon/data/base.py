@@ -215,7 +215,8 @@ class MultiViewDataModule(pl.LightningDataModule):
 
     @property
     def std(self) -> tuple[float, ...]:
-        """The per-channel standard deviation of the normalisation, 0-1 pixel units."""
+        """The per-channel standard deviation of the normalisation, 0-1 pixel units, > 0 (a measured one is floored at
+        one grey level, :func:`~lightning_supcon.data.normalize.channel_statistics`)."""
         return self._statistic("std")
 
     @std.setter

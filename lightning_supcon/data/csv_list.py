@@ -15,9 +15,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from lightning_supcon.data.images import IMAGENET_RECIPE, ImageDataModule, LabelledImages, Split, readable_only
+from lightning_supcon.data.images import ImageDataModule, LabelledImages, Split, readable_only
 from lightning_supcon.data.labels import RawLabel, class_names
-from lightning_supcon.data.recipe import AugmentRecipe
 
 
 def read_image_list(
@@ -26,8 +25,7 @@ def read_image_list(
     delimiter: str | None = None,
     header: bool | None = None,
     path_column: str = "path",
-    label_column: str = "label",
-    labelled: bool = True,
+    label_column: str | None = "label",
 ) -> LabelledImages:
     """The images and labels of a CSV/TSV list of ``path,label`` rows.
 
@@ -39,9 +37,9 @@ def read_image_list(
             ``label_column``. With a header the two columns are found by name (other columns are ignored);
             without one the path is the first column and the label the second.
         path_column: The image column's name in the header.
-        label_column: The label column's name in the header.
-        labelled: ``False`` reads the paths only (an out-of-distribution list): the label column may be missing
-            or blank, the header is recognised by ``path_column`` alone, and every label is ``-1``.
+        label_column: The label column's name in the header; ``None`` reads the paths only (an out-of-distribution
+            list): a label column may be there or not, blank or not, the header is recognised by ``path_column``
+            alone, and every label is ``-1``.
 
     Returns:
         The absolute or root-joined image paths, their labels as written (stripped; their type is the training
@@ -76,11 +74,11 @@ def read_image_list(
     if not rows:
         raise ValueError(f"Expected `path,label` rows in {path!r}, but it is empty.")
     names = [cell.strip() for cell in rows[0]]
-    wanted = (path_column, label_column) if labelled else (path_column,)
+    wanted = (path_column,) if label_column is None else (path_column, label_column)
     if header is None:
         header = all(name in names for name in wanted)
     first_row = 2 if header else 1
-    columns: tuple[int, ...] = (0, 1) if labelled else (0,)
+    columns: tuple[int, ...] = (0,) if label_column is None else (0, 1)
     if header:
         missing = [name for name in wanted if name not in names]
         if missing:
@@ -104,7 +102,7 @@ def read_image_list(
             else ""
         )
         raise FileNotFoundError(f"{len(missing_rows)} image(s) listed in {path!r} do not exist: {shown}{hint}.")
-    if not labelled:
+    if label_column is None:
         return LabelledImages(paths, [-1] * len(paths), path)
     labels = [row[columns[1]].strip() for row in rows]
     blank = next((i for i, label in enumerate(labels) if not label), None)
@@ -133,12 +131,11 @@ class CsvDataModule(ImageDataModule):
             ``path_column`` and ``label_column``.
         path_column: The image column's name in a header.
         label_column: The label column's name in a header.
-        image_size: Side of the square training views and evaluation crops.
         skip_corrupt: Leave out, with one warning, the images PIL cannot read (see
             :class:`~lightning_supcon.data.image_folder.ImageFolderDataModule`).
-        augment: The augmentation recipe; default :data:`~lightning_supcon.data.images.IMAGENET_RECIPE`.
-        **kwargs: The arguments of :class:`~lightning_supcon.data.images.ImageDataModule` (``resize``,
-            ``channels``, ``mean``, ``std``, ``val_fraction``, ``split_seed``) and of
+        **kwargs: The arguments of :class:`~lightning_supcon.data.images.ImageDataModule` (``image_size``,
+            ``resize``, ``channels``, ``mean``, ``std``, ``val_fraction``, ``split_seed``, and ``augment``, default
+            its ImageNet recipe) and of
             :class:`~lightning_supcon.data.base.MultiViewDataModule`.
 
     Raises:
@@ -162,22 +159,13 @@ class CsvDataModule(ImageDataModule):
         header: bool | None = None,
         path_column: str = "path",
         label_column: str = "label",
-        image_size: int = 224,
         skip_corrupt: bool = False,
-        augment: AugmentRecipe = IMAGENET_RECIPE,
         **kwargs: Any,
     ) -> None:
-        super().__init__(image_size=image_size, augment=augment, **kwargs)
-        self.train_list = train_list
-        self.val_list = val_list
-        self.test_list = test_list
-        self.ood_list = ood_list
-        self.root = root
-        self.delimiter = delimiter
-        self.header = header
-        self.path_column = path_column
-        self.label_column = label_column
-        self.skip_corrupt = skip_corrupt
+        super().__init__(**kwargs)
+        self.train_list, self.val_list, self.test_list, self.ood_list = train_list, val_list, test_list, ood_list
+        self.root, self.delimiter, self.header, self.skip_corrupt = root, delimiter, header, skip_corrupt
+        self.path_column, self.label_column = path_column, label_column
 
     def class_names(self, labels: Sequence[RawLabel]) -> list[str]:
         """Class indices ``"0" .. "max"`` when every training label is an integer (or -1), else the sorted names;
@@ -188,7 +176,6 @@ class CsvDataModule(ImageDataModule):
         path = {"train": self.train_list, "val": self.val_list, "test": self.test_list, "ood": self.ood_list}[split]
         if path is None:
             return None
-        found = read_image_list(
-            path, self.root, self.delimiter, self.header, self.path_column, self.label_column, split != "ood"
-        )
+        label_column = None if split == "ood" else self.label_column  # an OOD list's labels are not read
+        found = read_image_list(path, self.root, self.delimiter, self.header, self.path_column, label_column)
         return readable_only(found) if self.skip_corrupt else found

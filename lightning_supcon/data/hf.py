@@ -17,9 +17,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from lightning_supcon.data.images import IMAGENET_RECIPE, ImageDataModule, LabelledImages, Split
+from lightning_supcon.data.images import ImageDataModule, LabelledImages, Split
 from lightning_supcon.data.labels import RawLabel, class_names
-from lightning_supcon.data.recipe import AugmentRecipe
 
 EXTRA_HINT = "pip install 'lightning-supcon[hf]'"
 
@@ -72,10 +71,9 @@ class HFDataModule(ImageDataModule):
             embeds it.
         cache_dir: Where ``load_dataset`` writes its Arrow cache; ``None``: ``datasets``' default
             (``~/.cache/huggingface/datasets`` or ``HF_DATASETS_CACHE``).
-        image_size: Side of the square training views and evaluation crops.
-        augment: The augmentation recipe; default :data:`~lightning_supcon.data.images.IMAGENET_RECIPE`.
-        **kwargs: The arguments of :class:`~lightning_supcon.data.images.ImageDataModule` (``resize``,
-            ``channels``, ``mean``, ``std``, ``val_fraction``, ``split_seed``) and of
+        **kwargs: The arguments of :class:`~lightning_supcon.data.images.ImageDataModule` (``image_size``,
+            ``resize``, ``channels``, ``mean``, ``std``, ``val_fraction``, ``split_seed``, and ``augment``, default
+            its ImageNet recipe) and of
             :class:`~lightning_supcon.data.base.MultiViewDataModule`.
 
     Raises:
@@ -101,21 +99,14 @@ class HFDataModule(ImageDataModule):
         test_split: str | None = None,
         ood_split: str | None = None,
         cache_dir: str | None = None,
-        image_size: int = 224,
-        augment: AugmentRecipe = IMAGENET_RECIPE,
         **kwargs: Any,
     ) -> None:
         import_datasets()
-        super().__init__(image_size=image_size, augment=augment, **kwargs)
-        self.path = path
-        self.data_files = data_files
-        self.image_column = image_column
-        self.label_column = label_column
-        self.train_split = train_split
-        self.val_split = val_split
-        self.test_split = test_split
-        self.ood_split = ood_split
-        self.cache_dir = cache_dir
+        super().__init__(**kwargs)
+        self.path, self.data_files, self.cache_dir = path, data_files, cache_dir
+        self.image_column, self.label_column = image_column, label_column
+        self.train_split, self.val_split = train_split, val_split
+        self.test_split, self.ood_split = test_split, ood_split
         self._tables: Any = None
 
     def _load(self) -> Any:

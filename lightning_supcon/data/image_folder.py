@@ -17,8 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lightning_supcon.data.images import IMAGENET_RECIPE, ImageDataModule, LabelledImages, Split, readable_only
-from lightning_supcon.data.recipe import AugmentRecipe
+from lightning_supcon.data.images import ImageDataModule, LabelledImages, Split, readable_only
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -83,14 +82,13 @@ class ImageFolderDataModule(ImageDataModule):
             layout (flat or in sub-folders, whose names are not read). With it a model logs ``val/ood_auroc``,
             ``val/ood_fpr95``, ... (the validation images are the in-distribution side) and ``predict_split: ood``
             embeds it.
-        image_size: Side of the square training views and evaluation crops.
         skip_corrupt: Check every file when the data sets are built and leave out those PIL cannot read, with
             one warning giving their number (costs a pass over the file headers; a file whose header is fine but
             whose data is truncated still raises when loaded). ``False``: an unreadable image raises an
             ``OSError`` naming it when loaded.
-        augment: The augmentation recipe; default :data:`IMAGENET_RECIPE`.
-        **kwargs: The arguments of :class:`~lightning_supcon.data.images.ImageDataModule` (``resize``,
-            ``channels``, ``mean``, ``std``, ``val_fraction``, ``split_seed``) and of
+        **kwargs: The arguments of :class:`~lightning_supcon.data.images.ImageDataModule` (``image_size``,
+            ``resize``, ``channels``, ``mean``, ``std``, ``val_fraction``, ``split_seed``, and ``augment``, default
+            its ImageNet recipe) and of
             :class:`~lightning_supcon.data.base.MultiViewDataModule` (``batch_size``, ``augment_on``, ...).
 
     Raises:
@@ -113,16 +111,11 @@ class ImageFolderDataModule(ImageDataModule):
         val_dir: str | None = None,
         test_dir: str | None = None,
         ood_dir: str | None = None,
-        image_size: int = 224,
         skip_corrupt: bool = False,
-        augment: AugmentRecipe = IMAGENET_RECIPE,
         **kwargs: Any,
     ) -> None:
-        super().__init__(image_size=image_size, augment=augment, **kwargs)
-        self.train_dir = train_dir
-        self.val_dir = val_dir
-        self.test_dir = test_dir
-        self.ood_dir = ood_dir
+        super().__init__(**kwargs)
+        self.train_dir, self.val_dir, self.test_dir, self.ood_dir = train_dir, val_dir, test_dir, ood_dir
         self.skip_corrupt = skip_corrupt
 
     def source(self, split: Split) -> LabelledImages | None:

@@ -216,6 +216,7 @@ def check_loader_options(
             ``augment_on``, or an ``augment.colour`` the device backend (kornia) lacks with ``augment_on="device"``.
 
     Example:
+        >>> from lightning_supcon.data.recipe import SIMCLR
         >>> check_loader_options(batch_size=0, n_views=2, eval_batch_size=None, num_workers=0, augment_on="cpu",
         ...                      augment=SIMCLR)
         Traceback (most recent call last):

@@ -30,7 +30,7 @@ class EmbeddingWriter(BasePredictionWriter):
     - ``embeddings.pt``: a dict of tensors, ``torch.load(path, weights_only=True)``;
     - ``embeddings.npz``: the same arrays, ``numpy.load(path)``.
 
-    ``<split>`` is the DataModule's ``predict_split`` (``train``, ``val`` or ``test``, see
+    ``<split>`` is the DataModule's ``predict_split`` (``train``, ``val``, ``test`` or ``ood``, see
     :class:`~lightning_supcon.data.MultiViewDataModule`); the stem is ``embeddings`` when the DataModule has none.
     Floating-point tensors are stored as float32 (bf16 has no NumPy type). With several predict loaders the files are
     ``<stem>_<i>.pt`` / ``.npz``. The DataModule's class names (``classes``: folder names, a list's names) are
@@ -39,8 +39,8 @@ class EmbeddingWriter(BasePredictionWriter):
 
     Command line: ``--trainer.callbacks+=lightning_supcon.callbacks.EmbeddingWriter`` appends the callback to those
     of the config, and ``--trainer.callbacks.output_dir=DIR`` sets the last one added; run ``predict`` once per
-    ``--data.init_args.predict_split`` (``train``, ``val``) for the two files that :mod:`lightning_supcon.evaluate`
-    compares (its docstring has the loop).
+    ``--data.init_args.predict_split`` (``train``, ``val``; ``ood`` for ``--ood``) for the files that
+    :mod:`lightning_supcon.evaluate` compares (its docstring has the loop).
 
     Args:
         output_dir: Folder of the output files (created if missing).

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageOps
 
 from lightning_supcon.cli import cli
 from tests.data.formats import write_digits_list, write_digits_tree
@@ -44,10 +45,17 @@ def _fit(root: Path, data: list[str], capsys: pytest.CaptureFixture[str]) -> dic
 
 
 def test_class_folders_reach_digits_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With an OOD folder beside them, the validation digits' inverted copies (far OOD, flat in one folder): the
+    same run logs the online OOD metrics of its encoder."""
     train, val = write_digits_tree(tmp_path / "digits")
+    ood = tmp_path / "digits" / "inverted"
+    ood.mkdir()
+    for path in sorted(val.glob("*/*.png")):
+        ImageOps.invert(Image.open(path)).save(ood / f"{path.parent.name}_{path.name}")
     folders = ["--data=lightning_supcon.ImageFolderDataModule", f"--data.train_dir={train}", f"--data.val_dir={val}"]
-    metrics = _fit(tmp_path, folders, capsys)
+    metrics = _fit(tmp_path, [*folders, f"--data.ood_dir={ood}"], capsys)
     assert metrics["val/knn_top1"] >= 0.97 and metrics["val/probe_top1"] >= 0.97, metrics
+    assert metrics["val/ood_auroc"] >= 0.9 and metrics["val/ood_fpr95"] <= 0.5, metrics
 
 
 @pytest.mark.slow  # ~1 min like the folder run above, which proves the same path; `make test-slow`

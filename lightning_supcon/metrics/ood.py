@@ -64,16 +64,48 @@ class KNNOODScore(KNNAccuracy):
     ) -> None:
         super().__init__(2, k, 1.0, chunk_size, bank_dtype, bank_chunk_size, **kwargs)  # labels: 0 in, 1 out
 
-    def update(self, features: Tensor, is_ood: Tensor | None = None, bank: bool = False) -> None:
+    def update(self, features: Tensor, is_ood: Tensor | None = None, bank: bool = False, stored: bool = False) -> None:
         """Store ``features`` ``(B, D)`` as bank entries (``bank=True``, no ``is_ood``) or as queries with their
-        ``is_ood`` ``(B,)`` (0/1 or bool)."""
+        ``is_ood`` ``(B,)`` (0/1 or bool).
+
+        ``stored=True`` (bank entries only): ``features`` are already in the bank's storage form, L2-normalised rows
+        in ``bank_dtype`` (any dtype when it is ``None``), e.g. the tensor a :class:`~lightning_supcon.metrics.
+        KNNAccuracy` of the same ``bank_dtype`` stored from them: they are kept as they are, not copied, so the two
+        metrics share one bank in memory. ``ValueError`` for another dtype, a shape that is not ``(B, D)``, or
+        ``stored`` with queries.
+        """
         if bank == (is_ood is not None):
             raise ValueError(
                 "Expected `is_ood` for queries and none for bank entries (the bank is in-distribution), but got "
                 f"bank={bank} and is_ood={'None' if is_ood is None else tuple(is_ood.shape)}"
             )
         labels = torch.zeros(features.shape[:1], dtype=torch.long, device=features.device) if is_ood is None else is_ood
-        super().update(features, labels, bank)
+        if not stored:
+            super().update(features, labels, bank)
+            return
+        if not bank or features.ndim != 2 or self.bank_dtype not in (None, features.dtype):
+            raise ValueError(
+                f"Expected `stored=True` with bank entries (B, D) of dtype {self.bank_dtype or 'any'}, but got "
+                f"bank={bank} and {features.dtype} features of shape {tuple(features.shape)}"
+            )
+        self.bank_features.append(features.detach())  # detach: a view, no copy
+        self.bank_labels.append(labels)
+
+    def has_data(self) -> bool:
+        """Whether some rank holds a bank entry, some rank an in-distribution query and some rank an
+        out-of-distribution one, i.e. whether ``compute`` can run (queries whose ``is_ood`` is not 0 count as out, so
+        a bad value reaches ``compute``'s check).
+
+        The same answer on every rank: under DDP it all-gathers, so **every rank must call it**, including a rank
+        that holds nothing (a rank that skipped it would leave the others waiting in the gather).
+        """
+        gather = self._gather()
+        queries = sum(labels.shape[0] for labels in self.query_labels)
+        inside = sum(int((labels == 0).sum()) for labels in self.query_labels)
+        bank = sum(features.shape[0] for features in self.bank_features)
+        local = torch.tensor([bank, inside, queries - inside], dtype=torch.long, device=self.device)
+        total = torch.stack(gather(local)).sum(dim=0) if gather else local
+        return bool((total > 0).all())
 
     def scores(self) -> tuple[Tensor, Tensor]:
         """The in-distribution score of every query over all ranks, and which ones are out-of-distribution.

@@ -64,7 +64,8 @@ class CrossEntropyModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvalua
             binary cross-entropy per label (see :func:`~lightning_supcon.models.labels.classifier_loss`).
         online: The online kNN of the encoder features (``val/knn_top1``, as SupConModule logs):
             :class:`~lightning_supcon.models.online_eval.OnlineEval` with ``knn_k`` (0, the default: off),
-            ``knn_temperature``, ``knn_bank_dtype``; ``probe`` must stay off (the classifier is this model's own).
+            ``knn_temperature``, ``knn_bank_dtype``, and ``ood_k`` (50: ``val/ood_auroc``, ... when the DataModule
+            has an OOD split); ``probe`` must stay off (the classifier is this model's own).
         optimizer: Any ``torch.optim`` optimiser or ``lightning_supcon.optim.LARS`` (LightningCLI's
             ``OptimizerCallable``); ``None``: SGD, lr 0.1, momentum 0.9, weight decay 1e-4. See
             :mod:`lightning_supcon.models.optimization`.

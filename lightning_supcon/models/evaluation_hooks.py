@@ -2,6 +2,8 @@
 
 At the end of each validation and test epoch the kNN bank (the DataModule's clean training set, see
 :mod:`lightning_supcon.utils.bank`) is encoded and ``{stage}/knn_*`` logged, with the retrieval metrics when on;
+when the DataModule has an out-of-distribution split (its ``ood_dataloader()``, asked once at the epoch's start) and
+``online.ood_k > 0``, that split is encoded after the bank and ``{stage}/ood_*`` logged;
 ``predict_step`` returns the encoder features, the module's own heads
 (:meth:`OnlineEvaluationHooks.prediction_heads`) and the labels when given.
 """
@@ -12,16 +14,18 @@ from typing import Any
 
 import pytorch_lightning as pl
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from lightning_supcon.models.online_eval import OnlineEvaluation, is_headline
-from lightning_supcon.utils.bank import bank_batches
+from lightning_supcon.utils.bank import bank_batches, loader_batches, ood_loader
 
 
 class OnlineEvaluationHooks(pl.LightningModule):
-    """Epoch-end kNN logging and the prediction output; the module sets ``self.online`` and defines the two
+    """Epoch-end kNN and OOD logging and the prediction output; the module sets ``self.online`` and defines the two
     methods below."""
 
     online: OnlineEvaluation
+    _ood_split: DataLoader | None = None  # this evaluation epoch's OOD split, read at its end
 
     def encode(self, images: Tensor) -> Tensor:
         """Encoder features ``(batch, feature_dim)`` of images ``(batch, *input_shape)``."""
@@ -31,12 +35,27 @@ class OnlineEvaluationHooks(pl.LightningModule):
         """What ``predict_step`` returns beside the features, e.g. ``{"logits": ...}``."""
         raise NotImplementedError
 
+    def _begin_online(self) -> None:
+        """Ask the DataModule for its OOD split (only when the OOD metrics are on) and begin the epoch with it."""
+        self._ood_split = ood_loader(self.trainer) if self.online.ood is not None else None
+        self.online.begin_epoch(ood_split=self._ood_split is not None)
+
     def _log_online(self, stage: str) -> None:
-        """Encode the kNN bank, then log ``{stage}/knn_*`` and the retrieval metrics (nothing of what is off)."""
+        """Encode the kNN bank and the OOD split, then log ``{stage}/knn_*``, the retrieval metrics and
+        ``{stage}/ood_*`` (nothing of what is off or has no data on any rank)."""
         self.online.fill_bank(self.encode, bank_batches(self.trainer))
-        results = self.online.knn_results(stage) | self.online.retrieval_results(stage)
+        split, self._ood_split = self._ood_split, None
+        if split is not None:
+            self.online.score_ood(self.encode, loader_batches(self.trainer, split))
+        results = self.online.knn_results(stage) | self.online.retrieval_results(stage) | self.online.ood_results(stage)
         for name, value in results.items():  # already global: sync_dist averages equal values
             self.log(name, value, prog_bar=is_headline(name), sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._begin_online()
+
+    def on_test_epoch_start(self) -> None:
+        self._begin_online()
 
     def on_validation_epoch_end(self) -> None:
         self._log_online("val")

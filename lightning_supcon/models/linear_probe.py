@@ -114,7 +114,8 @@ class LinearProbeModule(CrossEntropyModule):
             num_classes,
             train_views,
             multilabel=multilabel,
-            online=OnlineEval(probe=False, knn_k=0, retrieval=retrieval),  # retrieval's one home: online evaluation
+            # retrieval's one home: online evaluation; no OOD metrics: they rate the encoder, which stage 1 logs
+            online=OnlineEval(probe=False, knn_k=0, retrieval=retrieval, ood_k=0),
             optimizer=optimizer,
             schedule=schedule,
         )

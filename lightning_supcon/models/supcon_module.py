@@ -41,8 +41,10 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
     Online evaluation (:class:`~lightning_supcon.models.online_eval.OnlineEvaluation`), from the first epoch: a
     linear probe trained on detached encoder features (``val/probe_top1``), and weighted kNN of validation features
     against clean training features (``val/knn_top1``; the bank is the DataModule's ``train_eval_dataloader()``,
-    encoded at the end of each evaluation epoch, see :mod:`lightning_supcon.utils.bank`). ``val/loss`` is the loss
-    of each clean evaluation batch (one view per sample), contrasted within its process also under DDP.
+    encoded at the end of each evaluation epoch, see :mod:`lightning_supcon.utils.bank`); with a DataModule that has
+    an out-of-distribution split, the kNN OOD metrics against the same bank (``val/ood_auroc``, ``val/ood_fpr95``,
+    ...). ``val/loss`` is the loss of each clean evaluation batch (one view per sample), contrasted within its
+    process also under DDP.
 
     Args:
         encoder: A built-in name (``"small_cnn"``, ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"``),
@@ -61,7 +63,8 @@ class SupConModule(OptimizationMixin, EncoderCheckpointMixin, OnlineEvaluationHo
             same loss without the all-gather.
         supervised: Use labels; ``False`` trains SimCLR (each sample its own class) on the same data.
         online: The online evaluation (:class:`~lightning_supcon.models.online_eval.OnlineEval`: ``probe``,
-            ``probe_lr``, ``knn_k``, ``knn_temperature``, ``knn_bank_dtype``; ``online: {knn_k: 0}`` in a config).
+            ``probe_lr``, ``knn_k``, ``knn_temperature``, ``knn_bank_dtype``, ``retrieval``, ``ood_k``;
+            ``online: {knn_k: 0}`` in a config).
         ce_weight: ``0``: the probe reads detached features (evaluation only). ``> 0``: the probe is a classifier
             trained jointly with the encoder, its cross-entropy's gradient reaching it: the training loss is
             ``SupCon + ce_weight x CE`` (logged ``train/loss``, ``train/ce_loss``, ``train/total_loss``): the

@@ -95,3 +95,52 @@ class TestKNNOODScore:
         metric.update(torch.randn(3, 2), torch.tensor([0, 1, 1]))
         with pytest.raises(ValueError, match="Expected both bank entries"):
             metric.compute()
+
+
+class TestHasData:
+    @pytest.mark.parametrize(
+        ("bank", "is_ood", "expected"),
+        [
+            (True, [0, 1], True),
+            (True, [0, 0], False),  # no out-of-distribution query
+            (True, [1, 1], False),  # no in-distribution query
+            (False, [0, 1], False),  # no bank
+            (True, [0, 2], True),  # a bad value counts as out, so that compute raises on it
+        ],
+    )
+    def test_counts_the_bank_and_both_kinds_of_queries(self, bank: bool, is_ood: list[int], expected: bool) -> None:
+        metric = KNNOODScore(k=1)
+        if bank:
+            metric.update(torch.randn(3, 2), bank=True)
+        metric.update(torch.randn(2, 2), torch.tensor(is_ood))
+        assert metric.has_data() is expected
+
+    def test_empty(self) -> None:
+        assert KNNOODScore().has_data() is False
+
+
+class TestStoredBankEntries:
+    @pytest.mark.parametrize("bank_dtype", [None, "bfloat16"])
+    def test_kept_as_given_and_scored_as_the_same_entries_stored_by_update(self, bank_dtype: str | None) -> None:
+        bank, query, is_ood = _data()
+        stored = torch.nn.functional.normalize(bank, dim=1).to(torch.bfloat16 if bank_dtype else torch.float32)
+        shared = KNNOODScore(k=5, bank_dtype=bank_dtype)  # type: ignore[arg-type]
+        shared.update(stored, bank=True, stored=True)
+        shared.update(query, is_ood)
+        assert shared.bank_features[0].data_ptr() == stored.data_ptr()  # no copy
+        expected = KNNOODScore(k=5, bank_dtype=bank_dtype)  # type: ignore[arg-type]
+        expected.update(stored.float(), bank=True)
+        expected.update(query, is_ood)
+        assert torch.equal(shared.scores()[0], expected.scores()[0])
+
+    @pytest.mark.parametrize(
+        ("features", "bank", "match"),
+        [
+            (torch.zeros(3, 2), True, r"`stored=True` with bank entries \(B, D\) of dtype torch.bfloat16, .*float32"),
+            (torch.zeros(3, 2, dtype=torch.bfloat16), False, r"`stored=True` with bank entries .* but got bank=False"),
+            (torch.zeros(3, dtype=torch.bfloat16), True, r"of shape \(3,\)"),
+        ],
+    )
+    def test_refused(self, features: Tensor, bank: bool, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            KNNOODScore(bank_dtype="bfloat16").update(features, None if bank else torch.zeros(3), bank, stored=True)

@@ -67,6 +67,19 @@ def _result(bank: Tensor, query: Tensor, is_ood: Tensor, **kwargs: Any) -> dict[
     return {"scores": scores, "is_ood": flags, "metrics": metric.compute()}
 
 
+def _has_data(rank: int) -> list[bool]:
+    """``has_data`` when the bank and the two kinds of queries are on different ranks, and when no rank holds an
+    out-of-distribution query (rank 1 holds nothing): a collective, joined by a rank that holds nothing."""
+    split, no_out = KNNOODScore(), KNNOODScore()
+    if rank == 0:
+        for metric in (split, no_out):
+            metric.update(torch.randn(3, 2), bank=True)
+            metric.update(torch.randn(2, 2), torch.zeros(2))
+    else:
+        split.update(torch.randn(1, 2), torch.ones(1))
+    return [split.has_data(), no_out.has_data()]
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
@@ -77,6 +90,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         for i, setting in enumerate(SETTINGS):
             results[(seed, i)] = _result(*shard, **setting)
     results["local"] = _result(*_shard(1, rank), k=10, sync_on_compute=False)
+    results["has_data"] = _has_data(rank)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -109,3 +123,8 @@ def test_local_only_differs(distributed_results: list[dict]) -> None:
     local = distributed_results[1]["local"]["scores"]
     assert len(local) == QUERY_SPLIT[1]
     assert not torch.equal(local, distributed_results[1][(1, 0)]["scores"][QUERY_SPLIT[0] :])
+
+
+def test_has_data_is_decided_over_all_ranks(distributed_results: list[dict]) -> None:
+    # Rank 1 alone holds the out-of-distribution query: both ranks can compute; with none, neither computes.
+    assert [result["has_data"] for result in distributed_results] == [[True, False], [True, False]]

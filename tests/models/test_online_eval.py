@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torchmetrics import MetricCollection
 
 from lightning_supcon import CrossEntropyModule, DigitsDataModule, OnlineEval
+from lightning_supcon.metrics import knn_ood_score, ood_metrics
 from lightning_supcon.models.online_eval import OnlineEvaluation
 from tests.helpers import cpu_trainer
 
@@ -65,7 +68,9 @@ class TestOnlineEvaluation:
         online.fill_bank(lambda x: x, [(features, labels)])
         assert online.knn_results("val") == {} and online.param_groups() == []
 
-    @pytest.mark.parametrize(("kwargs", "match"), [({"num_classes": 1}, "num_classes"), ({"knn_k": -1}, "knn_k")])
+    @pytest.mark.parametrize(
+        ("kwargs", "match"), [({"num_classes": 1}, "num_classes"), ({"knn_k": -1}, "knn_k"), ({"ood_k": -1}, "ood_k")]
+    )
     def test_bad_arguments(self, kwargs: dict, match: str) -> None:
         with pytest.raises(ValueError, match=match):
             OnlineEvaluation(**({"feature_dim": 8, "num_classes": 4} | kwargs))
@@ -198,3 +203,106 @@ class TestUnknownLabels:
             online.fill_bank(lambda x: x, [(bank, bank_labels)])
             results.append(online.knn_results("val"))
         assert results[0] == results[1] == {"val/knn_top1": torch.tensor(1.0)}
+
+
+def _exact_rows(n: int, seed: int) -> torch.Tensor:
+    """``n`` rows drawn from a few directions whose L2 normalisation is exact in float32 (norms 1, 2 or 4, and
+    scaled by powers of two), so many rows repeat: ties between bank entries, between queries, and between in- and
+    out-of-distribution scores."""
+    signs = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [-1, 1, 1, 1]])
+    directions = torch.cat([torch.eye(4), signs, torch.eye(4) * 4])
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(directions), (n,), generator=gen)
+    scales = 2.0 ** torch.randint(-1, 2, (n, 1), generator=gen)
+    return directions[picks] * scales
+
+
+class TestOnlineOOD:
+    """The kNN OOD metrics of an epoch: evaluation samples in, the clean training set as bank, the OOD split out."""
+
+    @staticmethod
+    def _epoch(online: OnlineEvaluation, bank: torch.Tensor, inside: torch.Tensor, out: torch.Tensor) -> dict:
+        labels = torch.arange(len(inside)) % 4
+        partial = torch.where(torch.arange(len(inside)) % 3 == 0, -1, labels)  # unknown class: in-distribution too
+        online.begin_epoch(ood_split=True)
+        for part, part_labels in zip(inside.split(7), partial.split(7), strict=True):
+            online.eval_step(part, part_labels, "val")
+        bank_labels = torch.where(torch.arange(len(bank)) < 10, -1, torch.arange(len(bank)) % 4)
+        online.fill_bank(lambda x: x, zip(bank.split(8), bank_labels.split(8), strict=True))
+        online.score_ood(lambda x: x, [(part, torch.full((len(part),), -1)) for part in out.split(5)])
+        return online.ood_results("val")
+
+    @pytest.mark.parametrize("ood_k", [1, 5, 200])
+    @pytest.mark.parametrize("knn_k", [0, 3])
+    def test_equals_the_functional_reference_with_ties(self, ood_k: int, knn_k: int) -> None:
+        inside, out = _exact_rows(23, 1), _exact_rows(11, 2)
+        bank = torch.cat([out[:10], _exact_rows(30, 0)])  # the 10 unknown-class rows sit on out-of-distribution ones
+        online = OnlineEvaluation(feature_dim=4, num_classes=4, probe=False, knn_k=knn_k, ood_k=ood_k)
+        results = self._epoch(online, bank, inside, out)
+        scores = knn_ood_score(torch.cat([inside, out]), bank, k=ood_k)  # every bank row, labelled or not
+        expected = ood_metrics(scores[: len(inside)], scores[len(inside) :])
+        assert 0 < expected["auroc"] < 1 and len(set(scores.tolist())) < len(scores)  # ties, and it can fail
+        assert results.keys() == {f"val/ood_{name}" for name in expected}
+        for name, value in expected.items():
+            assert abs(results[f"val/ood_{name}"].item() - value.item()) <= 1e-12, name
+        assert online.ood_results("val") == {}  # off until the next epoch begins
+
+    @pytest.mark.parametrize("bank_dtype", [None, "bfloat16"])
+    def test_the_bank_is_the_knns_own_tensors_when_a_batch_is_all_labelled(self, bank_dtype: str | None) -> None:
+        features, labels = _clusters()
+        online = OnlineEvaluation(8, 4, probe=False, knn_k=3, knn_bank_dtype=bank_dtype)  # type: ignore[arg-type]
+        online.begin_epoch(ood_split=True)
+        partial = torch.where(torch.arange(len(labels)) < 5, -1, labels)  # the first batch is partly unknown
+        online.fill_bank(lambda x: x, zip(features.split(10), partial.split(10), strict=True))
+        assert online.knn is not None and online.ood is not None
+        knn, ood = online.knn.bank_features, online.ood.bank_features
+        assert [len(t) for t in knn] == [5, 10, 10, 10] and [len(t) for t in ood] == [10, 10, 10, 10]
+        assert knn[0].data_ptr() != ood[0].data_ptr()  # its own copy, with the unknown rows
+        assert all(a.data_ptr() == b.data_ptr() for a, b in zip(knn[1:], ood[1:], strict=True))  # shared
+        # The shared bank scores as the OOD metric's own: an OOD-only evaluation stores the same rows.
+        alone = OnlineEvaluation(8, 4, probe=False, knn_k=0, knn_bank_dtype=bank_dtype)  # type: ignore[arg-type]
+        alone.begin_epoch(ood_split=True)
+        alone.fill_bank(lambda x: x, zip(features.split(10), partial.split(10), strict=True))
+        assert alone.ood is not None
+        assert all(torch.equal(a, b) for a, b in zip(ood, alone.ood.bank_features, strict=True))
+        assert ood[0].dtype == (torch.bfloat16 if bank_dtype else torch.float32)
+
+    def test_nothing_stored_or_read_without_an_ood_split(self) -> None:
+        def unread() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            raise AssertionError("a pass that should not run")
+            yield  # a generator: the body runs only when read
+
+        features, labels = _clusters()
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, probe=False, knn_k=0)
+        online.begin_epoch(ood_split=False)
+        online.eval_step(features, labels, "val")
+        online.fill_bank(lambda x: x, unread())  # no kNN and no OOD epoch: the bank is not read
+        online.score_ood(lambda x: x, unread())
+        assert online.ood is not None and online.ood.query_features == [] and online.ood_results("val") == {}
+
+    def test_off_with_ood_k_0(self) -> None:
+        online = OnlineEvaluation(feature_dim=8, num_classes=4, ood_k=0)
+        online.begin_epoch(ood_split=True)
+        assert online.ood is None and not online.ood_on and online.ood_results("val") == {}
+        assert OnlineEvaluation.of(OnlineEval(ood_k=7), feature_dim=8, num_classes=4).ood.k == 7  # type: ignore[union-attr]
+
+    def test_a_new_epoch_drops_an_interrupted_ones_queries(self) -> None:
+        bank, inside, out = _exact_rows(40, 0), _exact_rows(23, 1), _exact_rows(11, 2)
+        online = OnlineEvaluation(feature_dim=4, num_classes=4, probe=False, knn_k=0, ood_k=5)
+        online.begin_epoch(ood_split=True)
+        online.eval_step(out, torch.zeros(len(out), dtype=torch.long), "val")  # an epoch that never ended
+        fresh = OnlineEvaluation(feature_dim=4, num_classes=4, probe=False, knn_k=0, ood_k=5)
+        assert self._epoch(online, bank, inside, out) == self._epoch(fresh, bank, inside, out)
+
+
+def test_old_checkpoints_without_ood_k_load_with_the_default(tmp_path: Path) -> None:
+    from lightning_supcon import SupConModule
+
+    model = SupConModule(encoder="small_cnn", in_channels=1, num_classes=4, online=OnlineEval(knn_k=0, ood_k=9))
+    assert model.hparams["online"]["ood_k"] == 9  # recorded
+    del model.hparams["online"]["ood_k"]  # as a checkpoint written before the option
+    path = tmp_path / "old.ckpt"
+    version = {"pytorch-lightning_version": pl.__version__}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)} | version, path)
+    loaded = SupConModule.load_from_checkpoint(path, weights_only=True)
+    assert loaded.online.ood is not None and loaded.online.ood.k == OnlineEval().ood_k == 50

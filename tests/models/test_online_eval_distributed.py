@@ -61,6 +61,8 @@ def _results(rank: int, out_dir: Path) -> dict[str, Any]:
     quiet = OnlineEvaluation(feature_dim=2, num_classes=2, probe=False, knn_k=2)
     quiet.fill_bank(_identity, [(FEATURES, CLASSES)] if rank == 0 else [])
     out["knn_no_query"] = quiet.knn_results("val")
+    # OOD: rank 0 holds every query (rank 1 ran no evaluation batch and has an empty OOD shard), rank 1 the bank.
+    out["ood"], out["ood_no_out"] = _ood(rank, out_queries=True), _ood(rank, out_queries=False)
     # The linear probe's retrieval metrics: rank 1 ran no evaluation batch.
     retrieval = RetrievalMetrics()
     if rank == 0:
@@ -75,6 +77,16 @@ def _results(rank: int, out_dir: Path) -> dict[str, Any]:
     plot.on_validation_epoch_end(trainer, module)
     out["plot"] = plot.last_path is not None and plot.last_path.is_file()
     return out
+
+
+def _ood(rank: int, out_queries: bool) -> dict[str, Tensor]:
+    online = OnlineEvaluation(feature_dim=2, num_classes=2, probe=False, knn_k=0, ood_k=2)
+    online.begin_epoch(ood_split=True)
+    if rank == 0:
+        online.eval_step(FEATURES, torch.tensor([0, -1, 1, 1]), "val")
+        online.score_ood(_identity, [(-FEATURES[:3], torch.full((3,), -1))] if out_queries else [])
+    online.fill_bank(_identity, [(FEATURES * 2, CLASSES)] if rank == 1 else [])
+    return online.ood_results("val")
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -115,6 +127,19 @@ class TestCollectiveInRankLocalBranch:
 
     def test_no_query_on_any_rank_gives_no_result_on_every_rank(self, results: list[dict[str, Any]]) -> None:
         assert [result["knn_no_query"] for result in results] == [{}, {}]
+
+    def test_ood_with_a_rank_without_queries_and_a_rank_without_bank(self, results: list[dict[str, Any]]) -> None:
+        # One process holding it all; the ranks compute it together and every rank gets the same values.
+        online = OnlineEvaluation(feature_dim=2, num_classes=2, probe=False, knn_k=0, ood_k=2)
+        online.begin_epoch(ood_split=True)
+        online.eval_step(FEATURES, torch.tensor([0, -1, 1, 1]), "val")
+        online.score_ood(_identity, [(-FEATURES[:3], torch.full((3,), -1))])
+        online.fill_bank(_identity, [(FEATURES * 2, CLASSES)])
+        expected = online.ood_results("val")
+        assert sorted(expected) == ["val/ood_aupr_in", "val/ood_aupr_out", "val/ood_auroc", "val/ood_fpr95"]
+        for result in results:
+            assert result["ood"] == expected
+        assert [result["ood_no_out"] for result in results] == [{}, {}]  # no OOD query on any rank: none computes
 
     def test_retrieval_with_a_rank_that_saw_nothing(self, results: list[dict[str, Any]]) -> None:
         metric = RetrievalMetrics()

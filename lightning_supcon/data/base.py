@@ -291,10 +291,10 @@ class MultiViewDataModule(pl.LightningDataModule):
             **options,
         )
 
-    def _clean_loader(self, data: LabelledDataset, permuted: bool = False) -> DataLoader:
+    def _clean_loader(self, data: LabelledDataset, permuted: bool = False, may_be_empty: bool = False) -> DataLoader:
         if permuted:
             data = data.subset(eval_order(len(data)))
-        sampler = eval_sampler(data, self.trainer)
+        sampler = eval_sampler(data, self.trainer, may_be_empty)
         transform = self.decode_transform(False) if self.augment_on == "device" else self.eval_transform()
         return self._loader(data, transform, batch_size=self.eval_batch_size, sampler=sampler)
 
@@ -339,9 +339,9 @@ class MultiViewDataModule(pl.LightningDataModule):
     def ood_dataloader(self) -> DataLoader | None:
         """Clean batches ``(images, labels)`` of the out-of-distribution split, labels all -1, in data-set order and
         under DDP each sample on exactly one rank; ``None`` when the data set has none. A model with OOD metrics on
-        reads it at the end of each evaluation epoch (:mod:`~lightning_supcon.utils.bank`)."""
+        reads it at the end of each evaluation epoch (:mod:`~lightning_supcon.utils.bank`); a rank may get none."""
         data = self._dataset("ood")
-        return None if data is None else self._clean_loader(data)
+        return None if data is None else self._clean_loader(data, may_be_empty=True)
 
     def predict_dataloader(self) -> DataLoader:
         """Clean batches of ``predict_split``, in data-set order (the validation set for ``"test"`` when there is no

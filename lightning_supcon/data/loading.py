@@ -178,16 +178,39 @@ class ResumableLoader(DataLoader):
         self.sampler.resume(self._epoch, self._batches * self.batch_size)
 
 
-def eval_sampler(data: Sized, trainer: Any) -> Sampler[int] | None:
+def eval_sampler(data: Sized, trainer: Any, may_be_empty: bool = False) -> Sampler[int] | None:
     """The sampler of a clean evaluation loader: under DDP each sample on exactly one rank, in order.
 
     Lightning's default distributed sampler repeats up to ``world_size - 1`` samples to even out the shards, and the
     metrics would count them twice; with ``UnrepeatedDistributedSampler`` ranks may run one batch fewer, so no
-    collective may run in evaluation steps. ``None`` (a plain in-order loader) for one process or no trainer.
+    collective may run in evaluation steps. That sampler refuses a rank without a sample (an ``AssertionError``:
+    in Lightning's loops a rank without a batch could leave DDP's forward waiting); ``may_be_empty`` is for a loader
+    the model reads itself, outside those loops (the OOD split, which may be smaller than the world):
+    :class:`UnrepeatedShard`. ``None`` (a plain in-order loader) for one process or no trainer.
     """
     if trainer is None or trainer.world_size <= 1:
         return None
-    return UnrepeatedDistributedSampler(data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+    shard = UnrepeatedShard if may_be_empty else UnrepeatedDistributedSampler
+    return shard(data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+
+
+class UnrepeatedShard(DistributedSampler):
+    """Rank ``r`` of ``W`` takes samples ``r, r + W, r + 2W, ...`` in order, every sample once, a rank possibly none:
+    Lightning's ``UnrepeatedDistributedSampler`` without its refusal of an empty shard (ours, as neither PyTorch's
+    sampler, which repeats samples, nor Lightning's allows it). A ``DistributedSampler``, so Lightning keeps it.
+
+    Example:
+        >>> [list(UnrepeatedShard(range(3), num_replicas=4, rank=r)) for r in range(4)]
+        [[0], [1], [2], []]
+    """
+
+    def __init__(self, data: Sized, num_replicas: int, rank: int, shuffle: bool = False) -> None:
+        super().__init__(data, num_replicas=num_replicas, rank=rank, shuffle=False)  # type: ignore[arg-type]
+        self.total_size = len(data)
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 def eval_order(num_samples: int) -> np.ndarray:

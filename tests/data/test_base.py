@@ -149,6 +149,22 @@ class TestCleanLoaders:
         torch.testing.assert_close(images, _clean(_samples(4, 3, True)))
         assert labels.tolist() == [-1] * 4
 
+    def test_an_ood_split_smaller_than_the_world_leaves_a_rank_without_a_sample(self) -> None:
+        """4 OOD images on 5 ranks: rank 4 gets none (Lightning's sampler would raise an AssertionError), each image
+        once; the validation loader keeps Lightning's refusal (a rank without a batch could stall DDP's forward)."""
+        shards = []
+        for rank in range(5):
+            dm = Tiny(eval_batch_size=2)
+            dm.trainer = _fake_trainer(world_size=5, rank=rank)
+            loader = dm.ood_dataloader()
+            assert loader is not None and isinstance(loader.sampler, DistributedSampler)
+            shards.append(list(loader.sampler))
+        assert shards == [[0], [1], [2], [3], []] and sum(len(labels) for _, labels in loader) == 0
+        with pytest.raises(AssertionError):
+            dm.dataset = lambda split: _labelled(_samples(3, 1, True))  # type: ignore[method-assign]
+            dm._datasets.clear()
+            dm.val_dataloader()
+
     def test_no_ood_split(self) -> None:
         dm = DigitsDataModule(image_size=8, predict_split="ood")
         assert dm.ood_dataloader() is None

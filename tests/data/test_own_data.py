@@ -55,7 +55,7 @@ def test_class_folders_reach_digits_accuracy(tmp_path: Path, capsys: pytest.Capt
     folders = ["--data=lightning_supcon.ImageFolderDataModule", f"--data.train_dir={train}", f"--data.val_dir={val}"]
     metrics = _fit(tmp_path, [*folders, f"--data.ood_dir={ood}"], capsys)
     assert metrics["val/knn_top1"] >= 0.97 and metrics["val/probe_top1"] >= 0.97, metrics
-    assert metrics["val/ood_auroc"] >= 0.9 and metrics["val/ood_fpr95"] <= 0.5, metrics
+    assert metrics["val/ood_auroc"] >= 0.9 and metrics["val/ood_fpr95"] <= 0.6, metrics  # measured: 0.939, 0.394
 
 
 @pytest.mark.slow  # ~1 min like the folder run above, which proves the same path; `make test-slow`

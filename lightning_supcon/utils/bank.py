@@ -16,6 +16,7 @@ The parties: ``data/base.py`` (``train_eval_dataloader``, ``ood_dataloader``),
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
@@ -65,10 +66,8 @@ def batch_limit(trainer: pl.Trainer, num_batches: int) -> int:
 def loader_batches(trainer: pl.Trainer, loader: DataLoader) -> Iterator[tuple[Tensor, Tensor]]:
     """The first :func:`batch_limit` batches ``(images, labels)`` of ``loader`` on the model's device, after the
     DataModule's batch-transfer hooks (e.g. normalisation on the device)."""
-    limit = batch_limit(trainer, len(loader))
-    for index, batch in enumerate(loader):
-        if index >= limit:
-            break
+    # islice: a batch past the limit is never loaded (a `break` after `enumerate` loads one more)
+    for batch in itertools.islice(loader, batch_limit(trainer, len(loader))):
         images, labels = trainer.strategy.batch_to_device(batch, dataloader_idx=0)
         yield images, labels
 

@@ -35,29 +35,30 @@ class OODDigits(DigitsDataModule):
         self.train_size, self.val_size, self.ood_size = train_size, val_size, ood_size
         self.ood_loaders = self.ood_loads = 0
 
-    def train_dataset(self) -> LabelledDataset:
-        return super().train_dataset().subset(np.arange(self.train_size))
-
-    def val_dataset(self) -> LabelledDataset:
-        return super().val_dataset().subset(np.arange(self.val_size))
+    def dataset(self, split: str) -> LabelledDataset | None:  # type: ignore[override]
+        digits = super().dataset("val" if split == "ood" else split)  # type: ignore[arg-type]
+        if digits is None or split == "test":
+            return None
+        if split != "ood":
+            return digits.subset(np.arange(self.train_size if split == "train" else self.val_size))
+        if self.ood_size is None:
+            return None
+        held_out = digits.images
+        assert isinstance(held_out, Tensor)  # uint8 (N, 1, 8, 8)
+        images = held_out[self.val_size : self.val_size + self.ood_size].clone()
+        images[1::2] = 255 - images[1::2]  # every other one inverted (far); the others are unseen digits (near)
+        return LabelledDataset(images, np.zeros(self.ood_size), load=self._count)  # the base makes the labels -1
 
     def _count(self, image: Tensor) -> Tensor:
         self.ood_loads += 1
         return image
 
     def ood_dataloader(self) -> DataLoader | None:
+        """The base's loader (sharded without repeats, a rank possibly empty), counted; ``ood_size`` may change
+        between runs, so the split is rebuilt each time."""
         self.ood_loaders += 1
-        if self.ood_size is None:
-            return None
-        held_out = super().val_dataset().images
-        assert isinstance(held_out, Tensor)  # uint8 (N, 1, 8, 8)
-        images = held_out[self.val_size : self.val_size + self.ood_size].clone()
-        images[1::2] = 255 - images[1::2]  # every other one inverted (far); the others are unseen digits (near)
-        split = LabelledDataset(images, np.full(self.ood_size, -1), load=self._count)
-        # Sharded here, rank r taking samples r, r + world, ...: Lightning's UnrepeatedDistributedSampler (of
-        # `_clean_loader`) refuses a rank without a sample, which a 1-sample split on 2 ranks must be.
-        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-        return self._loader(split.subset(np.arange(rank, len(split), world)), self.eval_transform(), batch_size=8)
+        self._datasets.pop("ood", None)
+        return super().ood_dataloader()
 
 
 def main(devices: int, out: str) -> None:

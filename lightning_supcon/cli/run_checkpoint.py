@@ -7,6 +7,13 @@ resumed run continues its own folder and overwrites its own ``last.ckpt`` (no ve
 of the last state ``<default_root_dir>/last.ckpt`` is pointed at it, so that name is always the newest state of the
 newest run. :class:`~lightning_supcon.callbacks.PreemptionCheckpoint` writes the same ``last.ckpt`` and moves the
 same pointer.
+
+Two behaviours of Lightning's ``ModelCheckpoint`` (2.6) are changed to keep that promise: with a ``monitor`` it writes
+``last.ckpt`` only when a top-k file is saved at the same step (a run whose best epoch is its first would leave
+``last.ckpt`` there, and ``--ckpt_path last`` would redo the later epochs); here ``last.ckpt`` is written whenever
+Lightning would consider saving (each epoch's end, or each validation's). And its ``on_train_end`` saves ``last.ckpt``
+even under ``fast_dev_run`` (its own saves skip that mode), which made a smoke test the newest state; here that mode
+writes nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +64,26 @@ class RunCheckpoint(ModelCheckpoint):
             # come from another folder: only its best path is kept, as Lightning does, without the warning.
             warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
             super().load_state_dict(state_dict)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_newest(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_newest(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not getattr(trainer, "fast_dev_run", False):  # set by the debugging flags; Lightning skips its other saves
+            super().on_train_end(trainer, pl_module)
+
+    def _save_newest(self, trainer: pl.Trainer) -> None:
+        """``last.ckpt`` at this step unless Lightning just saved (or should not save) it: a monitored run whose
+        metric did not improve still moves its newest state (``save_last="link"`` links to a top-k file: unchanged)."""
+        if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)

@@ -114,8 +114,10 @@ def newest_readable(root: str | Path) -> tuple[Path | None, list[CheckpointError
 
 
 def run_folder(checkpoint: str | Path) -> Path | None:
-    """The run folder ``.../version_N`` that holds ``checkpoint`` in its ``checkpoints/``, else ``None``."""
-    parent = Path(checkpoint).parent
+    """The run folder ``.../version_N`` that holds ``checkpoint`` in its ``checkpoints/`` (a link such as
+    ``<root>/last.ckpt`` followed to its file), else ``None``."""
+    path = Path(checkpoint)
+    parent = (path.resolve() if path.is_symlink() else path).parent
     if parent.name == "checkpoints" and _VERSION.match(parent.parent.name):
         return parent.parent
     return None

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightning_supcon.cli import cli, main
-from tests.helpers import DIGITS, DIGITS_LINEAR
+from tests.helpers import DIGITS, DIGITS_LINEAR, PRECIOUS
 
 BATCHES = 3  # training batches per epoch
 
@@ -72,3 +72,31 @@ class TestRunFolders:
         rows = (workdir / "outputs/digits/version_0/metrics.csv").read_text().splitlines()
         steps = [int(row.split(",")[1]) for row in rows[1:]]  # one log: the resumed run appended its steps
         assert min(steps) == 0 and max(steps) == 3 * BATCHES - 1
+
+
+class TestNewestState:
+    def test_a_monitored_metric_that_never_improves_still_moves_last(self, workdir: Path) -> None:
+        """``val/loss`` with ``mode: max`` on a loss that falls: the best epoch is the first; Lightning 2.6 would
+        leave ``last.ckpt`` there (it writes it only with a top-k file), and a resume would redo epochs 1 and 2."""
+        monitor = ["--checkpoint.monitor", "val/loss", "--checkpoint.mode", "max"]
+        main(_fit_args("--trainer.max_epochs", "3", *monitor))
+        last = workdir / "outputs/digits/last.ckpt"
+        assert _step(last) == 3 * BATCHES
+        best = list((workdir / "outputs/digits/version_0/checkpoints").glob("epoch=*.ckpt"))
+        assert len(best) == 1 and _step(best[0]) < 3 * BATCHES  # the top-k file is still the best epoch's
+
+    def test_a_smoke_test_does_not_become_the_newest_state(self, workdir: Path) -> None:
+        main(_fit_args("--trainer.max_epochs", "1"))
+        last = workdir / "outputs/digits/last.ckpt"
+        before = (last.resolve(), _step(last))
+        main(_fit_args("--trainer.fast_dev_run", "true"))
+        assert (last.resolve(), _step(last)) == before
+        planted = "outputs/digits/checkpoints/last.ckpt"  # the `workdir` fixture's, where a smoke test would write
+        assert (workdir / planted).read_bytes() == PRECIOUS[planted]
+
+    def test_resuming_from_the_root_link_continues_the_run_folder(self, workdir: Path) -> None:
+        main(_fit_args("--trainer.max_epochs", "1"))
+        main(_fit_args("--trainer.max_epochs", "2", "--ckpt_path", "outputs/digits/last.ckpt"))
+        assert not (workdir / "outputs/digits/version_1").exists()
+        assert _step(workdir / "outputs/digits/version_0/checkpoints/last.ckpt") == 2 * BATCHES
+

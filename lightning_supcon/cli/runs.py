@@ -65,6 +65,8 @@ def point_last(root: str | Path, target: str | Path) -> Path:
     """
     root, target = Path(root), Path(target)
     link = root / LAST
+    if link.absolute() == target.absolute():  # the checkpoint itself is <root>/last.ckpt: a link would loop
+        return link
     if link.resolve() == target.resolve() and link.is_symlink():
         return link
     root.mkdir(parents=True, exist_ok=True)

@@ -110,11 +110,17 @@ def test_preemption_checkpoint_replaces_a_last_link_instead_of_writing_through_i
     target.write_bytes(b"best weights")
     (tmp_path / "last.ckpt").symlink_to(target)
     callback = PreemptionCheckpoint(dirpath=str(tmp_path))
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_steps=1)
+    # default_root_dir = dirpath: <root>/last.ckpt is the saved file itself (no link to itself; nothing in the cwd)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, max_steps=1, default_root_dir=str(tmp_path)
+    )
     trainer.strategy.connect(SupConModule(in_channels=1, online=OnlineEval(knn_k=0)))
     trainer.state.fn = pl.trainer.states.TrainerFn.FITTING
     callback.on_exception(trainer, trainer.lightning_module, SIGTERMException())
-    assert target.read_bytes() == b"best weights"
+    assert (
+        target.read_bytes() == b"best weights"
+        and torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 0
+    )
     assert not (tmp_path / "last.ckpt").is_symlink() and callback.saved_path == tmp_path / "last.ckpt"
     callback.on_exception(trainer, trainer.lightning_module, ValueError("not a preemption"))  # nothing saved
 

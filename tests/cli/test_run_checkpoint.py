@@ -99,4 +99,3 @@ class TestNewestState:
         main(_fit_args("--trainer.max_epochs", "2", "--ckpt_path", "outputs/digits/last.ckpt"))
         assert not (workdir / "outputs/digits/version_1").exists()
         assert _step(workdir / "outputs/digits/version_0/checkpoints/last.ckpt") == 2 * BATCHES
-

@@ -25,8 +25,10 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 
 PREFIX = "lightning-supcon: error:"
 # ImportError: an optional extra a config needs is missing (timm, datasets); our messages name the pip command.
+# NotImplementedError: a user's own DataModule lacks what it must give (`num_classes`, a split): the message says it.
 USER_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
+    NotImplementedError,
     OSError,
     FloatingPointError,
     ImportError,

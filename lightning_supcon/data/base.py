@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from lightning_supcon.data.device_augment import DeviceMultiViewAugment
-from lightning_supcon.data.labels import LabelledDataset
+from lightning_supcon.data.labels import LabelledDataset, check_split
 from lightning_supcon.data.loading import (
     AugmentOn,
     EpochSampler,
@@ -82,11 +82,10 @@ from lightning_supcon.data.sampler import SamplerKind, check_sampler, train_samp
 from lightning_supcon.data.subsets import Unlabelled, check_label_fraction, label_subset
 from lightning_supcon.data.transforms import MultiViewTransform, decode_steps, supcon_transform
 
-#: The clean split ``lightning-supcon predict`` embeds, in data-set order (see
-#: :class:`~lightning_supcon.callbacks.EmbeddingWriter`): the training set is the kNN bank of an offline evaluation.
-PredictSplit = Literal["train", "val", "test", "ood"]
-PREDICT_SPLITS: tuple[str, ...] = get_args(PredictSplit)
+#: A data set's splits (:meth:`MultiViewDataModule.dataset`); ``predict`` embeds any of them clean, in data-set order
+#: (``predict_split``; the training set is the kNN bank of an offline evaluation, "ood" its ``--ood`` file).
 Split = Literal["train", "val", "test", "ood"]
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 class MultiViewDataModule(pl.LightningDataModule):
@@ -136,8 +135,11 @@ class MultiViewDataModule(pl.LightningDataModule):
     Raises:
         ValueError: For bad loader options (:func:`check_loader_options`), a bad ``label_fraction``, ``sampler`` or
             ``samples_per_class``.
-        TypeError: On first use, for a split that is not a ``LabelledDataset``.
-        AttributeError: On first use, for ``num_classes``, ``mean`` or ``std`` that a subclass did not set.
+        TypeError, ValueError: On first use, for a split that is not a ``LabelledDataset``, is empty, or has class
+            indices out of range (:func:`~lightning_supcon.data.labels.check_split`).
+        NotImplementedError: On first use, for ``num_classes``, ``mean`` or ``std`` that a subclass did not set
+            (not an ``AttributeError``, which ``hasattr`` and the CLI's links take for "absent"), or for a
+            ``dataset(split)`` that raises ``KeyError`` for a split it lacks instead of returning ``None``.
     """
 
     in_channels: int = 3
@@ -153,7 +155,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         drop_last: bool = True,
         augment: AugmentRecipe = SIMCLR,
-        predict_split: PredictSplit = "test",
+        predict_split: Split = "test",
         label_fraction: float = 1.0,
         subset_seed: int = 0,
         unlabelled: Unlabelled = "drop",
@@ -197,7 +199,7 @@ class MultiViewDataModule(pl.LightningDataModule):
         if "_num_classes" in vars(self):
             return int(self._num_classes)
         if type(self).classes is MultiViewDataModule.classes:
-            raise AttributeError(f"{type(self).__name__} must set `num_classes` or override `classes`.")
+            raise NotImplementedError(f"{type(self).__name__} must set `num_classes` or override `classes`.")
         return len(self.classes)
 
     @num_classes.setter
@@ -226,7 +228,7 @@ class MultiViewDataModule(pl.LightningDataModule):
     def _statistic(self, name: str) -> tuple[float, ...]:
         value: tuple[float, ...] | None = vars(self).get(f"_{name}")
         if value is None:
-            raise AttributeError(f"{type(self).__name__} must set `{name}` (one value per channel).")
+            raise NotImplementedError(f"{type(self).__name__} must set `{name}` (one value per channel).")
         return value
 
     def decode_transform(self, train: bool) -> Callable[[Any], Tensor]:
@@ -257,14 +259,13 @@ class MultiViewDataModule(pl.LightningDataModule):
         """The one cache of the splits: each built once, checked, the training set cut to ``label_fraction`` and
         the OOD samples labelled -1 (no training class)."""
         if split not in self._datasets:
-            data = self.dataset(split)
-            if data is not None and not isinstance(data, LabelledDataset):
-                raise TypeError(
-                    f"Expected `{type(self).__name__}.dataset({split!r})` to return a LabelledDataset(images, labels) "
-                    f"(samples that carry their labels), but got {type(data).__name__}."
-                )
-            if data is None and split in ("train", "val"):
-                raise ValueError(f"Expected `{type(self).__name__}.dataset({split!r})` to return the {split} split.")
+            try:
+                data = check_split(type(self).__name__, split, self.dataset(split), self.num_classes)
+            except KeyError as error:  # e.g. `{"train": ..., "val": ...}[split]`
+                raise NotImplementedError(
+                    f"{type(self).__name__}.dataset({split!r}) raised KeyError {error}: return None for a split the "
+                    "data set does not have."
+                ) from error
             if split == "train":
                 assert data is not None
                 data = label_subset(data, self.label_fraction, self.subset_seed, self.unlabelled)
@@ -370,6 +371,9 @@ class MultiViewDataModule(pl.LightningDataModule):
             return self._device_augment.to(images.device)(images), labels
         return self.normalize.to(images.device)(images), labels
 
+    def __str__(self) -> str:  # Lightning's builds every loader (reads the data) to print the split sizes
+        return f"{type(self).__name__}(batch_size={self.batch_size}, n_views={self.n_views})"
+
     def state_dict(self) -> dict[str, Any]:
         """The seed of the orders and augmentations and the training loader's position, for an exact resume, and
         the class names (so a checkpoint says which class each index is)."""
@@ -383,13 +387,13 @@ class MultiViewDataModule(pl.LightningDataModule):
         self._train_loader_state = state_dict.get("train_loader")
 
 
-def check_predict_split(split: str) -> PredictSplit:
-    """``split`` if it is one of :data:`PREDICT_SPLITS`, else a ``ValueError`` naming it and the allowed ones.
+def check_predict_split(split: str) -> Split:
+    """``split`` if it is one of :data:`SPLITS`, else a ``ValueError`` naming it and the allowed ones.
 
     Example:
         >>> check_predict_split("train")
         'train'
     """
-    if split not in PREDICT_SPLITS:
-        raise ValueError(f"Expected argument `predict_split` to be one of {PREDICT_SPLITS}, but got {split!r}.")
+    if split not in SPLITS:
+        raise ValueError(f"Expected argument `predict_split` to be one of {SPLITS}, but got {split!r}.")
     return split  # type: ignore[return-value]

@@ -85,6 +85,8 @@ def read_image_list(
             raise ValueError(f"Expected columns {missing} in the header of {path!r}, but it has {names}.")
         columns = tuple(names.index(name) for name in wanted)
         rows = rows[1:]
+        if not rows:
+            raise ValueError(f"Expected rows below the header of {path!r}, but it has only the header.")
     short = next((i for i, row in enumerate(rows) if len(row) <= max(columns)), None)
     if short is not None:
         raise ValueError(

@@ -69,6 +69,11 @@ class UnreadableImage(OSError):
     """An image that cannot be decoded, or whose values have no defined 8-bit scale; the message names it."""
 
 
+class UnscaledImage(UnreadableImage):
+    """An image PIL reads whose values have no defined 8-bit scale (32-bit integers beyond 16 bits, floats outside
+    [0, 1]): ``skip_corrupt``, which leaves out what PIL cannot open, does not leave it out."""
+
+
 def _convert(image: Image.Image, mode: str, name: str) -> Image.Image:
     if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
         image = ImageOps.exif_transpose(image)
@@ -101,13 +106,13 @@ def to_uint8(values: np.ndarray, mode: str, name: str = "image") -> np.ndarray:
     if mode == "F":
         if not np.all((wide >= 0.0) & (wide <= 1.0)):  # NaN fails both comparisons
             nan = " and NaN" if np.isnan(wide).any() else ""
-            raise UnreadableImage(
+            raise UnscaledImage(
                 f"Cannot read image file {name}: its floats span [{np.nanmin(wide):g}, {np.nanmax(wide):g}]{nan}, but "
                 "float images must lie in [0, 1]; rescale it, or save it as 8- or 16-bit."
             )
         return np.round(wide * 255.0).astype(np.uint8)
     if wide.size and (wide.min() < 0 or wide.max() > 65535):
-        raise UnreadableImage(
+        raise UnscaledImage(
             f"Cannot read image file {name}: its 32-bit integers span [{wide.min():g}, {wide.max():g}], but only "
             "[0, 65535] (16-bit data) has a defined scale; save it as 8- or 16-bit, or as floats in [0, 1]."
         )

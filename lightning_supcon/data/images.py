@@ -22,7 +22,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from lightning_supcon.data.base import MultiViewDataModule, Split
-from lightning_supcon.data.decode import UnreadableImage, load_image
+from lightning_supcon.data.decode import UnreadableImage, UnscaledImage, load_image
 from lightning_supcon.data.labels import (
     LabelledDataset,
     RawLabel,
@@ -113,7 +113,9 @@ class ImageDataset(LabelledDataset):
         try:
             return load_image(image, self.mode)
         except UnreadableImage as error:
-            if not self.unreadable_hint:
+            if not self.unreadable_hint or isinstance(
+                error, UnscaledImage
+            ):  # PIL opens it: skip_corrupt would not help
                 raise
             raise UnreadableImage(f"{str(error).rstrip('.')}; {self.unreadable_hint}") from None
 

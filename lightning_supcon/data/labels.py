@@ -214,3 +214,47 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple
             f"samples ({error}): give a validation split or change `val_fraction`."
         ) from None
     return [int(i) for i in train], [int(i) for i in val]
+
+
+def check_split(owner: str, split: str, data: Any, num_classes: int) -> LabelledDataset | None:
+    """``data``, what ``owner.dataset(split)`` returned, if a DataModule can use it; else the error naming the fix.
+
+    Args:
+        owner: The DataModule's class name (for the messages).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"ood"``.
+        data: The returned split: a :class:`LabelledDataset`, or ``None`` (for ``"test"`` and ``"ood"`` only).
+        num_classes: Classes (labels per sample for multi-hot labels); class indices must lie in
+            ``-1 .. num_classes - 1`` (-1: unknown). The labels of ``"ood"`` are not checked (they are not read).
+
+    Raises:
+        TypeError: For something other than a ``LabelledDataset`` or ``None``.
+        ValueError: For ``None`` as the training or validation split, an empty split, or a class index out of range.
+
+    Example:
+        >>> check_split("MyData", "val", LabelledDataset(["a", "b"], [0, 3]), num_classes=3)
+        Traceback (most recent call last):
+        ...
+        ValueError: MyData.dataset('val') has labels up to 3, but num_classes = 3 (class indices 0 .. 2, -1: unknown)...
+    """
+    where = f"{owner}.dataset({split!r})"
+    if data is None:
+        if split in ("train", "val"):
+            held_out = " (e.g. a seeded, stratified part of the training set)" if split == "val" else ""
+            raise ValueError(f"Expected `{where}` to return the {split} split{held_out}, but got None.")
+        return None
+    if not isinstance(data, LabelledDataset):
+        raise TypeError(
+            f"Expected `{where}` to return a LabelledDataset(images, labels) (samples that carry their labels) or "
+            f"None, but got {type(data).__name__}."
+        )
+    if len(data) == 0:
+        raise ValueError(f"`{where}` is empty: give it samples, or return None for a split the data set lacks.")
+    if split != "ood" and data.labels.ndim == 1:
+        low, high = int(data.labels.min()), int(data.labels.max())
+        if low < -1 or high >= num_classes:
+            raise ValueError(
+                f"{where} has labels {'down to ' + str(low) if low < -1 else 'up to ' + str(high)}, but "
+                f"num_classes = {num_classes} (class indices 0 .. {num_classes - 1}, -1: unknown): set `num_classes`, "
+                "or fix the labels."
+            )
+    return data

@@ -278,8 +278,9 @@ class TestArguments:
 
     @pytest.mark.parametrize("name", ["num_classes", "mean", "std"])
     def test_a_subclass_that_does_not_name_its_data_is_told_what_to_set(self, name: str) -> None:
-        with pytest.raises(AttributeError, match=f"MultiViewDataModule must set `{name}`"):
-            getattr(MultiViewDataModule(), name)
+        """Not an AttributeError: ``hasattr`` (and the CLI's link into the model) would take it for "absent"."""
+        with pytest.raises(NotImplementedError, match=f"MultiViewDataModule must set `{name}`"):
+            hasattr(MultiViewDataModule(), name)
 
     def test_num_classes_and_statistics_set_in_init_or_from_the_class_names(self) -> None:
         class Named(MultiViewDataModule):
@@ -293,6 +294,41 @@ class TestArguments:
         assert (dm.num_classes, dm.mean, dm.std) == (3, (0.1,), (0.2,))
         dm.num_classes = 2  # multi-label data sets say how many labels
         assert dm.num_classes == 2 and dm.normalize.mean.flatten().tolist() == pytest.approx([0.1])
+
+    @pytest.mark.parametrize(
+        ("returned", "error", "match"),
+        [
+            ("a list", TypeError, r"`Bad.dataset\('train'\)` to return a LabelledDataset.* but got list"),
+            ("empty", ValueError, r"`Bad.dataset\('train'\)` is empty: give it samples, or return None"),
+            ("label 3", ValueError, r"Bad.dataset\('train'\) has labels up to 3, but num_classes = 3 \(class"),
+            ("label -2", ValueError, r"Bad.dataset\('train'\) has labels down to -2, but num_classes = 3"),
+            ("KeyError", NotImplementedError, r"Bad.dataset\('train'\) raised KeyError 'train': return None for"),
+        ],
+    )
+    def test_a_split_the_base_cannot_use_is_named_with_the_fix(self, returned: str, error: type, match: str) -> None:
+        images = [torch.zeros(3, 8, 8, dtype=torch.uint8)] * 4
+
+        class Bad(Tiny):
+            def dataset(self, split: str) -> Any:
+                return {
+                    "a list": lambda: [(images[0], 0)],
+                    "empty": lambda: LabelledDataset([], []),
+                    "label 3": lambda: LabelledDataset(images, [0, 1, 2, 3]),
+                    "label -2": lambda: LabelledDataset(images, [0, 1, 2, -2]),
+                    "KeyError": lambda: {}[split],
+                }[returned]()
+
+        with pytest.raises(error, match=match):
+            Bad().train_dataloader()
+
+    def test_unknown_labels_and_an_empty_optional_split_are_fine(self) -> None:
+        class Partial(Tiny):
+            def dataset(self, split: str) -> LabelledDataset | None:
+                data = super().dataset(split)
+                return None if split == "ood" else data.relabel([-1] * len(data)) if data else None
+
+        dm = Partial(n_train=6, batch_size=2)
+        assert dm.ood_dataloader() is None and next(iter(dm.train_dataloader()))[1].tolist() == [-1, -1]
 
     def test_a_missing_required_split_is_named(self) -> None:
         class NoVal(Tiny):

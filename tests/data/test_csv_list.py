@@ -70,6 +70,8 @@ class TestRead:
             ("file,label\na.png,1\n", {"header": True}, r"columns \['path'\] in the header .* has \['file', 'label'\]"),
             ("img/cat/c0.png\n", {}, r"Expected >= 2 columns separated by ',' in row 1 of"),
             ("a.png;;1\n", {"delimiter": ";;"}, r"`delimiter` to be one character .* but got ';;'"),
+            ("path,label\n", {}, r"Expected rows below the header of .*bad.csv', but it has only the header"),
+            ("path\n", {"label_column": None}, r"rows below the header of .*bad.csv', but it has only the header"),
         ],
     )
     def test_malformed(self, images: Path, text: str, kwargs: dict, match: str) -> None:

@@ -160,6 +160,15 @@ class TestUnreadableImageNamesTheFix:
             next(iter(dm.val_dataloader()))  # type: ignore[call-overload]
         assert ("--data.skip_corrupt true" in str(error.value)) is not skip_corrupt
 
+    def test_a_float_image_out_of_range_is_not_told_to_skip_corrupt_files(self, tmp_path: Path) -> None:
+        """PIL opens it (skip_corrupt keeps it): the fix is in the file, not in skip_corrupt."""
+        tree = write_image_tree(tmp_path / "t", {"a": ["2.png:RGB"], "b": ["3.png:RGB"]})
+        Image.fromarray(np.array([[0.0, 2.0]], dtype=np.float32)).save(tree / "a" / "1.tif")
+        dm = ImageFolderDataModule(str(tree), str(tree), image_size=8)
+        with pytest.raises(OSError, match=r"1.tif': its floats span \[0, 2\], but float images must lie in") as error:
+            list(dm.val_dataloader())
+        assert "skip_corrupt" not in str(error.value)
+
 
 def _auto_statistics_on_rank(rank: int, port: int, out_dir: str) -> None:
     """A DDP process: its own global seeds, the tree the test wrote, ``mean``/``std`` measured (``auto``)."""

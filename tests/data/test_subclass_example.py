@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from lightning_supcon.cli import main
 from lightning_supcon.data import LabelledDataset, MultiViewDataModule
 from tests.data.recorder import Recorder, cpu_trainer
+from tests.helpers import DIGITS
 
 
 class MyDataModule(MultiViewDataModule):
@@ -62,3 +64,26 @@ def test_trains(tmp_path: Path, npz: str, augment_on: str) -> None:
     cpu_trainer(tmp_path, limit_train_batches=2).fit(model, datamodule=dm)
     assert [tuple(views.shape) for views, _ in model.train_batches] == [(8, 2, 3, 32, 32)] * 2
     assert sum(len(labels) for _, labels in model.val_batches[0]) == 10  # the whole validation set
+
+
+def test_forgetting_num_classes_is_one_line_before_training(
+    tmp_path: Path, npz: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI links ``data.num_classes`` into the model; an ``AttributeError`` would make jsonargparse drop that link
+    in silence (the model keeping its default of 10 classes) and the run fail at its first checkpoint."""
+    module = tmp_path / "forgetful.py"
+    source = Path(__file__).read_text().split("class MyDataModule")[1].split("\n\n\n")[0]
+    module.write_text(
+        "import numpy as np\nimport torch\nfrom typing import Any\n"
+        "from lightning_supcon.data import LabelledDataset, MultiViewDataModule\n\n\n"
+        f"class Forgetful{source.replace('num_classes, in_channels, image_size = 4, 3, 32', 'image_size = 32')}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["fit", "--config", DIGITS, "--data", "forgetful.Forgetful", "--data.path", npz]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, f"--trainer.default_root_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err == [
+        "lightning-supcon: error: Forgetful must set `num_classes` or override `classes`."
+    ]
+    assert not (tmp_path / "run").exists()  # nothing trained

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchmetrics.utilities import rank_zero_warn
 
 from lightning_supcon.metrics.knn import BankDtype, KNNAccuracy
 from lightning_supcon.metrics.ood_functional import kth_distance_score, ood_metrics
@@ -105,6 +106,12 @@ class KNNOODScore(KNNAccuracy):
         bank = sum(features.shape[0] for features in self.bank_features)
         local = torch.tensor([bank, inside, queries - inside], dtype=torch.long, device=self.device)
         total = torch.stack(gather(local)).sum(dim=0) if gather else local
+        if 0 < int(total[0]) < self.k and not getattr(self, "_warned_k", False):
+            self._warned_k = True  # once per metric: the bank is the same data set every epoch
+            rank_zero_warn(
+                f"OOD score: k = {self.k} is more than the {int(total[0])} bank entries, so each sample is scored by "
+                "the farthest of them; choose k well below the training samples per class (`online.ood_k`)."
+            )
         return bool((total > 0).all())
 
     def scores(self) -> tuple[Tensor, Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import Tensor
@@ -117,6 +119,17 @@ class TestHasData:
 
     def test_empty(self) -> None:
         assert KNNOODScore().has_data() is False
+
+    def test_a_k_beyond_the_bank_is_said_once_and_scores_with_the_farthest(self) -> None:
+        bank, query, is_ood = _data()
+        metric = _metric(bank[:3], query, is_ood, k=5)
+        with pytest.warns(UserWarning, match="k = 5 is more than the 3 bank entries, so each sample is scored by the"):
+            assert metric.has_data()
+        scores, _ = metric.scores()
+        torch.testing.assert_close(scores, knn_ood_score(query, bank[:3], k=3), rtol=0, atol=1e-12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert metric.has_data()  # said once
 
 
 class TestStoredBankEntries:

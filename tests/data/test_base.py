@@ -34,7 +34,7 @@ def _samples(n: int, seed: int, pil: bool) -> list[tuple[Any, int]]:
 
 
 class Tiny(MultiViewDataModule):
-    num_classes = 3
+    num_classes = 32  # each sample's label is its index (to follow it through the loaders): up to 31
     image_size = 8
     mean = MEAN
     std = STD
@@ -300,8 +300,8 @@ class TestArguments:
         [
             ("a list", TypeError, r"`Bad.dataset\('train'\)` to return a LabelledDataset.* but got list"),
             ("empty", ValueError, r"`Bad.dataset\('train'\)` is empty: give it samples, or return None"),
-            ("label 3", ValueError, r"Bad.dataset\('train'\) has labels up to 3, but num_classes = 3 \(class"),
-            ("label -2", ValueError, r"Bad.dataset\('train'\) has labels down to -2, but num_classes = 3"),
+            ("label 32", ValueError, r"Bad.dataset\('train'\) has labels up to 32, but num_classes = 32 \(class"),
+            ("label -2", ValueError, r"Bad.dataset\('train'\) has labels down to -2, but num_classes = 32"),
             ("KeyError", NotImplementedError, r"Bad.dataset\('train'\) raised KeyError 'train': return None for"),
         ],
     )
@@ -313,7 +313,7 @@ class TestArguments:
                 return {
                     "a list": lambda: [(images[0], 0)],
                     "empty": lambda: LabelledDataset([], []),
-                    "label 3": lambda: LabelledDataset(images, [0, 1, 2, 3]),
+                    "label 32": lambda: LabelledDataset(images, [0, 1, 2, 32]),
                     "label -2": lambda: LabelledDataset(images, [0, 1, 2, -2]),
                     "KeyError": lambda: {}[split],
                 }[returned]()

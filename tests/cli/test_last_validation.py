@@ -49,6 +49,6 @@ class ValidatedEpochs(pl.Callback):
 def test_validated_epochs(workdir: Path, epochs: int, validated: list[int]) -> None:
     """Every 5 epochs (the config's interval) and after the last one."""
     app = cli(["fit", *SMALL, "--trainer.max_epochs", str(epochs), "--trainer.limit_train_batches", "1",
-               "--trainer.callbacks", "[tests.callbacks.test_last_validation.ValidatedEpochs]"])  # fmt: skip
+               "--trainer.callbacks", "[tests.cli.test_last_validation.ValidatedEpochs]"])  # fmt: skip
     recorder = next(c for c in app.trainer.callbacks if isinstance(c, ValidatedEpochs))
     assert recorder.epochs == validated

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -46,7 +46,9 @@ class RunCheckpoint(ModelCheckpoint):
         True
     """
 
-    def __init__(self, save_last: bool | None = True, enable_version_counter: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, save_last: bool | Literal["link"] | None = True, enable_version_counter: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(save_last=save_last, enable_version_counter=enable_version_counter, **kwargs)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -59,6 +61,11 @@ class RunCheckpoint(ModelCheckpoint):
             super().setup(trainer, pl_module, stage)  # broadcasts rank zero's folder
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("dirpath")
+        if isinstance(saved, str) and self.dirpath is not None and saved != self.dirpath and _same(saved, self.dirpath):
+            # The same folder spelt another way (relative / absolute, through a link): Lightning compares the strings
+            # and would forget the run's top-k files, keeping more than `save_top_k`; renamed to this spelling.
+            state_dict = _respelt(state_dict, saved, self.dirpath)
         with warnings.catch_warnings():
             # A checkpoint of another run folder (validate / test / predict, or a new fit from it) is expected to
             # come from another folder: only its best path is kept, as Lightning does, without the warning.
@@ -85,7 +92,36 @@ class RunCheckpoint(ModelCheckpoint):
         if self.save_last is True and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last == "link" and trainer.is_global_zero and self.last_model_path:
+            runs.point_last(trainer.default_root_dir, self.last_model_path)  # Lightning's link skips _save_checkpoint
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if trainer.is_global_zero and Path(filepath).name == self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION:
             runs.point_last(trainer.default_root_dir, filepath)
+
+
+def _same(first: str | Path, second: str | Path) -> bool:
+    """Whether two folder paths name the same folder (an existing one; relative paths against the working folder)."""
+    try:
+        return Path(first).exists() and Path(first).resolve() == Path(second).resolve()
+    except OSError:
+        return False
+
+
+def _respelt(state_dict: dict[str, Any], saved: str, dirpath: str | Path) -> dict[str, Any]:
+    """``state_dict`` with the paths under ``saved`` written under ``dirpath``: the folder, the top-k files (keys of
+    ``best_k_models``), the best, k-th best and last paths."""
+
+    def respell(path: Any) -> Any:
+        if isinstance(path, str) and Path(path).parent == Path(saved):
+            return str(Path(dirpath) / Path(path).name)
+        return path
+
+    state = {key: respell(value) for key, value in state_dict.items()}
+    state["dirpath"] = str(dirpath)
+    if isinstance(state_dict.get("best_k_models"), dict):
+        state["best_k_models"] = {respell(path): score for path, score in state_dict["best_k_models"].items()}
+    return state

@@ -73,7 +73,7 @@ def point_last(root: str | Path, target: str | Path) -> Path:
     temporary = root / f".{LAST}.{os.getpid()}.tmp"
     temporary.unlink(missing_ok=True)
     try:
-        temporary.symlink_to(os.path.relpath(target.resolve(), root.resolve()))
+        temporary.symlink_to(os.path.relpath(target.absolute(), root.absolute()))  # a link target stays a link
     except OSError:
         shutil.copyfile(target, temporary)
     os.replace(temporary, link)

@@ -99,3 +99,21 @@ class TestNewestState:
         main(_fit_args("--trainer.max_epochs", "2", "--ckpt_path", "outputs/digits/last.ckpt"))
         assert not (workdir / "outputs/digits/version_1").exists()
         assert _step(workdir / "outputs/digits/version_0/checkpoints/last.ckpt") == 2 * BATCHES
+
+    def test_save_last_link_is_accepted_and_the_root_link_follows_it(self, workdir: Path) -> None:
+        monitor = ["--checkpoint.monitor", "val/loss", "--checkpoint.mode", "min", "--checkpoint.save_last", "link"]
+        main(_fit_args("--trainer.max_epochs", "2", *monitor))
+        run_last = workdir / "outputs/digits/version_0/checkpoints/last.ckpt"
+        assert run_last.is_symlink() and (workdir / "outputs/digits/last.ckpt").resolve() == run_last.resolve()
+
+    def test_resuming_under_another_spelling_of_the_root_keeps_save_top_k(self, workdir: Path) -> None:
+        """``outputs/digits`` then the same folder as an absolute path: Lightning compares the folder as a string and
+        would forget the run's top-k file (two files for ``save_top_k: 1``)."""
+        monitor = ["--checkpoint.monitor", "val/loss", "--checkpoint.mode", "max", "--checkpoint.save_top_k", "1"]
+        main(_fit_args("--trainer.max_epochs", "2", *monitor))
+        root = str(workdir / "outputs/digits")
+        main(
+            _fit_args("--trainer.max_epochs", "4", *monitor, "--trainer.default_root_dir", root, "--ckpt_path", "last")
+        )
+        top_k = list((workdir / "outputs/digits/version_0/checkpoints").glob("epoch=*.ckpt"))
+        assert len(top_k) == 1 and _step(workdir / "outputs/digits/last.ckpt") == 4 * BATCHES

@@ -23,12 +23,15 @@ from typing import Any
 import torch
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 
+from lightning_supcon.data.labels import SplitTypeError
+
 PREFIX = "lightning-supcon: error:"
 # ImportError: an optional extra a config needs is missing (timm, datasets); our messages name the pip command.
 # NotImplementedError: a user's own DataModule lacks what it must give (`num_classes`, a split): the message says it.
 USER_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
     NotImplementedError,
+    SplitTypeError,  # a user's own DataModule returned the wrong type: the message says what to return
     OSError,
     FloatingPointError,
     ImportError,

@@ -53,7 +53,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from lightning_supcon.data.device_augment import DeviceMultiViewAugment
-from lightning_supcon.data.labels import LabelledDataset, check_split
+from lightning_supcon.data.labels import LabelledDataset, Split, check_predict_split, check_split
 from lightning_supcon.data.loading import (
     AugmentOn,
     EpochSampler,
@@ -81,11 +81,6 @@ from lightning_supcon.data.recipe import SIMCLR, AugmentRecipe
 from lightning_supcon.data.sampler import SamplerKind, check_sampler, train_sampler
 from lightning_supcon.data.subsets import Unlabelled, check_label_fraction, label_subset
 from lightning_supcon.data.transforms import MultiViewTransform, decode_steps, supcon_transform
-
-#: A data set's splits (:meth:`MultiViewDataModule.dataset`); ``predict`` embeds any of them clean, in data-set order
-#: (``predict_split``; the training set is the kNN bank of an offline evaluation, "ood" its ``--ood`` file).
-Split = Literal["train", "val", "test", "ood"]
-SPLITS: tuple[str, ...] = get_args(Split)
 
 
 class MultiViewDataModule(pl.LightningDataModule):
@@ -260,7 +255,8 @@ class MultiViewDataModule(pl.LightningDataModule):
         the OOD samples labelled -1 (no training class)."""
         if split not in self._datasets:
             try:
-                data = check_split(type(self).__name__, split, self.dataset(split), self.num_classes)
+                multilabel = bool(getattr(self, "multilabel", False))
+                data = check_split(type(self).__name__, split, self.dataset(split), self.num_classes, multilabel)
             except KeyError as error:  # e.g. `{"train": ..., "val": ...}[split]`
                 raise NotImplementedError(
                     f"{type(self).__name__}.dataset({split!r}) raised KeyError {error}: return None for a split the "
@@ -371,6 +367,11 @@ class MultiViewDataModule(pl.LightningDataModule):
             return self._device_augment.to(images.device)(images), labels
         return self.normalize.to(images.device)(images), labels
 
+    def setup(self, stage: str) -> None:
+        """Build the OOD split at the start of a run (not at the first validation): a missing folder stops it now."""
+        if stage != "predict":
+            self._dataset("ood")
+
     def __str__(self) -> str:  # Lightning's builds every loader (reads the data) to print the split sizes
         return f"{type(self).__name__}(batch_size={self.batch_size}, n_views={self.n_views})"
 
@@ -385,15 +386,3 @@ class MultiViewDataModule(pl.LightningDataModule):
         # `trainer.estimated_stepping_batches` in `configure_optimizers` prevents; so the next loader gets it here.
         self.seed = int(state_dict.get("seed", self.seed))
         self._train_loader_state = state_dict.get("train_loader")
-
-
-def check_predict_split(split: str) -> Split:
-    """``split`` if it is one of :data:`SPLITS`, else a ``ValueError`` naming it and the allowed ones.
-
-    Example:
-        >>> check_predict_split("train")
-        'train'
-    """
-    if split not in SPLITS:
-        raise ValueError(f"Expected argument `predict_split` to be one of {SPLITS}, but got {split!r}.")
-    return split  # type: ignore[return-value]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -60,7 +60,7 @@ class LabelledDataset(Dataset):
         load: What turns a raw image into the sample's image (a decoder); ``None``: the image as it is.
 
     Raises:
-        ValueError: If ``labels`` and ``images`` differ in length.
+        ValueError: If ``labels`` and ``images`` differ in length, or are not integers (:func:`as_indices`).
 
     Example:
         >>> data = LabelledDataset(["a", "b", "c"], [2, 0, 2])
@@ -72,7 +72,7 @@ class LabelledDataset(Dataset):
     """
 
     def __init__(self, images: Indexable, labels: Any, load: Callable[[Any], Any] | None = None) -> None:
-        labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels, dtype=np.int64)
+        labels = as_indices(labels.cpu() if isinstance(labels, Tensor) else labels)
         if len(labels) != len(images):
             raise ValueError(f"Expected one label per image, but got {len(labels)} labels for {len(images)} images.")
         self.images = images
@@ -95,6 +95,31 @@ class LabelledDataset(Dataset):
     def relabel(self, labels: Any) -> LabelledDataset:
         """The same samples with other labels (``(N,)``, aligned), e.g. some set to -1 (unknown)."""
         return LabelledDataset(self.images, labels, self.load)
+
+
+def as_indices(labels: Any) -> np.ndarray:
+    """``labels`` as int64, refusing what a cast would change: names, and floats that are not whole numbers.
+
+    Raises:
+        ValueError: Naming a label that is not an integer.
+
+    Example:
+        >>> as_indices([0.0, 2.0, -1]).tolist()
+        [0, 2, -1]
+        >>> as_indices([0.7, 3.9])
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected labels as class indices (integers, -1: unknown) or multi-hot rows of 0 and 1, but got ...
+    """
+    values = np.asarray(labels)
+    whole = values.dtype.kind in "iub" or (values.dtype.kind == "f" and bool(np.all(values == np.round(values))))
+    if not whole:
+        bad = values.flat[0] if values.dtype.kind not in "f" else values[values != np.round(values)].flat[0]
+        raise ValueError(
+            f"Expected labels as class indices (integers, -1: unknown) or multi-hot rows of 0 and 1, but got "
+            f"{bad.item()!r} ({values.dtype}): give each class name its index (its position in the class names)."
+        )
+    return values.astype(np.int64)
 
 
 def _index(label: RawLabel) -> int | None:
@@ -216,7 +241,19 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple
     return [int(i) for i in train], [int(i) for i in val]
 
 
-def check_split(owner: str, split: str, data: Any, num_classes: int) -> LabelledDataset | None:
+#: A data set's splits (``MultiViewDataModule.dataset``); ``predict`` embeds any of them clean, in data-set order
+#: (``predict_split``; the training set is the kNN bank of an offline evaluation, "ood" its ``--ood`` file).
+Split = Literal["train", "val", "test", "ood"]
+SPLITS: tuple[str, ...] = get_args(Split)
+
+
+class SplitTypeError(TypeError):
+    """A DataModule's split of the wrong type; the message says what to return (the command shows it in one line)."""
+
+
+def check_split(
+    owner: str, split: str, data: Any, num_classes: int, multilabel: bool = False
+) -> LabelledDataset | None:
     """``data``, what ``owner.dataset(split)`` returned, if a DataModule can use it; else the error naming the fix.
 
     Args:
@@ -225,10 +262,13 @@ def check_split(owner: str, split: str, data: Any, num_classes: int) -> Labelled
         data: The returned split: a :class:`LabelledDataset`, or ``None`` (for ``"test"`` and ``"ood"`` only).
         num_classes: Classes (labels per sample for multi-hot labels); class indices must lie in
             ``-1 .. num_classes - 1`` (-1: unknown). The labels of ``"ood"`` are not checked (they are not read).
+        multilabel: The DataModule's ``multilabel`` (the command links it into the model): multi-hot labels
+            ``(N, num_classes)`` of 0 and 1 then, class indices ``(N,)`` else.
 
     Raises:
-        TypeError: For something other than a ``LabelledDataset`` or ``None``.
-        ValueError: For ``None`` as the training or validation split, an empty split, or a class index out of range.
+        SplitTypeError: For something other than a ``LabelledDataset`` or ``None`` (a ``TypeError``).
+        ValueError: For ``None`` as the training or validation split, an empty split, a class index out of range, or
+            labels of the other kind than ``multilabel`` says, of another width or not 0/1.
 
     Example:
         >>> check_split("MyData", "val", LabelledDataset(["a", "b"], [0, 3]), num_classes=3)
@@ -243,13 +283,27 @@ def check_split(owner: str, split: str, data: Any, num_classes: int) -> Labelled
             raise ValueError(f"Expected `{where}` to return the {split} split{held_out}, but got None.")
         return None
     if not isinstance(data, LabelledDataset):
-        raise TypeError(
+        raise SplitTypeError(
             f"Expected `{where}` to return a LabelledDataset(images, labels) (samples that carry their labels) or "
             f"None, but got {type(data).__name__}."
         )
     if len(data) == 0:
         raise ValueError(f"`{where}` is empty: give it samples, or return None for a split the data set lacks.")
-    if split != "ood" and data.labels.ndim == 1:
+    if split == "ood":
+        return data
+    if (data.labels.ndim == 2) != multilabel:
+        kind = "multi-hot rows (N, L)" if data.labels.ndim == 2 else "class indices (N,)"
+        fix = "set `multilabel = True` on the DataModule" if data.labels.ndim == 2 else "give multi-hot rows"
+        raise ValueError(
+            f"{where} has labels of shape {data.labels.shape}, {kind}, but multilabel={multilabel}: {fix}."
+        )
+    if multilabel:
+        if data.labels.shape[1] != num_classes or not np.isin(data.labels, (0, 1)).all():
+            raise ValueError(
+                f"{where} has multi-hot labels of shape {data.labels.shape} with values in [{data.labels.min()}, "
+                f"{data.labels.max()}], but num_classes = {num_classes} labels of 0 or 1 are expected."
+            )
+    else:
         low, high = int(data.labels.min()), int(data.labels.max())
         if low < -1 or high >= num_classes:
             raise ValueError(
@@ -258,3 +312,15 @@ def check_split(owner: str, split: str, data: Any, num_classes: int) -> Labelled
                 "or fix the labels."
             )
     return data
+
+
+def check_predict_split(split: str) -> Split:
+    """``split`` if it is one of :data:`SPLITS`, else a ``ValueError`` naming it and the allowed ones.
+
+    Example:
+        >>> check_predict_split("train")
+        'train'
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Expected argument `predict_split` to be one of {SPLITS}, but got {split!r}.")
+    return split  # type: ignore[return-value]

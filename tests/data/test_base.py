@@ -303,6 +303,7 @@ class TestArguments:
             ("label 32", ValueError, r"Bad.dataset\('train'\) has labels up to 32, but num_classes = 32 \(class"),
             ("label -2", ValueError, r"Bad.dataset\('train'\) has labels down to -2, but num_classes = 32"),
             ("KeyError", NotImplementedError, r"Bad.dataset\('train'\) raised KeyError 'train': return None for"),
+            ("multi-hot", ValueError, r"shape \(4, 32\), multi-hot rows \(N, L\), but multilabel=False: set `multil"),
         ],
     )
     def test_a_split_the_base_cannot_use_is_named_with_the_fix(self, returned: str, error: type, match: str) -> None:
@@ -316,10 +317,31 @@ class TestArguments:
                     "label 32": lambda: LabelledDataset(images, [0, 1, 2, 32]),
                     "label -2": lambda: LabelledDataset(images, [0, 1, 2, -2]),
                     "KeyError": lambda: {}[split],
+                    "multi-hot": lambda: LabelledDataset(images, np.eye(32, dtype=np.int64)[:4]),
                 }[returned]()
 
         with pytest.raises(error, match=match):
             Bad().train_dataloader()
+
+    @pytest.mark.parametrize(
+        ("labels", "match"),
+        [
+            (np.eye(4, 3, dtype=np.int64) * 3, r"multi-hot labels of shape \(4, 3\) with values in \[0, 3\], but"),
+            (np.eye(4, 5, dtype=np.int64), r"multi-hot labels of shape \(4, 5\) .* but num_classes = 3 labels of 0"),
+            (np.arange(4), r"shape \(4,\), class indices \(N,\), but multilabel=True: give multi-hot rows"),
+        ],
+    )
+    def test_multi_hot_labels_are_checked_before_any_step(self, labels: np.ndarray, match: str) -> None:
+        """Before the sanity check, which would fail in the kNN or in torchmetrics with their own words."""
+
+        class Attributes(Tiny):
+            multilabel, num_classes = True, 3
+
+            def dataset(self, split: str) -> LabelledDataset:
+                return LabelledDataset([torch.zeros(3, 8, 8, dtype=torch.uint8)] * 4, labels)
+
+        with pytest.raises(ValueError, match=match):
+            Attributes().val_dataloader()
 
     def test_unknown_labels_and_an_empty_optional_split_are_fine(self) -> None:
         class Partial(Tiny):

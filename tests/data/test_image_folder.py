@@ -151,6 +151,17 @@ class TestDataModule:
         torch.testing.assert_close(next(iter(dm.predict_dataloader()))[0], images)  # type: ignore[call-overload]
         assert dm.classes == ["cat", "dog", "eel"]  # the OOD folders are no classes
 
+    def test_a_missing_ood_dir_stops_the_run_before_training(
+        self, image_tree: tuple[Path, Path], tmp_path: Path
+    ) -> None:
+        """Found at setup, not at the first validation (which may come epochs later)."""
+        dm = ImageFolderDataModule(str(image_tree[0]), ood_dir=str(tmp_path / "nowhere"), image_size=16, batch_size=2)
+        model = _Embed()
+        trainer = helpers.cpu_trainer(tmp_path, max_epochs=1)
+        with pytest.raises(FileNotFoundError, match=r"Expected a directory of images, but .*nowhere. is not one"):
+            trainer.fit(model, datamodule=dm)
+        assert trainer.global_step == 0
+
     def test_ood_dir_without_images_or_missing(self, image_tree: tuple[Path, Path], tmp_path: Path) -> None:
         (tmp_path / "empty" / "sub").mkdir(parents=True)
         with pytest.raises(ValueError, match=r"Expected images .* in .*empty., found none"):

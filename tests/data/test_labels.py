@@ -20,7 +20,7 @@ from lightning_supcon.data import (
     ImageFolderDataModule,
 )
 from lightning_supcon.data.digits import load_digit_images
-from lightning_supcon.data.labels import class_names, encode_labels, stratified_split
+from lightning_supcon.data.labels import LabelledDataset, class_names, encode_labels, stratified_split
 from tests.data.formats import write_cifar10, write_image_tree
 
 
@@ -203,6 +203,18 @@ def _list_module(tmp_path: Path, train: list[str], val: list[str] | None = None,
 
     val_list = write("val.csv", val, len(train)) if val is not None else None
     return CsvDataModule(write("train.csv", train, 0), val_list, image_size=8, batch_size=2, **kwargs)
+
+
+class TestLabelsAreIntegers:
+    @pytest.mark.parametrize(("labels", "bad"), [([0.7, 3.9], "0.7"), ([0, 1.5], "1.5"), (["cat", "dog"], "'cat'")])
+    def test_a_cast_that_would_change_a_label_is_refused(self, labels: list, bad: str) -> None:
+        """np.asarray(..., dtype=int64) truncates 0.7 to 0 and 3.9 to 3, in silence."""
+        with pytest.raises(ValueError, match=f"but got {bad} .*: give each class name its index"):
+            LabelledDataset(["a", "b"], labels)
+
+    def test_whole_floats_bools_and_multi_hot_rows_are_kept(self) -> None:
+        assert LabelledDataset(["a", "b"], [2.0, -1.0]).labels.tolist() == [2, -1]
+        assert LabelledDataset(["a"], [[True, False]]).labels.tolist() == [[1, 0]]
 
 
 class TestBlankLabel:

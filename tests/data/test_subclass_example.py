@@ -5,6 +5,7 @@ The class is the one in the README and in the docstring of ``lightning_supcon/da
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,24 +67,47 @@ def test_trains(tmp_path: Path, npz: str, augment_on: str) -> None:
     assert sum(len(labels) for _, labels in model.val_batches[0]) == 10  # the whole validation set
 
 
-def test_forgetting_num_classes_is_one_line_before_training(
-    tmp_path: Path, npz: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        (
+            ("num_classes, in_channels, image_size = 4, 3, 32", "image_size = 32"),
+            "Forgetful must set `num_classes` or override `classes`.",
+        ),
+        (
+            (
+                'return LabelledDataset(images, data[f"{split}_labels"])',
+                'return list(zip(images, data[f"{split}_labels"]))',
+            ),
+            "Expected `Forgetful.dataset('train')` to return a LabelledDataset(images, labels) (samples that carry "
+            "their labels) or None, but got list.",
+        ),
+    ],
+    ids=["no num_classes", "a list"],
+)
+def test_a_mistake_in_your_own_data_module_is_one_line_before_training(
+    tmp_path: Path,
+    npz: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    change: tuple[str, str],
+    line: str,
 ) -> None:
-    """The CLI links ``data.num_classes`` into the model; an ``AttributeError`` would make jsonargparse drop that link
-    in silence (the model keeping its default of 10 classes) and the run fail at its first checkpoint."""
+    """The README's class with one mistake, through the command. Without ``num_classes`` an ``AttributeError`` made
+    jsonargparse drop the link into the model in silence (the model keeping 10 classes) and the run fail at its first
+    checkpoint; a list was a 69-line traceback."""
     module = tmp_path / "forgetful.py"
     source = Path(__file__).read_text().split("class MyDataModule")[1].split("\n\n\n")[0]
+    assert change[0] in source
     module.write_text(
         "import numpy as np\nimport torch\nfrom typing import Any\n"
         "from lightning_supcon.data import LabelledDataset, MultiViewDataModule\n\n\n"
-        f"class Forgetful{source.replace('num_classes, in_channels, image_size = 4, 3, 32', 'image_size = 32')}\n"
+        f"class Forgetful{source.replace(*change)}\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    args = ["fit", "--config", DIGITS, "--data", "forgetful.Forgetful", "--data.path", npz]
+    monkeypatch.delitem(sys.modules, "forgetful", raising=False)  # each case imports its own file
+    args = ["fit", "--config", DIGITS, "--data", "forgetful.Forgetful", "--data.path", npz, "--data.batch_size", "8"]
     with pytest.raises(SystemExit) as exc:
         main([*args, f"--trainer.default_root_dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert exc.value.code == 2 and err == [
-        "lightning-supcon: error: Forgetful must set `num_classes` or override `classes`."
-    ]
-    assert not (tmp_path / "run").exists()  # nothing trained
+    assert exc.value.code == 2 and err == [f"lightning-supcon: error: {line}"]

@@ -107,6 +107,8 @@ def run_worker(script: Path, *args: str, cwd: Path, timeout: float = 300) -> sub
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "configs" / "digits.yaml")
 DIGITS_LINEAR = str(ROOT / "configs" / "digits_linear.yaml")
+#: The digits config made small for the command-line tests of runs: batches of 32 images of 8 px.
+SMALL_DIGITS = ("--data.init_args.batch_size", "32", "--data.init_args.image_size", "8")
 # Files of an earlier run in the digits config's output folder that no failed command may touch (`workdir` fixture).
 PRECIOUS = {"outputs/digits/checkpoints/last.ckpt": b"an earlier run's checkpoint", "outputs/digits/run.log": b"log"}
 

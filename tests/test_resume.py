@@ -25,7 +25,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from lightning_supcon import DigitsDataModule, OnlineEval, Queue, Schedule, SupConModule
 from lightning_supcon.cli.preemption import PreemptionCheckpoint
 from lightning_supcon.models.optimization import sgd
-from tests.helpers import SigtermAtStep
+from tests.helpers import DIGITS, ROOT, SMALL_DIGITS, SigtermAtStep
 
 BATCHES = 4  # training batches per epoch in the runs below
 
@@ -169,24 +169,17 @@ class TestMidEpochResume:
         assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in full_opt.param_groups])
 
 
-ROOT = Path(__file__).resolve().parents[1]
 CLI_BATCHES = 6  # training batches per epoch of the CLI runs
 
 
 def _cli_fit(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """The digits config, small and fast (2 epochs of 6 batches, validation each epoch), run as users run it."""
     command = [
-        *(sys.executable, "-m", "lightning_supcon", "fit", "--config", str(ROOT / "configs" / "digits.yaml")),
+        *(sys.executable, "-m", "lightning_supcon", "fit", "--config", DIGITS),
         *("--trainer.max_epochs", "2", "--trainer.limit_train_batches", str(CLI_BATCHES)),
         *("--trainer.limit_val_batches", "2", "--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "false"),
-        *(
-            "--data.init_args.batch_size",
-            "32",
-            "--data.init_args.image_size",
-            "8",
-            "--model.init_args.online.knn_k",
-            "5",
-        ),
+        *SMALL_DIGITS,
+        *("--model.init_args.online.knn_k", "5"),
         *extra,
     ]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}

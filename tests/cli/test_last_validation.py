@@ -10,12 +10,12 @@ import pytest
 import pytorch_lightning as pl
 
 from lightning_supcon.cli import cli
-from tests.helpers import DIGITS
+from tests.helpers import DIGITS, SMALL_DIGITS
 
 SMALL = [
     *("--config", DIGITS, "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"),
     *("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"),
-    *("--data.init_args.batch_size", "32", "--data.init_args.image_size", "8"),
+    *SMALL_DIGITS,
 ]
 
 

@@ -20,9 +20,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_supcon import OnlineEval, SupConModule
 from lightning_supcon.cli.preemption import PreemptionCheckpoint
+from tests.helpers import DIGITS, SMALL_DIGITS
 
-ROOT = Path(__file__).resolve().parents[2]
-DIGITS = str(ROOT / "configs" / "digits.yaml")
 BATCHES = 4  # training batches per epoch in the runs below
 
 
@@ -31,14 +30,8 @@ def _cli_command(*extra: str) -> list[str]:
         *(sys.executable, "-m", "lightning_supcon", "fit", "--config", DIGITS),
         *("--trainer.limit_train_batches", str(BATCHES), "--trainer.limit_val_batches", "1"),
         *("--trainer.check_val_every_n_epoch", "1", "--trainer.logger", "false"),
-        *(
-            "--data.init_args.batch_size",
-            "32",
-            "--data.init_args.image_size",
-            "8",
-            "--model.init_args.online.knn_k",
-            "0",
-        ),
+        *SMALL_DIGITS,
+        *("--model.init_args.online.knn_k", "0"),
         *extra,
     ]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightning_supcon.cli import cli, main
-from tests.helpers import DIGITS, DIGITS_LINEAR, PRECIOUS
+from tests.helpers import DIGITS, DIGITS_LINEAR, PRECIOUS, SMALL_DIGITS
 
 BATCHES = 3  # training batches per epoch
 
@@ -19,14 +19,8 @@ def _fit_args(*extra: str) -> list[str]:
         *("--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1", "--trainer.callbacks", "[]"),
         *("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"),
         *("--trainer.log_every_n_steps", "1"),
-        *(
-            "--data.init_args.batch_size",
-            "32",
-            "--data.init_args.image_size",
-            "8",
-            "--model.init_args.online.knn_k",
-            "0",
-        ),
+        *SMALL_DIGITS,
+        *("--model.init_args.online.knn_k", "0"),
         *extra,
     ]
 

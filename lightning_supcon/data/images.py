@@ -227,8 +227,9 @@ class ImageDataModule(MultiViewDataModule):
         mode = _MODES[self.channels]
         if split == "ood":
             found = self._source(split)
-            unknown = [-1] * len(found.images) if found is not None else []
-            return None if found is None else ImageDataset(found.images, unknown, mode, None, self.unreadable_hint)
+            if found is None:
+                return None
+            return ImageDataset(found.images, [-1] * len(found.images), mode, None, self.unreadable_hint)
         if split == "test" or (split == "val" and self._source("val") is not None):
             found = self._source(split)
             return None if found is None else self._dataset_of(found, mode)

@@ -190,8 +190,9 @@ def eval_sampler(data: Sized, trainer: Any, may_be_empty: bool = False) -> Sampl
     """
     if trainer is None or trainer.world_size <= 1:
         return None
-    shard = UnrepeatedShard if may_be_empty else UnrepeatedDistributedSampler
-    return shard(data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
+    if may_be_empty:
+        return UnrepeatedShard(data, num_replicas=trainer.world_size, rank=trainer.global_rank)
+    return UnrepeatedDistributedSampler(data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False)
 
 
 class UnrepeatedShard(DistributedSampler):
@@ -204,7 +205,7 @@ class UnrepeatedShard(DistributedSampler):
         [[0], [1], [2], []]
     """
 
-    def __init__(self, data: Sized, num_replicas: int, rank: int, shuffle: bool = False) -> None:
+    def __init__(self, data: Sized, num_replicas: int, rank: int) -> None:
         super().__init__(data, num_replicas=num_replicas, rank=rank, shuffle=False)  # type: ignore[arg-type]
         self.total_size = len(data)
         self.num_samples = len(range(rank, self.total_size, num_replicas))

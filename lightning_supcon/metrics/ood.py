@@ -64,6 +64,7 @@ class KNNOODScore(KNNAccuracy):
         **kwargs: Any,
     ) -> None:
         super().__init__(2, k, 1.0, chunk_size, bank_dtype, bank_chunk_size, **kwargs)  # labels: 0 in, 1 out
+        self._warned_k = False  # the warning of a k beyond the bank, said once per metric
 
     def update(self, features: Tensor, is_ood: Tensor | None = None, bank: bool = False, stored: bool = False) -> None:
         """Store ``features`` ``(B, D)`` as bank entries (``bank=True``, no ``is_ood``) or as queries with their
@@ -106,8 +107,8 @@ class KNNOODScore(KNNAccuracy):
         bank = sum(features.shape[0] for features in self.bank_features)
         local = torch.tensor([bank, inside, queries - inside], dtype=torch.long, device=self.device)
         total = torch.stack(gather(local)).sum(dim=0) if gather else local
-        if 0 < int(total[0]) < self.k and not getattr(self, "_warned_k", False):
-            self._warned_k = True  # once per metric: the bank is the same data set every epoch
+        if 0 < int(total[0]) < self.k and not self._warned_k:
+            self._warned_k = True  # the bank is the same data set every epoch
             rank_zero_warn(
                 f"OOD score: k = {self.k} is more than the {int(total[0])} bank entries, so each sample is scored by "
                 "the farthest of them; choose k well below the training samples per class (`online.ood_k`)."

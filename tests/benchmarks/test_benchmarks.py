@@ -156,3 +156,12 @@ class TestMemoryQueue:
         proc = run_script("memory_queue.py", "--epochs", "1", "--seeds", "1", "--batch", "64", tmp_path=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert list(table_rows(proc.stdout)) == ["no queue", "queue 1024", "queue 1024 + momentum encoder 0.99"]
+
+
+@pytest.mark.slow  # two 1-epoch runs through the command (~30 s); `make test-slow` runs it
+def test_ood_digits_prints_near_and_far(tmp_path: Path) -> None:
+    proc = run_script("ood_digits.py", "--epochs", "1", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = table_rows(proc.stdout)
+    assert list(rows) == ["near", "far"]
+    assert all(0.0 <= float(cell) <= 1.0 for cells in rows.values() for cell in cells[:5]), proc.stdout
